@@ -1,0 +1,1 @@
+"""Persona LoRA Lab engine: data, models, batched LoRA training, evaluation, statistics, store, jobs."""
