@@ -1,0 +1,299 @@
+"""Batched multi-adapter LoRA training: P adapters in one pass, as if each were trained alone.
+
+Each optimizer step holds the t-th mini-batch of every adapter's own data. The loss of each adapter is
+the mean over its own target tokens, gradients are clipped per adapter, and AdamW keeps per-adapter
+state and step counts (an adapter whose data ran out this epoch does not move). Rows of a step are
+sorted by length and cut into micro-batches under a token budget (gradient accumulation), so padding
+stays small and 200 personas fit in memory. Logits are computed only at target positions.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.lora import DEFAULT_TARGETS, lora_layers
+
+DEFAULT_SYSTEM_PROMPT = "You are a smart-home assistant. Reply with the actions you take."
+
+
+class ConfigError(ValueError):
+    """A hyperparameter out of range; the message names it."""
+
+
+@dataclass
+class TrainConfig:
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    lr: float = 1e-3
+    epochs: int = 3
+    batch_size: int = 8
+    max_length: int = 256
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    micro_batch_tokens: int = 4096  # padded tokens per forward pass; lower it if memory is short
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    context_window: int = 4
+    max_new_tokens: int = 48
+    eval_batch_size: int = 32
+
+    def __post_init__(self):
+        checks = [
+            ("r", isinstance(self.r, int) and self.r >= 1, "an integer >= 1"),
+            ("alpha", self.alpha > 0, "> 0"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("targets", len(self.targets) > 0 and all(isinstance(t, str) and t for t in self.targets),
+             "a non-empty list of module names"),
+            ("lr", 0 < self.lr <= 1, "in (0, 1]"),
+            ("epochs", isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
+            ("max_length", isinstance(self.max_length, int) and self.max_length >= 16, "an integer >= 16"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
+            ("micro_batch_tokens", isinstance(self.micro_batch_tokens, int) and self.micro_batch_tokens >= 64,
+             "an integer >= 64"),
+            ("context_window", isinstance(self.context_window, int) and self.context_window >= 1, "an integer >= 1"),
+            ("max_new_tokens", isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1, "an integer >= 1"),
+            ("eval_batch_size", isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "an integer >= 1"),
+        ]
+        bad = [f"{name} must be {what}, got {getattr(self, name)!r}" for name, ok, what in checks if not ok]
+        if bad:
+            raise ConfigError("; ".join(bad))
+        self.targets = tuple(self.targets)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown hyperparameter(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["targets"] = list(self.targets)
+        return d
+
+
+# ----------------------------------------------------------------------------- encoding
+
+@dataclass
+class Encoded:
+    """Token ids of prompt + target; the loss covers ids[n_prompt:]."""
+    ids: list[int]
+    n_prompt: int
+
+
+def prompt_messages(context, system_prompt: str | None) -> list[dict]:
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return msgs + [{"role": role, "content": text} for role, text in context]
+
+
+def _render(tok, messages: list[dict], reply: str | None) -> tuple[str, str]:
+    """(prompt text, target text) with the tokenizer's chat template when it has one."""
+    if getattr(tok, "chat_template", None):
+        prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if reply is None:
+            return prompt, ""
+        full = tok.apply_chat_template(messages + [{"role": "assistant", "content": reply}], tokenize=False)
+        if full.startswith(prompt):
+            return prompt, full[len(prompt):]
+        return prompt, reply + (tok.eos_token or "")
+    prompt = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant: "
+    return prompt, "" if reply is None else reply + (tok.eos_token or "\n")
+
+
+def encode(tok, context, reply: str | None, system_prompt: str | None, max_length: int) -> Encoded:
+    """Prompt and target tokenized separately so the loss boundary is exact; long prompts lose their start."""
+    prompt, target = _render(tok, prompt_messages(context, system_prompt), reply)
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    t = tok(target, add_special_tokens=False)["input_ids"] if target else []
+    t = t[:max_length - 1]
+    p = p[-(max_length - len(t)):]
+    return Encoded(p + t, len(p))
+
+
+def encode_example(tok, ex, cfg: TrainConfig) -> Encoded:
+    """A training item: dialogue target, or the right choice of a choice task as the reply."""
+    if ex.target is not None:
+        return encode(tok, ex.context, ex.target, cfg.system_prompt, cfg.max_length)
+    return encode(tok, [("user", ex.prompt)], ex.choices[ex.answer], cfg.system_prompt, cfg.max_length)
+
+
+# ----------------------------------------------------------------------------- forward
+
+def pad_batch(seqs: list[Encoded], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask, and a bool mask of positions whose NEXT token is a target."""
+    T = max(len(s.ids) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), T), dtype=torch.long)
+    pred = torch.zeros((len(seqs), T), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s.ids)] = torch.tensor(s.ids)
+        attn[i, :len(s.ids)] = 1
+        pred[i, s.n_prompt - 1:len(s.ids) - 1] = True
+    return ids.to(device), attn.to(device), pred.to(device)
+
+
+def target_logprobs(model, ids, attn, pred) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of every target token (flattened, row-major) and the row of each token.
+
+    The LM head runs only at target positions: on a 49k vocabulary it is most of the compute otherwise.
+    """
+    decoder = getattr(model, model.base_model_prefix)
+    hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+    h = hidden[pred]
+    logits = model.get_output_embeddings()(h).float()
+    labels = ids[:, 1:][pred[:, :-1]]
+    rows = pred.nonzero()[:, 0]
+    return -F.cross_entropy(logits, labels, reduction="none"), rows
+
+
+def micro_batches(seqs: list[Encoded], budget_tokens: int) -> list[list[int]]:
+    """Indices grouped by length so that rows × longest row ≤ budget (at least one row each)."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ids))
+    groups, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1) * len(seqs[i].ids) > budget_tokens:
+            groups.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+class StackedAdamW:
+    """AdamW over stacked adapter tensors [P, ...] with per-adapter step counts.
+
+    Elementwise identical to torch.optim.AdamW run on each adapter separately; adapters not in
+    `active` are left untouched (no decay, no moment update), as if their training had ended.
+    """
+
+    def __init__(self, params: list[torch.Tensor], n_adapters: int, lr: float, weight_decay: float,
+                 betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.wd, self.betas, self.eps = params, lr, weight_decay, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.steps = torch.zeros(n_adapters, dtype=torch.float64)
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor):
+        self.steps[active] += 1
+        b1, b2 = self.betas
+        act = active.nonzero()[:, 0]
+        t = self.steps[act]
+        bc1 = (1 - b1 ** t).float()
+        bc2_sqrt = (1 - b2 ** t).sqrt().float()
+        for p, m, v in zip(self.params, self.m, self.v):
+            act_d = act.to(p.device)
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            g = p.grad.index_select(0, act_d)
+            pa, ma, va = p.data.index_select(0, act_d), m.index_select(0, act_d), v.index_select(0, act_d)
+            pa.mul_(1 - self.lr * self.wd)
+            ma.lerp_(g, 1 - b1)
+            va.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (va.sqrt() / bc2_sqrt.to(p.device).view(shape)).add_(self.eps)
+            pa.sub_((self.lr / bc1).to(p.device).view(shape) * ma / denom)
+            p.data.index_copy_(0, act_d, pa)
+            m.index_copy_(0, act_d, ma)
+            v.index_copy_(0, act_d, va)
+
+
+def clip_per_adapter(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale each adapter's gradient to norm ≤ max_norm (torch.nn.utils.clip_grad_norm_ per adapter)."""
+    sq = sum(p.grad.float().pow(2).flatten(1).sum(1) for p in params)
+    norms = sq.sqrt()
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for p in params:
+        p.grad.mul_(coef.view((-1,) + (1,) * (p.dim() - 1)).to(p.grad.dtype))
+    return norms
+
+
+# ----------------------------------------------------------------------------- training loop
+
+@dataclass
+class TrainStats:
+    steps: int = 0
+    tokens: int = 0            # all non-pad tokens through the model
+    target_tokens: int = 0     # tokens with a loss
+    seconds: float = 0.0
+    losses: list = field(default_factory=list)  # mean per-adapter loss at each step
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """Data order of one adapter in one epoch: depends only on its own seed, so batching changes nothing."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seeds: list[int] | None = None,
+                           progress=None, phase: str = "train") -> TrainStats:
+    """Train adapter p of the model's LoRA layers on data[p], all adapters in one batched pass."""
+    model, router = lm.model, lm.model.lora_router
+    layers = list(lora_layers(model).values())
+    params = [p for l in layers for p in (l.lora_A, l.lora_B)]
+    P = len(data)
+    if layers[0].n_adapters != P:
+        raise ValueError(f"model has {layers[0].n_adapters} adapters, data for {P}")
+    seeds = list(range(P)) if seeds is None else seeds
+    for p in params:
+        p.requires_grad_(True)
+    opt = StackedAdamW(params, P, cfg.lr, cfg.weight_decay)
+    bs = cfg.batch_size
+    steps_per_epoch = max(math.ceil(len(d) / bs) for d in data)
+    total = steps_per_epoch * cfg.epochs
+    stats = TrainStats()
+    model.train()
+    t0 = time.time()
+    try:
+        for epoch in range(cfg.epochs):
+            orders = [epoch_order(len(d), seeds[p], epoch) for p, d in enumerate(data)]
+            for t in range(steps_per_epoch):
+                rows = [(p, data[p][i]) for p in range(P) for i in orders[p][t * bs:(t + 1) * bs]]
+                adapters = torch.tensor([p for p, _ in rows])
+                n_tok = torch.zeros(P)
+                for p, s in rows:
+                    n_tok[p] += len(s.ids) - s.n_prompt
+                active = n_tok > 0
+                loss_sum = torch.zeros(P)
+                for p in params:
+                    p.grad = None
+                for group in micro_batches([s for _, s in rows], cfg.micro_batch_tokens):
+                    seqs = [rows[i][1] for i in group]
+                    idx = adapters[group].to(lm.device)
+                    ids, attn, pred = pad_batch(seqs, lm.tokenizer.pad_token_id, lm.device)
+                    with router.route(idx if P > 1 else None), lm.autocast():
+                        logp, row = target_logprobs(model, ids, attn, pred)
+                    tok_adapter = idx[row]
+                    weight = 1.0 / n_tok.to(lm.device)[tok_adapter]
+                    loss = -(logp * weight).sum()
+                    loss.backward()
+                    loss_sum.index_add_(0, tok_adapter.cpu(), -logp.detach().float().cpu())
+                    stats.tokens += int(attn.sum())
+                    stats.target_tokens += int(pred.sum())
+                clip_per_adapter(params, cfg.max_grad_norm)
+                opt.step(active)
+                stats.steps += 1
+                step_loss = float((loss_sum[active] / n_tok[active]).mean())
+                stats.losses.append(step_loss)
+                if progress:
+                    progress(phase, stats.steps, total, loss=step_loss)
+    finally:
+        model.eval()
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+        stats.seconds = time.time() - t0
+    return stats
