@@ -101,12 +101,25 @@ def remove_lora(model: nn.Module) -> None:
     model.__dict__.pop("lora_router", None)
 
 
-@torch.no_grad()
-def merge_into_base(model: nn.Module, adapter: int = 0) -> None:
-    """W += scale * B A of one adapter, then remove the LoRA layers (hybrid: unified becomes the base)."""
-    for name, layer in lora_layers(model).items():
-        layer.base.weight += layer.delta_weight(adapter).to(layer.base.weight.dtype)
-    remove_lora(model)
+@contextlib.contextmanager
+def merged_adapter(model: nn.Module, state: dict, scaling: float):
+    """The base weights with one adapter merged in (W += scaling * B A); the exact originals come back after.
+
+    `state` is an adapter_state() of a model whose LoRA layers have been removed (hybrid: unified
+    becomes the base the per-persona adapters train on).
+    """
+    saved = {}
+    with torch.no_grad():
+        for name, (A, B) in state.items():
+            linear = model.get_submodule(name)
+            saved[name] = linear.weight.detach().clone()
+            linear.weight += (scaling * (B @ A)).to(linear.weight)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, w in saved.items():
+                model.get_submodule(name).weight.copy_(w)
 
 
 def adapter_state(model: nn.Module, adapter: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

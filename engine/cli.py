@@ -1,0 +1,224 @@
+"""`python -m engine ...`: synth, run, runs, ingest (and the dashboard's worker, export).
+
+Exit codes: 0 ok, 1 the run failed while working, 2 bad input (nothing was written).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from engine.train import TrainConfig
+
+TRAIN_FLAGS = {f.name: f for f in fields(TrainConfig)}
+
+
+def _err(msg: str) -> int:
+    print(msg, file=sys.stderr)
+    return 2
+
+
+class TqdmProgress:
+    """A tqdm bar per phase on stderr."""
+
+    def __init__(self):
+        self.bar, self.phase = None, None
+
+    def __call__(self, phase, done, total, **info):
+        from tqdm import tqdm
+        if phase != self.phase:
+            self.close()
+            self.phase, self.bar = phase, tqdm(total=total, desc=phase, file=sys.stderr, leave=True,
+                                               dynamic_ncols=True, disable=None)
+        self.bar.total = total
+        self.bar.n = done
+        if "loss" in info:
+            self.bar.set_postfix(loss=f"{info['loss']:.3f}", refresh=False)
+        self.bar.refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _add_train_flags(p: argparse.ArgumentParser):
+    g = p.add_argument_group("hyperparameters (defaults: engine.train.TrainConfig)")
+    for name, f in TRAIN_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "targets":
+            g.add_argument(flag, help=f"comma-separated module names (default {','.join(f.default)})")
+        elif f.type in ("int", int):
+            g.add_argument(flag, type=int, help=f"default {f.default}")
+        elif f.type in ("float", float):
+            g.add_argument(flag, type=float, help=f"default {f.default}")
+        else:
+            g.add_argument(flag, help=f"default {f.default!r}")
+
+
+def _train_overrides(args) -> dict:
+    out = {}
+    for name in TRAIN_FLAGS:
+        v = getattr(args, name)
+        if v is not None:
+            out[name] = tuple(t.strip() for t in v.split(",") if t.strip()) if name == "targets" else v
+    return out
+
+
+def cmd_synth(args) -> int:
+    from engine.simulator import SIMULATOR_DEFAULTS, simulate, validate_knobs, write_jsonl
+    knobs = {k: getattr(args, k) for k in SIMULATOR_DEFAULTS if getattr(args, k) is not None}
+    try:
+        knobs = validate_knobs({**SIMULATOR_DEFAULTS, **knobs})
+    except ValueError as e:
+        return _err(f"synth: {e}")
+    records = simulate(**knobs)
+    write_jsonl(records, args.out)
+    print(f"wrote {len(records)} dialogues of {knobs['personas']} personas to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from engine import store
+    from engine.data import DataError
+    from engine.models import ModelError
+    from engine.runner import RunSpec, execute_run, new_run_id
+    from engine.train import ConfigError
+
+    options = {}
+    if args.cluster_k is not None:
+        options["cluster_k"] = args.cluster_k if args.cluster_k == "auto" else _int_or(args.cluster_k)
+    if args.merge_k is not None:
+        options["merge_k"] = args.merge_k
+    spec = RunSpec(data=args.data, model=args.model, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+                   seed=args.seed, name=args.name, device=args.device, precision=args.precision,
+                   train=_train_overrides(args), options=options)
+    run_id = new_run_id()
+    results = store.runs_dir(path) / run_id  # kept: the adapters for `export` live here
+    progress = TqdmProgress()
+    path = store.store_path(args.store)
+
+    def ingest(_method=None):
+        store.ingest(results, path)
+
+    try:
+        execute_run(spec, results, progress=progress, run_id=run_id, on_method_done=ingest)
+    except (DataError, ConfigError, ModelError, ValueError) as e:
+        progress.close()
+        if not results.exists():  # rejected before any work: nothing written
+            return _err(str(e) if isinstance(e, DataError) else f"error: {e}")
+        ingest()
+        return _err(f"run {run_id} failed: {e}")
+    except BaseException as e:
+        progress.close()
+        if results.exists():
+            ingest()
+        print(f"run {run_id} {'cancelled' if isinstance(e, KeyboardInterrupt) else 'failed'}: {e}", file=sys.stderr)
+        return 1
+    progress.close()
+    ingest()
+    _print_runs(path, [run_id])
+    print(run_id)
+    return 0
+
+
+def _int_or(v):
+    try:
+        return int(v)
+    except ValueError:
+        return v
+
+
+def _print_runs(path, run_ids=None) -> None:
+    from engine import store
+    from engine.stats import summarize
+    runs = store.list_runs(path)
+    if run_ids is not None:
+        runs = runs[runs.run_id.isin(run_ids)]
+    scores = store.persona_scores(list(runs.run_id), path)
+    methods = store.method_summaries(list(runs.run_id), path)
+    for _, r in runs.iterrows():
+        print(f"{r.run_id}  {r.status:9s} {r.model}  {r.dataset}  seed={r.seed}  personas={r.n_personas}")
+        for _, m in methods[methods.run_id == r.run_id].iterrows():
+            s = summarize(scores[(scores.run_id == r.run_id) & (scores.method == m.method)].score.values)
+            print(f"    {m.method:16s} score {s['mean']:.4f} ± {s['std']:.4f}  (95% CI {s['ci_low']:.4f}–"
+                  f"{s['ci_high']:.4f}, n={s['n']})  train {m.train_seconds:7.1f}s  eval {m.eval_seconds:6.1f}s")
+
+
+def cmd_runs(args) -> int:
+    _print_runs(args.store)
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from engine import store
+    added = store.ingest(args.dir, args.store)
+    print(f"ingested {len(added)} method(s): {', '.join(added) or '-'}", file=sys.stderr)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from engine.jobs import worker_main
+    return worker_main(args.job_id, args.jobs_dir)
+
+
+def cmd_export(args) -> int:
+    from engine.export import cmd_export as export
+    return export(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from engine.simulator import SIMULATOR_DEFAULTS
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write the smart-home persona simulator's dataset as JSONL")
+    s.add_argument("--out", required=True)
+    for k, v in SIMULATOR_DEFAULTS.items():
+        s.add_argument("--" + k.replace("_", "-"), dest=k, type=type(v), help=f"default {v}")
+    s.set_defaults(fn=cmd_synth)
+
+    r = sub.add_parser("run", help="train and evaluate methods on a dataset, write the store; prints the run id last")
+    r.add_argument("--data", required=True, help="JSONL path, or the simulator: sim or sim:personas=8,train_per_persona=10,...")
+    r.add_argument("--model", default="smollm2-135m", help="smollm2-135m, tiny-random, a local folder or a HF id")
+    r.add_argument("--methods", default="base,unified")
+    r.add_argument("--store", default=None, help="DuckDB file (default $PLL_STORE or store.duckdb)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--name")
+    r.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    r.add_argument("--cluster-k", help="clusters for the cluster method: an integer or auto")
+    r.add_argument("--merge-k", type=int, help="neighbours merged per persona (merge methods)")
+    _add_train_flags(r)
+    r.set_defaults(fn=cmd_run)
+
+    ls = sub.add_parser("runs", help="list runs with per-method mean ± std of score over personas")
+    ls.add_argument("--store", default=None)
+    ls.set_defaults(fn=cmd_runs)
+
+    ig = sub.add_parser("ingest", help="copy a run's result folder into the store")
+    ig.add_argument("dir")
+    ig.add_argument("--store", default=None)
+    ig.set_defaults(fn=cmd_ingest)
+    w = sub.add_parser("worker", help="run one dashboard job (started by the dashboard, detached)")
+    w.add_argument("job_id")
+    w.add_argument("--jobs-dir", default=None, help="default $PLL_JOBS or jobs/")
+    w.set_defaults(fn=cmd_worker)
+
+    ex = sub.add_parser("export", help="write a trained adapter as a PEFT adapter folder")
+    ex.add_argument("--run", required=True)
+    ex.add_argument("--method", required=True)
+    ex.add_argument("--persona", help="persona id (per-persona, hybrid, cluster and merge methods)")
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--store", default=None)
+    ex.set_defaults(fn=cmd_export)
+    return p
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    return args.fn(args)

@@ -1,0 +1,133 @@
+"""Evaluation (DESIGN §7): batched greedy generation or choice log-likelihood, metrics per target,
+means per persona. Each row of a batch is answered by its own persona's adapter.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine import embed, smarthome
+from engine.train import encode, pad_batch, target_logprobs
+
+DIALOGUE_METRICS = ("embedding_similarity", "device_precision", "numerical_precision", "param_f1")
+CHOICE_METRICS = ("accuracy",)
+ALL_METRICS = DIALOGUE_METRICS + CHOICE_METRICS
+PRIMARY = {"dialogue": "embedding_similarity", "choice": "accuracy"}
+
+
+def _route(lm, adapters: list[int] | None):
+    router = getattr(lm.model, "lora_router", None)
+    if router is None:
+        from contextlib import nullcontext
+        return nullcontext()
+    return router.route(None if adapters is None else torch.tensor(adapters, device=lm.device))
+
+
+def _stop_ids(tok) -> list[int]:
+    ids = {tok.eos_token_id}
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tok.unk_token_id:
+        ids.add(im_end)
+    return [i for i in ids if i is not None]
+
+
+@torch.no_grad()
+def generate_replies(lm, examples, adapters: list[int] | None, cfg, progress=None, phase="generate") -> list[str]:
+    """Greedy replies for dialogue examples, in input order; adapters[i] answers examples[i]."""
+    tok = lm.tokenizer
+    prompts = [encode(tok, ex.context, None, cfg.system_prompt, cfg.max_length).ids for ex in examples]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
+    replies: list[str] = [""] * len(prompts)
+    stop = _stop_ids(tok)
+    bs = cfg.eval_batch_size
+    for b in range(0, len(order), bs):
+        chunk = order[b:b + bs]
+        T = max(len(prompts[i]) for i in chunk)
+        ids = torch.full((len(chunk), T), tok.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(chunk), T), dtype=torch.long)
+        for r, i in enumerate(chunk):  # left padding: every row's next token is at the end
+            ids[r, T - len(prompts[i]):] = torch.tensor(prompts[i])
+            attn[r, T - len(prompts[i]):] = 1
+        with _route(lm, None if adapters is None else [adapters[i] for i in chunk]), lm.autocast():
+            out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=attn.to(lm.device),
+                                    max_new_tokens=cfg.max_new_tokens, do_sample=False, eos_token_id=stop,
+                                    pad_token_id=tok.pad_token_id)
+        for r, i in enumerate(chunk):
+            replies[i] = tok.decode(out[r, T:], skip_special_tokens=True).strip()
+        if progress:
+            progress(phase, min(b + bs, len(order)), len(order))
+    return replies
+
+
+@torch.no_grad()
+def choose(lm, examples, adapters: list[int] | None, cfg, progress=None, phase="score") -> list[int]:
+    """Index of the choice with the highest length-normalised log-likelihood, per example."""
+    seqs, owner = [], []
+    for n, ex in enumerate(examples):
+        for c in ex.choices:
+            seqs.append(encode(lm.tokenizer, [("user", ex.prompt)], c, cfg.system_prompt, cfg.max_length))
+            owner.append(n)
+    scores = np.zeros(len(seqs))
+    bs = cfg.eval_batch_size
+    for b in range(0, len(seqs), bs):
+        chunk = list(range(b, min(b + bs, len(seqs))))
+        ids, attn, pred = pad_batch([seqs[i] for i in chunk], lm.tokenizer.pad_token_id, lm.device)
+        rows_adapters = None if adapters is None else [adapters[owner[i]] for i in chunk]
+        with _route(lm, rows_adapters), lm.autocast():
+            logp, rows = target_logprobs(lm.model, ids, attn, pred)
+        sums = torch.zeros(len(chunk)).index_add_(0, rows.cpu(), logp.float().cpu())
+        counts = torch.zeros(len(chunk)).index_add_(0, rows.cpu(), torch.ones(len(rows)))
+        scores[chunk] = (sums / counts.clamp(min=1)).numpy()
+        if progress:
+            progress(phase, chunk[-1] + 1, len(seqs))
+    picks, start = [], 0
+    for ex in examples:
+        k = len(ex.choices)
+        picks.append(int(np.argmax(scores[start:start + k])))
+        start += k
+    return picks
+
+
+def score_dialogue(predictions: list[str], references: list[str]) -> pd.DataFrame:
+    """One row of metrics per target."""
+    sims = embed.embedding_similarity(predictions, references)
+    rows = [smarthome.action_metrics(p, r) for p, r in zip(predictions, references)]
+    df = pd.DataFrame(rows, columns=list(DIALOGUE_METRICS[1:]))
+    df.insert(0, "embedding_similarity", sims.astype(float))
+    return df
+
+
+def evaluate(lm, dataset, examples, adapters: list[int] | None, cfg, progress=None) -> pd.DataFrame:
+    """Predictions with their metrics and `score` (the primary metric), one row per test example."""
+    base = pd.DataFrame({
+        "persona_id": [e.persona_id for e in examples],
+        "example_id": [e.example_id for e in examples],
+        "kind": [e.kind for e in examples],
+    })
+    if dataset.task == "dialogue":
+        preds = generate_replies(lm, examples, adapters, cfg, progress)
+        refs = [e.target for e in examples]
+        metrics = score_dialogue(preds, refs)
+        base["context"] = ["\n".join(f"{r}: {t}" for r, t in e.context) for e in examples]
+    else:
+        picks = choose(lm, examples, adapters, cfg, progress)
+        preds = [e.choices[p] for e, p in zip(examples, picks)]
+        refs = [e.choices[e.answer] for e in examples]
+        metrics = pd.DataFrame({"accuracy": [float(p == e.answer) for e, p in zip(examples, picks)]})
+        base["context"] = [e.prompt for e in examples]
+    base["reference"] = refs
+    base["prediction"] = preds
+    out = pd.concat([base, metrics], axis=1)
+    out["score"] = out[PRIMARY[dataset.task]]
+    return out
+
+
+def persona_means(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Mean of every metric over each persona's test targets (the unit of every statistic)."""
+    metrics = [m for m in ALL_METRICS if m in predictions] + ["score"]
+    g = predictions.groupby("persona_id", sort=False)
+    out = g[metrics].mean().reset_index()
+    out.insert(1, "n_test", g.size().values)
+    return out
+

@@ -1,0 +1,134 @@
+"""A run, top to bottom: check everything, load data and model, run each method, write result files.
+
+The recipe never opens the store: it writes result files (store.write_*), which the CLI or the
+dashboard ingests. Everything that can be wrong with the inputs is checked before any work starts.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from engine import store
+from engine.data import load_dataset
+from engine.evaluate import persona_means
+from engine.methods import Context, resolve_method
+from engine.models import load_model, pick_device
+from engine.train import ConfigError, TrainConfig
+
+
+@dataclass
+class RunSpec:
+    data: str                     # JSONL path, or "sim" / "sim:personas=8,..." for the simulator
+    model: str = "smollm2-135m"
+    methods: list[str] = field(default_factory=lambda: ["base", "unified"])
+    seed: int = 0
+    name: str | None = None
+    device: str | None = None     # None/"auto": CUDA when present
+    precision: str = "auto"
+    train: dict = field(default_factory=dict)    # TrainConfig fields
+    options: dict = field(default_factory=dict)  # method options: cluster_k, merge_k, ...
+
+    def check(self) -> TrainConfig:
+        """Raises ConfigError naming what is wrong; returns the training config."""
+        if not self.methods:
+            raise ConfigError("methods: give at least one method")
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"methods: duplicated in {self.methods}")
+        for m in self.methods:
+            resolve_method(m)
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        return TrainConfig.from_dict(self.train)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        return cls(**d)
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (KiB on Linux)
+
+
+def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = None, job_id: str | None = None,
+                on_method_done=None) -> str:
+    """Run every method of the spec; one result folder per finished method. Returns the run id."""
+    cfg = spec.check()
+    dataset = load_dataset(spec.data, context_window=cfg.context_window)
+    results_dir = Path(results_dir)
+    run_id = run_id or new_run_id()
+    device = pick_device(spec.device)
+    run = {
+        "run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(), "finished_at": None,
+        "name": spec.name or f"{spec.model} · {','.join(spec.methods)}", "status": "running",
+        "dataset": dataset.source, "dataset_hash": dataset.hash, "task": dataset.task,
+        "n_personas": len(dataset.personas), "model": spec.model, "device": str(device), "seed": spec.seed,
+        "methods": ",".join(spec.methods), "error": None, "job_id": job_id,
+        "artifacts_dir": str(results_dir.resolve()),
+        "config_json": json.dumps({**asdict(spec), "train": cfg.to_dict()}, sort_keys=True),
+    }
+    if progress:
+        progress("load model", 0, 1)
+    lm = load_model(spec.model, device=spec.device, precision=spec.precision)  # a bad name fails before any write
+    store.write_run_file(results_dir, run)
+    counts = {s: dataset.by_persona(s) for s in ("train", "val", "test")}
+    store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts))
+    try:
+        ctx = Context(lm=lm, dataset=dataset, cfg=cfg, seed=spec.seed, options=spec.options, progress=progress,
+                      artifacts_dir=results_dir / "adapters")
+        for method in spec.methods:
+            torch.manual_seed(spec.seed)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            out = resolve_method(method)(ctx)
+            per_persona = persona_means(out.predictions)
+            summary = {
+                "method": method, "train_seconds": out.train_seconds, "eval_seconds": out.eval_seconds,
+                "peak_mem_mb": peak_memory_mb(device), "trainable_params": out.trainable_params,
+                "n_adapters": out.n_adapters, "device": str(device), "n_personas": len(per_persona),
+                "mean_score": float(per_persona["score"].mean()), "train_tokens": out.train_tokens,
+                "tokens_per_second": out.tokens_per_second, "final_loss": out.final_loss,
+                "details_json": json.dumps(out.details, default=str),
+            }
+            store.write_method_files(results_dir, method, summary, {
+                "persona_results": per_persona, "predictions": out.predictions, **out.tables})
+            if on_method_done:
+                on_method_done(method)
+        if "cluster" in ctx.cache:  # cluster assignments, silhouettes and the UMAP map of the run
+            store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts, ctx.cache["cluster"]))
+            store.write_run_table(results_dir, "cluster_k", ctx.cache["cluster"]["k_scores"])
+        run.update(status="done", finished_at=datetime.now(timezone.utc).isoformat())
+    except BaseException as e:
+        run.update(status="cancelled" if isinstance(e, KeyboardInterrupt) else "failed",
+                   error=f"{type(e).__name__}: {e}", finished_at=datetime.now(timezone.utc).isoformat())
+        raise
+    finally:
+        store.write_run_file(results_dir, run)
+    return run_id
+
+
+def _personas_frame(dataset, counts, clusters=None):
+    import pandas as pd
+    pids = list(dataset.personas)
+    df = pd.DataFrame({
+        "persona_id": pids, "profile": [dataset.personas[p] for p in pids],
+        "n_train": [len(counts["train"][p]) for p in pids], "n_val": [len(counts["val"][p]) for p in pids],
+        "n_test": [len(counts["test"][p]) for p in pids],
+    })
+    if clusters is not None:
+        df = df.merge(clusters["personas"], on="persona_id", how="left")
+    return df
