@@ -96,10 +96,10 @@ def cmd_run(args) -> int:
     spec = RunSpec(data=args.data, model=args.model, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
                    seed=args.seed, name=args.name, device=args.device, precision=args.precision,
                    train=_train_overrides(args), options=options)
+    path = store.store_path(args.store)
     run_id = new_run_id()
     results = store.runs_dir(path) / run_id  # kept: the adapters for `export` live here
     progress = TqdmProgress()
-    path = store.store_path(args.store)
 
     def ingest(_method=None):
         store.ingest(results, path)

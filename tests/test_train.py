@@ -1,0 +1,72 @@
+"""Trainer pieces on tiny-random: encoding boundaries, micro-batching, config checks."""
+import pytest
+import torch
+
+from engine.data import Example
+from engine.lora import inject_lora, lora_layers, remove_lora
+from engine.models import load_model
+from engine.train import ConfigError, Encoded, TrainConfig, encode_example, micro_batches, pad_batch, train_adapters_batched
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model("tiny-random", precision="fp32")
+
+
+def test_target_tokens_are_exactly_the_reply(lm):
+    ex = Example("e", "p", "train", None, context=(("user", "Set the TV to hdmi1."),), target="Done: tv input hdmi1.")
+    enc = encode_example(lm.tokenizer, ex, TrainConfig())
+    target = lm.tokenizer.decode(enc.ids[enc.n_prompt:])
+    assert target.startswith("Done: tv input hdmi1.") and "<|im_end|>" in target
+    assert "Set the TV to hdmi1." in lm.tokenizer.decode(enc.ids[:enc.n_prompt])
+
+
+def test_long_prompts_lose_their_start_not_the_target(lm):
+    ex = Example("e", "p", "train", None, context=(("user", "word " * 400),), target="Done: ac temperature 21.")
+    enc = encode_example(lm.tokenizer, ex, TrainConfig(max_length=64))
+    assert len(enc.ids) == 64
+    assert lm.tokenizer.decode(enc.ids[enc.n_prompt:]).startswith("Done: ac temperature 21.")
+
+
+def test_pad_batch_marks_positions_before_targets():
+    ids, attn, pred = pad_batch([Encoded([1, 2, 3, 4], 2), Encoded([5, 6, 7], 1)], 0, "cpu")
+    assert ids.tolist() == [[1, 2, 3, 4], [5, 6, 7, 0]]
+    assert pred.tolist() == [[False, True, True, False], [True, True, False, False]]
+
+
+def test_micro_batches_respect_the_token_budget():
+    seqs = [Encoded([0] * n, 1) for n in (10, 50, 20, 40, 30)]
+    groups = micro_batches(seqs, 60)
+    assert sorted(i for g in groups for i in g) == list(range(5))
+    for g in groups:
+        assert len(g) == 1 or len(g) * max(len(seqs[i].ids) for i in g) <= 60
+
+
+@pytest.mark.parametrize("field, value", [("r", 0), ("lr", -1.0), ("dropout", 1.0), ("batch_size", 0),
+                                          ("targets", ()), ("max_length", 4)])
+def test_bad_hyperparameters_are_named(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_unknown_hyperparameter_is_named():
+    with pytest.raises(ConfigError, match="learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_micro_batching_does_not_change_the_result(lm):
+    """Gradient accumulation over micro-batches is exact up to float summation order (which Adam's
+    normalisation amplifies where a gradient is near zero, hence a norm-relative tolerance)."""
+    exs = [Example(f"e{i}", "p", "train", None, context=(("user", "hello " * (i + 1)),), target=f"Done: tv volume {i}.")
+           for i in range(6)]
+    results = []
+    for budget in (4096, 64):
+        cfg = TrainConfig(epochs=2, batch_size=3, dropout=0.0, micro_batch_tokens=budget)
+        data = [encode_example(lm.tokenizer, e, cfg) for e in exs]
+        inject_lora(lm.model, 2, cfg.r, cfg.alpha, 0.0, cfg.targets, seed=0)
+        train_adapters_batched(lm, [data[:4], data[4:]], cfg)
+        results.append([l.lora_B.detach().clone() for l in lora_layers(lm.model).values()])
+        remove_lora(lm.model)
+    for a, b in zip(*results):
+        assert a.abs().sum() > 0
+        assert float((a - b).norm() / a.norm()) < 1e-3
