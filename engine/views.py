@@ -1,0 +1,224 @@
+"""What the dashboard pages show, as plain DataFrames: store reads joined with engine statistics.
+
+No Streamlit here (the app wraps these in st.cache_data keyed by the store path and `store_version`).
+Every function takes `path` (the store file) and opens only short read-only connections.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from engine import stats, store
+
+METRICS = ("score", "embedding_similarity", "device_precision", "numerical_precision", "param_f1", "accuracy")
+
+
+def store_version(path) -> tuple:
+    """Changes whenever the store file (or its WAL) is written: the cache key of every read."""
+    path = store.store_path(path)
+    out = []
+    for f in (path, path + ".wal"):
+        try:
+            st = os.stat(f)
+            out += [st.st_mtime_ns, st.st_size]
+        except OSError:
+            out += [0, 0]
+    return tuple(out)
+
+
+def _ids(run_ids) -> list[str]:
+    return [str(r) for r in (run_ids or [])]
+
+
+def runs(path=None) -> pd.DataFrame:
+    """Every run with its number of finished methods, newest first."""
+    return store.query(
+        "SELECT r.*, coalesce(m.n_methods, 0) AS n_methods_done FROM runs r "
+        "LEFT JOIN (SELECT run_id, count(*) AS n_methods FROM method_results GROUP BY run_id) m USING (run_id) "
+        "ORDER BY r.created_at DESC", path=path)
+
+
+def run_label(row) -> str:
+    name = row.get("name") or ""
+    return f"{row['run_id']} · {name} · seed {row.get('seed')} · {row.get('status')}"
+
+
+def table_counts(path=None) -> dict:
+    tables = ("runs", "method_results", "persona_results", "predictions", "personas", "cluster_k", "merge_weights",
+              "jobs")
+    df = store.query(" UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in tables), path=path)
+    return dict(zip(df.t, df.n.astype(int)))
+
+
+def available_metrics(run_ids, path=None) -> list[str]:
+    """Metric columns with at least one value in these runs (score first)."""
+    if not run_ids:
+        return ["score"]
+    cols = ", ".join(f"count({m}) AS {m}" for m in METRICS)
+    df = store.query(f"SELECT {cols} FROM persona_results WHERE run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
+    return [m for m in METRICS if len(df) and df[m].iloc[0] > 0] or ["score"]
+
+
+def persona_scores(run_ids, metric: str = "score", path=None) -> pd.DataFrame:
+    """Long frame run_id, method, persona_id, score (= the chosen metric)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}")
+    df = store.query(f"SELECT run_id, method, persona_id, {metric} AS score FROM persona_results "
+                     "WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, method, persona_id", [_ids(run_ids)], path)
+    return df
+
+
+def compare_table(run_ids, reference: str = "unified", metric: str = "score", methods=None,
+                  path=None) -> pd.DataFrame:
+    """engine.stats.method_table per (run, method) joined with time, parameters and run names."""
+    scores = persona_scores(run_ids, metric, path)
+    if methods:
+        scores = scores[scores.method.isin(list(methods) + [reference])]
+    table = stats.method_table(scores, reference=reference)
+    if methods:
+        table = table[table.method.isin(list(methods))]
+    info = store.query(
+        "SELECT m.run_id, m.method, m.train_seconds, m.eval_seconds, m.trainable_params, m.peak_mem_mb, "
+        "m.n_adapters, m.device, r.name AS run_name, r.model, r.seed FROM method_results m JOIN runs r USING (run_id) "
+        "WHERE m.run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
+    out = table.merge(info, on=["run_id", "method"], how="left")
+    out["total_seconds"] = out.train_seconds.fillna(0) + out.eval_seconds.fillna(0)
+    return out
+
+
+def persona_list(run_id, path=None) -> pd.DataFrame:
+    return store.query("SELECT persona_id, profile, cluster, n_train, n_val, n_test, silhouette FROM personas "
+                       "WHERE run_id = ? ORDER BY persona_id", [run_id], path)
+
+
+def persona_detail(run_id, persona_id, path=None) -> dict:
+    """Profile row, per-method scores (with the run's mean per method), predictions, merge neighbours."""
+    prof = store.query("SELECT * FROM personas WHERE run_id = ? AND persona_id = ?", [run_id, persona_id], path)
+    scores = store.query(
+        "SELECT p.method, p.score, p.n_test, a.mean_score AS run_mean, p.* EXCLUDE (run_id, method, persona_id, "
+        "score, n_test) FROM persona_results p JOIN (SELECT method, avg(score) AS mean_score FROM persona_results "
+        "WHERE run_id = ? GROUP BY method) a USING (method) WHERE p.run_id = ? AND p.persona_id = ? ORDER BY method",
+        [run_id, run_id, persona_id], path)
+    preds = store.query("SELECT method, example_id, kind, context, reference, prediction, score FROM predictions "
+                        "WHERE run_id = ? AND persona_id = ? ORDER BY example_id, method", [run_id, persona_id], path)
+    merge = store.query("SELECT method, neighbour_id, weight, val_score, centrality, similarity FROM merge_weights "
+                        "WHERE run_id = ? AND persona_id = ? ORDER BY method, weight DESC", [run_id, persona_id], path)
+    return {"profile": prof.iloc[0].to_dict() if len(prof) else None, "scores": scores, "predictions": preds,
+            "merge": merge}
+
+
+def cluster_view(run_id, gain_method: str | None = None, reference: str = "unified", path=None) -> dict:
+    """Personas with cluster / UMAP / silhouette (+ gain of a method over the reference), cluster_k, summaries."""
+    personas = store.query("SELECT persona_id, profile, cluster, umap_x, umap_y, silhouette FROM personas "
+                           "WHERE run_id = ? ORDER BY persona_id", [run_id], path)
+    if gain_method:
+        sc = store.query("SELECT persona_id, method, score FROM persona_results WHERE run_id = ? AND method IN (?, ?)",
+                         [run_id, gain_method, reference], path)
+        wide = sc.pivot_table(index="persona_id", columns="method", values="score")
+        if gain_method in wide and reference in wide:
+            personas = personas.merge((wide[gain_method] - wide[reference]).rename("gain").reset_index(),
+                                      on="persona_id", how="left")
+    if "gain" not in personas:
+        personas["gain"] = np.nan
+    ks = store.query("SELECT k, silhouette, chosen FROM cluster_k WHERE run_id = ? ORDER BY k", [run_id], path)
+    clustered = personas.dropna(subset=["cluster"])
+    per_cluster = (clustered.groupby("cluster").agg(personas=("persona_id", "count"),
+                                                    silhouette=("silhouette", "mean"), gain=("gain", "mean"))
+                   .reset_index()) if len(clustered) else pd.DataFrame(columns=["cluster", "personas", "silhouette", "gain"])
+    chosen = ks[ks.chosen.fillna(False).astype(bool)] if len(ks) else ks
+    overall = float(chosen.silhouette.iloc[0]) if len(chosen) else (
+        float(clustered.silhouette.mean()) if clustered.silhouette.notna().any() else float("nan"))
+    return {"personas": personas, "cluster_k": ks, "per_cluster": per_cluster, "overall_silhouette": overall,
+            "has_clusters": bool(len(clustered)), "has_map": bool(personas.umap_x.notna().any())}
+
+
+def runs_with_clusters(path=None) -> list[str]:
+    df = store.query("SELECT DISTINCT run_id FROM personas WHERE cluster IS NOT NULL OR umap_x IS NOT NULL", path=path)
+    return list(df.run_id)
+
+
+# ----------------------------------------------------------------------------- run-time estimate
+
+# Fallback speeds when the store has no measurement for a model yet (CPU; a CUDA device is assumed 10x faster).
+DEFAULT_TRAIN_TOKENS_PER_S = {"tiny-random": 3000.0, "smollm2-135m": 400.0}
+DEFAULT_EVAL_S_PER_TARGET = {"tiny-random": 0.1, "smollm2-135m": 0.6}
+UNKNOWN_TRAIN_TOKENS_PER_S, UNKNOWN_EVAL_S_PER_TARGET = 100.0, 3.0
+LOAD_SECONDS = 10.0
+CHARS_PER_TOKEN = 3.5
+
+
+def measured_speeds(model: str, path=None) -> dict:
+    """Median training tokens/s and eval seconds per test target of past runs of this model in the store."""
+    df = store.query(
+        "SELECT m.tokens_per_second, m.eval_seconds, m.method, m.run_id, "
+        "(SELECT count(*) FROM predictions p WHERE p.run_id = m.run_id AND p.method = m.method) AS n_targets "
+        "FROM method_results m JOIN runs r USING (run_id) WHERE r.model = ?", [model], path)
+    tps = df.tokens_per_second[df.tokens_per_second > 0]
+    ev = (df.eval_seconds / df.n_targets.where(df.n_targets > 0)).dropna()
+    return {"train_tokens_per_s": float(tps.median()) if len(tps) else None,
+            "eval_s_per_target": float(ev.median()) if len(ev) else None, "n_measurements": int(len(df))}
+
+
+def train_passes(methods) -> float:
+    """How many passes over all train data the methods need (shared adapters are trained once)."""
+    methods = set(methods)
+    passes = sum(1.0 for m in methods if m in ("unified", "per_persona", "hybrid", "cluster"))
+    if "hybrid" in methods and "unified" not in methods:
+        passes += 1.0  # hybrid trains its own unified adapter first
+    if any(m.startswith("merge") for m in methods) and "per_persona" not in methods:
+        passes += 1.0  # merges need the per-persona adapters
+    return passes
+
+
+def estimate_seconds(dataset, model: str, methods, cfg, device: str | None = None, path=None) -> dict:
+    """Run time ≈ load + train tokens × passes / tokens-per-s + test targets × methods × s-per-target.
+
+    train tokens = Σ over train targets of min(max_length, characters of prompt + reply / 3.5) × epochs;
+    speeds are the medians measured for this model in the store, else the defaults above.
+    """
+    train = dataset.split("train")
+    sys_len = len(cfg.system_prompt or "")
+    tokens_one_epoch = sum(min(cfg.max_length, (sys_len + sum(len(t) for _, t in e.context) + len(e.target or "")
+                                                + len(e.prompt or "") + 40) / CHARS_PER_TOKEN) for e in train)
+    n_test = len(dataset.split("test"))
+    speeds = measured_speeds(model, path) if path is not None else {"train_tokens_per_s": None,
+                                                                     "eval_s_per_target": None}
+    gpu = 10.0 if str(device or "").startswith("cuda") else 1.0
+    tps = speeds["train_tokens_per_s"] or DEFAULT_TRAIN_TOKENS_PER_S.get(model, UNKNOWN_TRAIN_TOKENS_PER_S) * gpu
+    spt = speeds["eval_s_per_target"] or DEFAULT_EVAL_S_PER_TARGET.get(model, UNKNOWN_EVAL_S_PER_TARGET) / gpu
+    passes = train_passes(methods)
+    train_s = tokens_one_epoch * cfg.epochs * passes / tps
+    eval_s = n_test * len(list(methods)) * spt
+    return {"seconds": LOAD_SECONDS + train_s + eval_s, "train_seconds": train_s, "eval_seconds": eval_s,
+            "train_tokens": tokens_one_epoch * cfg.epochs * passes, "tokens_per_second": tps,
+            "eval_s_per_target": spt, "measured": speeds.get("train_tokens_per_s") is not None}
+
+
+def fmt_seconds(s: float) -> str:
+    if s is None or not np.isfinite(s):
+        return "–"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+# ----------------------------------------------------------------------------- demos (the empty store's buttons)
+
+def demo_spec(which: str = "tiny"):
+    """The two one-click demos: 'tiny' (tiny-random, every known method, seconds) and 'smollm2' (minutes)."""
+    from engine.methods import known_methods
+    from engine.runner import RunSpec
+    from engine.simulator import format_sim_spec
+    if which == "tiny":
+        data = format_sim_spec({"personas": 4, "train_per_persona": 4, "val_per_persona": 2, "test_per_persona": 2})
+        return RunSpec(data=data, model="tiny-random", methods=known_methods(), seed=0, name="demo · tiny-random",
+                       train={"epochs": 1, "max_new_tokens": 8})
+    if which == "smollm2":
+        data = format_sim_spec({"personas": 8, "train_per_persona": 20, "val_per_persona": 5, "test_per_persona": 5})
+        return RunSpec(data=data, model="smollm2-135m", methods=["base", "unified", "per_persona"], seed=0,
+                       name="demo · smollm2-135m", train={"epochs": 2, "max_new_tokens": 24})
+    raise ValueError(f"unknown demo {which!r}")

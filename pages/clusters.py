@@ -1,0 +1,85 @@
+"""Clusters: UMAP map of profile embeddings, silhouettes (overall, per cluster, per persona), silhouette vs K."""
+import altair as alt
+import streamlit as st
+
+import ui
+
+ui.page_setup()
+st.title("Clusters")
+st.caption("Profile texts embedded with MiniLM, clustered with KMeans (the `cluster` method). The study found a "
+           "silhouette of 0.022 — text similarity need not mean behavioural similarity.")
+
+runs = ui.read("runs")
+with_clusters = set(ui.read("runs_with_clusters"))
+runs = runs[runs.run_id.isin(with_clusters)]
+if runs.empty:
+    st.info("No run with clusters yet: start a run that includes the `cluster` method on Launch.")
+    st.page_link(ui.PAGES["launch"], label="Open Launch", icon=":material/rocket_launch:")
+    st.stop()
+
+run_id = ui.pick_run(runs)
+methods = sorted(ui.read("persona_scores", [run_id]).method.unique())
+gain_opts = [m for m in methods if m != "unified"]
+c1, c2 = st.columns(2)
+color_by = c1.radio("Colour by", ["cluster", "gain over unified"], horizontal=True, key="color_by",
+                    index=1 if st.query_params.get("color") == "gain" else 0)
+gq = st.query_params.get("gain")
+gain_method = c2.selectbox("Gain of method", gain_opts, key="gain_method",
+                           index=gain_opts.index(gq) if gq in gain_opts else (
+                               gain_opts.index("cluster") if "cluster" in gain_opts else 0)) if gain_opts else None
+ui.set_qp(color="gain" if color_by != "cluster" else None, gain=gain_method)
+v = ui.read("cluster_view", run_id, gain_method=gain_method)
+pers = v["personas"]
+
+m1, m2, m3 = st.columns(3)
+m1.metric("Overall silhouette", "–" if v["overall_silhouette"] != v["overall_silhouette"]
+          else f"{v['overall_silhouette']:.3f}")
+m2.metric("Clusters", int(pers.cluster.nunique()) if v["has_clusters"] else "–")
+m3.metric("Personas", len(pers))
+
+if v["has_map"]:
+    if color_by == "cluster" or "unified" not in methods:
+        colour = alt.Color("cluster:N", title="cluster")
+    else:
+        lim = float(pers.gain.abs().max() or 0.01)
+        colour = alt.Color("gain:Q", title=f"{gain_method} − unified",
+                           scale=alt.Scale(scheme="redblue", domain=[-lim, lim]))
+    pick = alt.selection_point(name="persona", fields=["persona_id"], on="click")
+    mp = alt.Chart(pers.assign(profile_short=pers.profile.fillna("").str.slice(0, 120))).mark_circle(size=90).encode(
+        x=alt.X("umap_x:Q", title="UMAP 1", axis=alt.Axis(labels=False)),
+        y=alt.Y("umap_y:Q", title="UMAP 2", axis=alt.Axis(labels=False)), color=colour,
+        tooltip=["persona_id", "cluster", alt.Tooltip("silhouette:Q", format=".3f"),
+                 alt.Tooltip("gain:Q", format="+.4f"), "profile_short"]).add_params(pick)
+    st.markdown("**Profile embeddings (UMAP)** — click a persona to open it")
+    ev = st.altair_chart(mp.properties(height=420), on_select="rerun", key="umap_chart", width="stretch")
+    sel = ev.selection.get("persona") if ev is not None and hasattr(ev, "selection") else None
+    if sel and sel[0].get("persona_id"):
+        st.switch_page(ui.PAGES["persona"], query_params={"run": run_id, "persona": sel[0]["persona_id"]})
+else:
+    st.caption("This run stores no UMAP coordinates.")
+
+c1, c2 = st.columns(2)
+with c1:
+    st.markdown("**Per cluster**")
+    st.dataframe(v["per_cluster"], hide_index=True, width="stretch", column_config={
+        "silhouette": st.column_config.NumberColumn("mean silhouette", format="%.3f"),
+        "gain": st.column_config.NumberColumn(f"mean gain ({gain_method} − unified)", format="%+.4f")})
+with c2:
+    ks = v["cluster_k"]
+    st.markdown("**Silhouette against K**")
+    if ks.empty:
+        st.caption("No K sweep stored (cluster_k is filled when K is chosen automatically).")
+    else:
+        line = alt.Chart(ks).mark_line(point=True).encode(x=alt.X("k:O", title="K"),
+                                                          y=alt.Y("silhouette:Q", title="silhouette"))
+        chosen = alt.Chart(ks[ks.chosen.fillna(False).astype(bool)]).mark_point(
+            size=200, color="red", shape="diamond", filled=True).encode(x="k:O", y="silhouette:Q")
+        st.altair_chart((line + chosen).properties(height=260), width="stretch")
+
+if pers.silhouette.notna().any():
+    st.markdown("**Silhouette per persona**")
+    st.altair_chart(alt.Chart(pers.dropna(subset=["silhouette"])).mark_bar().encode(
+        x=alt.X("persona_id:N", sort="-y", title=None, axis=alt.Axis(labels=len(pers) <= 60)),
+        y=alt.Y("silhouette:Q"), color="cluster:N",
+        tooltip=["persona_id", "cluster", alt.Tooltip("silhouette:Q", format=".3f")]).properties(height=240),
+        width="stretch")

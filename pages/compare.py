@@ -1,0 +1,207 @@
+"""Compare: methods across runs — table with honest per-persona statistics, charts, click to drill down."""
+import altair as alt
+import streamlit as st
+
+import ui
+from engine import jobs, views
+
+ui.page_setup()
+st.title("Compare methods")
+
+runs = ui.read("runs")
+
+
+def welcome():
+    st.markdown(
+        "#### Welcome to Persona LoRA Lab\n"
+        "Does personalising a small language model with LoRA adapters (one per persona, per cluster, merged, "
+        "hybrid) beat one shared adapter? The store is empty — start with a demo on the built-in smart-home "
+        "persona simulator, or configure your own run on **Launch**.")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Quick demo** — `tiny-random` model, 4 personas, every method. About a minute on a laptop CPU; "
+                    "the scores are meaningless (random model) but every chart fills in.")
+        if st.button("Run the quick demo", icon=":material/play_arrow:", type="primary", key="demo_tiny"):
+            _start_demo("tiny")
+    with c2:
+        st.markdown("**Real demo** — SmolLM2-135M-Instruct, 8 personas, base / unified / per_persona. "
+                    "Several minutes on CPU.")
+        if st.button("Run the SmolLM2 demo", icon=":material/play_arrow:", key="demo_smollm2"):
+            _start_demo("smollm2")
+    active = [j for j in jobs.list_jobs(ui.jobs_dir()) if j["status"] in jobs.ACTIVE]
+    if active:
+        st.info(f"{len(active)} job(s) running — results appear here as each method finishes.")
+        st.page_link(ui.PAGES["jobs"], label="Open Jobs", icon=":material/pending_actions:")
+
+
+def _start_demo(which):
+    try:
+        jobs.submit(views.demo_spec(which), store_file=ui.store_file(), jobs_dir=ui.jobs_dir())
+    except Exception as e:
+        st.error(f"Could not start the demo: {e}")
+        return
+    st.switch_page(ui.PAGES["jobs"])
+
+
+if runs.empty:
+    welcome()
+    st.stop()
+
+# ----------------------------------------------------------------------------- selection (URL state)
+labels = {r["run_id"]: views.run_label(r) for _, r in runs.iterrows()}
+all_ids = list(runs.run_id)
+wanted = [r for r in ui.qp_list("runs") if r in all_ids]
+if not wanted:
+    done = runs[(runs.status == "done") & (runs.n_methods_done > 0)]
+    wanted = list((done if len(done) else runs[runs.n_methods_done > 0] if (runs.n_methods_done > 0).any()
+                   else runs).run_id[:1])
+run_ids = st.multiselect("Runs", all_ids, default=wanted, format_func=lambda r: labels.get(r, r))
+if not run_ids:
+    st.info("Choose one or more runs.")
+    st.stop()
+
+metrics = ui.read("available_metrics", run_ids)
+all_scores = ui.read("persona_scores", run_ids, "score")
+methods_avail = sorted(all_scores.method.unique())
+if not methods_avail:
+    st.info("No method of these runs has finished yet. Progress is on the Jobs page.")
+    st.page_link(ui.PAGES["jobs"], label="Open Jobs", icon=":material/pending_actions:")
+    st.stop()
+
+c1, c2, c3 = st.columns([3, 1, 1])
+want_methods = [m for m in ui.qp_list("methods") if m in methods_avail] or methods_avail
+methods = c1.multiselect("Methods", methods_avail, default=want_methods)
+ref_q = st.query_params.get("ref")
+ref_default = ref_q if ref_q in methods_avail else ("unified" if "unified" in methods_avail else methods_avail[0])
+reference = c2.selectbox("Reference (Δ vs)", methods_avail, index=methods_avail.index(ref_default))
+metric_q = st.query_params.get("metric")
+metric = c3.selectbox("Metric", metrics, index=metrics.index(metric_q) if metric_q in metrics else 0)
+ui.set_qp(runs=run_ids, methods=None if set(methods) == set(methods_avail) else methods,
+          ref=None if reference == "unified" else reference, metric=None if metric == "score" else metric)
+if not methods:
+    st.stop()
+
+table = ui.read("compare_table", run_ids, reference=reference, metric=metric, methods=methods)
+if table.empty:
+    st.info(f"No persona has a {metric} value for these methods.")
+    st.stop()
+scores = ui.read("persona_scores", run_ids, metric)
+scores = scores[scores.method.isin(methods)]
+multi = len(run_ids) > 1
+table["run"] = table.run_id.map(lambda r: f"{r[-6:]} · {runs.set_index('run_id').name.get(r, '')}")
+scores["run"] = scores.run_id.map(dict(zip(table.run_id, table.run)))
+
+# ----------------------------------------------------------------------------- table
+st.subheader("Methods")
+st.caption(f"{metric} per persona (mean over its test examples), then mean and std **over personas**; "
+           f"95% bootstrap CI; Δ = paired difference vs **{reference}** with its bootstrap CI and Wilcoxon p; "
+           "helped / hurt = personas better / worse than the reference.")
+show = table[["run", "method", "n_personas", "mean", "std", "ci_low", "ci_high", "delta", "delta_ci_low",
+              "delta_ci_high", "wilcoxon_p", "helped", "hurt", "train_seconds", "eval_seconds",
+              "trainable_params", "peak_mem_mb"]].copy()
+if not multi:
+    show = show.drop(columns="run")
+pct = st.column_config.NumberColumn(format="%.4f")
+st.dataframe(show, hide_index=True, width="stretch", key="compare_table", height=min(36 * (len(show) + 1) + 4, 640),
+             column_config={
+    "n_personas": st.column_config.NumberColumn("personas"), "mean": pct, "std": pct,
+    "ci_low": st.column_config.NumberColumn("CI low", format="%.4f"),
+    "ci_high": st.column_config.NumberColumn("CI high", format="%.4f"),
+    "delta": st.column_config.NumberColumn(f"Δ vs {reference}", format="%+.4f"),
+    "delta_ci_low": st.column_config.NumberColumn("Δ CI low", format="%+.4f"),
+    "delta_ci_high": st.column_config.NumberColumn("Δ CI high", format="%+.4f"),
+    "wilcoxon_p": st.column_config.NumberColumn("Wilcoxon p", format="%.3g"),
+    "train_seconds": st.column_config.NumberColumn("train s", format="%.1f"),
+    "eval_seconds": st.column_config.NumberColumn("eval s", format="%.1f"),
+    "trainable_params": st.column_config.NumberColumn("trainable params", format="%d"),
+    "peak_mem_mb": st.column_config.NumberColumn("peak MB", format="%.0f"),
+})
+st.download_button("Download CSV", table.drop(columns=["run"]).to_csv(index=False).encode(),
+                   file_name=f"compare-{'-'.join(r[-6:] for r in run_ids)}.csv", mime="text/csv")
+
+# ----------------------------------------------------------------------------- charts
+order = [m for m in methods if m in set(table.method)]
+color = alt.Color("method:N", sort=order, legend=None)
+pick = alt.selection_point(name="pick", fields=["run_id", "method"], on="click")
+enc_x = alt.X("method:N", sort=order, title=None)
+offset = {"xOffset": alt.XOffset("run:N")} if multi else {}
+bars = alt.Chart(table).mark_bar().encode(
+    x=enc_x, y=alt.Y("mean:Q", title=f"mean {metric} over personas"), color=color,
+    opacity=alt.condition(pick, alt.value(1.0), alt.value(0.55)),
+    tooltip=["run", "method", alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("ci_low:Q", format=".4f"),
+             alt.Tooltip("ci_high:Q", format=".4f"), alt.Tooltip("delta:Q", format="+.4f"), "n_personas"],
+    **offset).add_params(pick)
+errs = alt.Chart(table).mark_errorbar(ticks=True).encode(
+    x=enc_x, y=alt.Y("ci_low:Q", title=""), y2="ci_high:Q", **offset)
+box = alt.Chart(scores).mark_boxplot(extent=1.5, opacity=0.35, outliers=False).encode(
+    x=alt.X("method:N", sort=order, title=None), y=alt.Y("score:Q", title=f"{metric} per persona"), color=color)
+ppick = alt.selection_point(name="persona", fields=["run_id", "persona_id"], on="click")
+points = alt.Chart(scores).mark_circle(size=38, opacity=0.75).encode(
+    x=alt.X("method:N", sort=order), xOffset=alt.XOffset("jitter:Q", scale=alt.Scale(domain=[-1.5, 1.5])),
+    y="score:Q", color=color,
+    tooltip=["persona_id", "method", "run", alt.Tooltip("score:Q", format=".4f")],
+).transform_calculate(jitter="sqrt(-2 * log(random())) * cos(2 * PI * random()) * 0.35").add_params(ppick)
+
+c1, c2 = st.columns(2)
+with c1:
+    st.markdown("**Mean with 95% CI** — click a bar to open that method")
+    ev_bar = st.altair_chart((bars + errs).properties(height=320), on_select="rerun", key="bar_chart",
+                             width="stretch")
+with c2:
+    st.markdown("**Per-persona scores** — click a point to open that persona")
+    ev_box = st.altair_chart((box + points).properties(height=320), on_select="rerun", key="box_chart",
+                             width="stretch")
+
+tdf = table.assign(time=table.total_seconds.clip(lower=0.01))
+tpick = alt.selection_point(name="tpick", fields=["run_id", "method"], on="click")
+scatter = alt.Chart(tdf).mark_circle(size=160).encode(
+    x=alt.X("time:Q", scale=alt.Scale(type="log"), title="train + eval seconds (log)"),
+    y=alt.Y("mean:Q", title=f"mean {metric}", scale=alt.Scale(zero=False)), color=alt.Color("method:N", sort=order),
+    **({"shape": alt.Shape("run:N")} if multi else {}),
+    tooltip=["run", "method", alt.Tooltip("train_seconds:Q", format=".1f"),
+             alt.Tooltip("eval_seconds:Q", format=".1f"), alt.Tooltip("mean:Q", format=".4f"), "trainable_params"],
+).add_params(tpick)
+st.markdown("**Score against time** — what each point of accuracy costs")
+ev_time = st.altair_chart(scatter.properties(height=300), on_select="rerun", key="time_chart", width="stretch")
+
+
+def _first(event, name):
+    try:
+        sel = event.selection.get(name) if event is not None else None
+    except AttributeError:
+        return None
+    return sel[0] if sel else None
+
+
+hit = _first(ev_box, "persona")
+if hit and hit.get("persona_id"):
+    st.switch_page(ui.PAGES["persona"], query_params={"run": hit.get("run_id") or run_ids[0],
+                                                     "persona": hit["persona_id"]})
+for ev, name in ((ev_bar, "pick"), (ev_time, "tpick")):
+    hit = _first(ev, name)
+    if hit and hit.get("method") and hit["method"] != st.query_params.get("method"):
+        ui.set_qp(method=hit["method"], mrun=hit.get("run_id"))
+
+# ----------------------------------------------------------------------------- one method, per persona
+st.subheader("One method, persona by persona")
+m_q = st.query_params.get("method")
+c1, c2 = st.columns(2)
+method = c1.selectbox("Method", order, index=order.index(m_q) if m_q in order else 0, key="detail_method")
+mrun_q = st.query_params.get("mrun")
+mrun = c2.selectbox("Run", run_ids, index=run_ids.index(mrun_q) if mrun_q in run_ids else 0,
+                    format_func=lambda r: labels.get(r, r), key="detail_run") if multi else run_ids[0]
+ui.set_qp(method=method, mrun=mrun if multi else None)
+one = scores[(scores.run_id == mrun) & (scores.method == method)][["persona_id", "score"]]
+ref = scores[(scores.run_id == mrun) & (scores.method == reference)][["persona_id", "score"]]
+one = one.merge(ref.rename(columns={"score": "reference"}), on="persona_id", how="left")
+one["delta"] = one.score - one.reference
+one = one.sort_values("score", ascending=False)
+st.caption(f"{len(one)} personas · select a row to open the persona")
+ev_rows = st.dataframe(one, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                       key="persona_rows", column_config={
+                           "score": st.column_config.NumberColumn(format="%.4f"),
+                           "reference": st.column_config.NumberColumn(reference, format="%.4f"),
+                           "delta": st.column_config.NumberColumn(f"Δ vs {reference}", format="%+.4f")})
+rows = ev_rows.selection.rows if ev_rows is not None and hasattr(ev_rows, "selection") else []
+if rows:
+    st.switch_page(ui.PAGES["persona"], query_params={"run": mrun, "persona": one.iloc[rows[0]].persona_id})

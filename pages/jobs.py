@@ -1,0 +1,77 @@
+"""Jobs: live status and progress of background runs, log tail, cancel, retry, open results."""
+import pandas as pd
+import streamlit as st
+
+import ui
+from engine import jobs, views
+
+ui.page_setup()
+st.title("Jobs")
+st.caption("Each job is a detached worker process (`python -m engine worker <job_id>`), one per device at a time; "
+           "jobs keep running when the dashboard closes. Finished methods are ingested into the store as they "
+           "complete.")
+
+if st.session_state.get("just_started"):
+    st.success(f"Started {len(st.session_state['just_started'])} job(s): "
+               f"{', '.join(st.session_state.pop('just_started'))}")
+
+
+def _eta(p):
+    return views.fmt_seconds(p.get("eta_seconds")) if p.get("eta_seconds") is not None else "–"
+
+
+@st.fragment(run_every=2)
+def live():
+    polled = ui.poll_jobs()
+    all_jobs = polled["jobs"]
+    if polled.get("busy"):
+        st.caption("The store is busy; results will be ingested on the next refresh.")
+    if not all_jobs:
+        st.info("No jobs yet. Start one on Launch (or with a demo button on Compare when the store is empty).")
+        st.page_link(ui.PAGES["launch"], label="Open Launch", icon=":material/rocket_launch:")
+        return
+    rows = []
+    for j in all_jobs:
+        p = j.get("progress") or {}
+        frac = 1.0 if j["status"] == "done" else float(p.get("fraction") or 0.0)
+        rows.append({"job": j["job_id"], "status": j["status"], "progress": frac,
+                     "phase": (p.get("phase") or "starting") if j["status"] in jobs.ACTIVE else "",
+                     "methods": f"{p['methods_done']}/{p['methods_total']}" if "methods_total" in p else "–",
+                     "ETA": _eta(p) if j["status"] == "running" else "", "device": j.get("device"),
+                     "run": j.get("run_id"), "created": (j.get("created_at") or "")[:19].replace("T", " ")})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="jobs_table", column_config={
+        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")})
+
+    st.subheader("Details")
+    ingested_runs = set(ui.read("runs").run_id)
+    for n, j in enumerate(all_jobs[:20]):
+        jid, status = j["job_id"], j["status"]
+        p = j.get("progress") or {}
+        icon = {"queued": "hourglass_empty", "running": "play_circle", "done": "check_circle", "failed": "error",
+                "cancelled": "cancel"}.get(status, "circle")
+        with st.expander(f"{jid} · {status} · {p.get('phase') or ''}", expanded=status in jobs.ACTIVE or n == 0,
+                         icon=f":material/{icon}:"):
+            if status in jobs.ACTIVE:
+                st.progress(min(1.0, float(p.get("fraction") or 0.0)),
+                            text=f"{p.get('phase') or 'starting / waiting for the device'} · "
+                                 f"{p.get('done', 0)}/{p.get('total', '?')} · ETA {_eta(p)}")
+            if j.get("error") and status != "cancelled":
+                st.error(j["error"])
+            c1, c2, c3 = st.columns(3)
+            if status in jobs.ACTIVE and c1.button("Cancel", key=f"cancel_{jid}"):
+                jobs.cancel(jid, ui.jobs_dir(), grace=3.0)
+                ui.poll_jobs()
+                st.rerun(scope="fragment")
+            if status in jobs.FINISHED and c2.button("Retry", key=f"retry_{jid}"):
+                try:
+                    new = jobs.retry(jid, ui.jobs_dir(), ui.store_file())
+                    st.toast(f"Started {new}")
+                except Exception as e:
+                    st.error(f"{type(e).__name__}: {e}")
+                st.rerun(scope="fragment")
+            if j.get("run_id") in ingested_runs and c3.button("Open results", key=f"open_{jid}"):
+                st.switch_page(ui.PAGES["compare"], query_params={"runs": j["run_id"]})
+            st.code(jobs.log_tail(jid, ui.jobs_dir(), 25) or "(no log yet)", language=None)
+
+
+live()

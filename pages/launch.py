@@ -1,0 +1,204 @@
+"""Launch: configure a run (dataset, model, methods, hyperparameters, seeds), check it, start it as jobs."""
+import hashlib
+from dataclasses import fields
+
+import streamlit as st
+
+import ui
+from engine import jobs, views
+from engine.data import DataError, load_dataset
+from engine.methods import known_methods
+from engine.models import REGISTRY
+from engine.runner import RunSpec
+from engine.simulator import SIMULATOR_DEFAULTS, format_sim_spec
+from engine.train import ConfigError, TrainConfig
+
+ui.page_setup()
+st.title("Launch a run")
+
+
+@st.cache_data(show_spinner="Checking the dataset…", max_entries=16)
+def check_dataset(source: str, stamp, context_window: int):
+    """(summary dict, None) or (None, [problems]); stamp (file mtime) invalidates edited files."""
+    try:
+        ds = load_dataset(source, context_window=context_window)
+    except DataError as e:
+        return None, e.problems
+    except ValueError as e:  # simulator knobs
+        return None, [str(e)]
+    counts = {s: len(ds.split(s)) for s in ("train", "val", "test")}
+    return {"task": ds.task, "personas": len(ds.personas), **counts, "hash": ds.hash[:12]}, None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def estimate(source, stamp, model, methods, cfg_items, device, store_path, store_version):
+    ds = load_dataset(source, context_window=dict(cfg_items)["context_window"])
+    cfg = TrainConfig.from_dict(dict(cfg_items))
+    with ui.STORE_LOCK:
+        return views.estimate_seconds(ds, model, methods, cfg, device, path=store_path)
+
+
+def _stamp(source):
+    import os
+    try:
+        return os.stat(source).st_mtime_ns
+    except OSError:
+        return None
+
+
+# ----------------------------------------------------------------------------- dataset
+st.subheader("1 · Dataset")
+kind = st.radio("Source", ["Simulator", "JSONL file path", "Upload JSONL"], horizontal=True, key="data_kind")
+source = None
+if kind == "Simulator":
+    st.caption("The built-in smart-home persona simulator (deterministic from its seed). Knobs are the study's "
+               "open questions: more examples per persona, more persona-dependent requests, clearer clusters.")
+    knobs = {}
+    cols = st.columns(3)
+    for i, (k, v) in enumerate(SIMULATOR_DEFAULTS.items()):
+        with cols[i % 3]:
+            if isinstance(v, float):
+                knobs[k] = st.number_input(k, min_value=0.0, max_value=1.0, value=float(v), step=0.05, key=f"sim_{k}")
+            else:
+                knobs[k] = int(st.number_input(k, min_value=0, value=int(v), step=1, key=f"sim_{k}"))
+    try:
+        source = format_sim_spec(knobs)
+    except ValueError as e:
+        st.error(str(e))
+elif kind == "JSONL file path":
+    source = st.text_input("Path to a JSONL file", key="data_path", placeholder="data/personas.jsonl").strip() or None
+else:
+    up = st.file_uploader("JSONL file", type=["jsonl", "json", "txt"], key="data_upload")
+    if up is not None:
+        raw = up.getvalue()
+        d = ui.jobs_dir() / "uploads"
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{hashlib.sha256(raw).hexdigest()[:16]}-{up.name}"
+        if not path.exists():
+            path.write_bytes(raw)
+        source = str(path)
+
+# ----------------------------------------------------------------------------- model, methods
+st.subheader("2 · Model and methods")
+c1, c2 = st.columns(2)
+other = "other (Hugging Face id or local folder)…"
+choice = c1.selectbox("Base model", list(REGISTRY) + [other], key="model_choice",
+                      format_func=lambda m: f"{m} — {REGISTRY[m]}" if m in REGISTRY else m)
+model = c1.text_input("Model id or path", key="model_free", placeholder="Qwen/Qwen2.5-0.5B-Instruct").strip() \
+    if choice == other else choice
+methods = c2.multiselect("Methods", known_methods(), default=[m for m in ("base", "unified", "per_persona")
+                                                               if m in known_methods()], key="methods")
+device_opts = ["auto", "cpu"]
+try:
+    import torch
+    device_opts += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+except ImportError:
+    pass
+c3, c4, c5 = st.columns(3)
+device = c3.selectbox("Device", device_opts, key="device")
+precision = c4.selectbox("Precision", ["auto", "fp32", "bf16"], key="precision")
+seeds_text = c5.text_input("Seed(s)", "0", key="seeds", help="Several seeds, comma-separated, start one job each.")
+name = st.text_input("Run name (optional)", key="run_name")
+
+# ----------------------------------------------------------------------------- hyperparameters
+defaults = TrainConfig()
+train = {}
+with st.expander("Hyperparameters (LoRA and training)"):
+    cols = st.columns(4)
+    i = 0
+    for f in fields(TrainConfig):
+        v = getattr(defaults, f.name)
+        with cols[i % 4]:
+            if f.name == "targets":
+                t = st.text_input("targets", ",".join(v), key="hp_targets")
+                val = tuple(x.strip() for x in t.split(",") if x.strip())
+            elif f.name == "system_prompt":
+                continue
+            elif isinstance(v, int) and not isinstance(v, bool):
+                val = int(st.number_input(f.name, value=v, step=1, key=f"hp_{f.name}"))
+            elif isinstance(v, float):
+                val = float(st.number_input(f.name, value=v, format="%g", key=f"hp_{f.name}"))
+            else:
+                continue
+        i += 1
+        if val != v:
+            train[f.name] = val
+    sp = st.text_area("system_prompt", defaults.system_prompt, key="hp_system_prompt")
+    if sp != defaults.system_prompt:
+        train["system_prompt"] = sp
+options = {}
+if any(m == "cluster" or m.startswith("merge") for m in methods):
+    with st.expander("Method options", expanded=True):
+        c1, c2 = st.columns(2)
+        ck = c1.text_input("cluster_k (integer or auto)", "5", key="opt_cluster_k")
+        mk = c2.number_input("merge_k (neighbours per persona)", min_value=1, value=5, key="opt_merge_k")
+        options = {"cluster_k": ck if ck.strip() == "auto" else (int(ck) if ck.strip().isdigit() else ck),
+                   "merge_k": int(mk)}
+
+# ----------------------------------------------------------------------------- check + estimate
+st.subheader("3 · Check and start")
+problems = []
+summary = None
+try:
+    seeds = [int(s) for s in seeds_text.replace(" ", "").split(",") if s != ""]
+    if not seeds:
+        problems.append("seeds: give at least one seed")
+except ValueError:
+    seeds = []
+    problems.append(f"seeds: integers separated by commas, got {seeds_text!r}")
+try:
+    cfg = TrainConfig.from_dict(train)
+except (ConfigError, TypeError) as e:
+    cfg = None
+    problems.append(f"hyperparameters: {e}")
+if not methods:
+    problems.append("methods: choose at least one")
+if not model:
+    problems.append("model: give a model")
+if source is None:
+    st.info("Choose a dataset.")
+else:
+    summary, data_problems = check_dataset(source, _stamp(source), cfg.context_window if cfg else 4)
+    if data_problems:
+        st.error(f"The dataset breaks the contract ({len(data_problems)} problem(s)); nothing will start:")
+        st.code("\n".join(data_problems[:50]), language=None)
+        problems.append("dataset")
+    elif summary:
+        st.success(f"Dataset OK: {summary['task']} task, {summary['personas']} personas, "
+                   f"{summary['train']} train / {summary['val']} val / {summary['test']} test targets "
+                   f"(hash {summary['hash']}).")
+for p in problems:
+    if p != "dataset":
+        st.error(p)
+
+if summary and cfg and methods and model and seeds:
+    cfg_items = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(cfg.to_dict().items()))
+    est = estimate(source, _stamp(source), model, tuple(methods), cfg_items, device, ui.store_file(),
+                   views.store_version(ui.store_file()))
+    st.metric("Estimated time", f"{views.fmt_seconds(est['seconds'])} per seed"
+              + (f" · {views.fmt_seconds(est['seconds'] * len(seeds))} for {len(seeds)} seeds" if len(seeds) > 1
+                 else ""))
+    st.caption(f"≈ model load + {est['train_tokens']:,.0f} training tokens / {est['tokens_per_second']:,.0f} tokens/s "
+               f"+ {summary['test']} test targets × {len(methods)} methods × {est['eval_s_per_target']:.2f} s "
+               f"({'measured on earlier runs of this model' if est['measured'] else 'default speed; refined once a run of this model finishes'}).")
+
+if st.button("Start", type="primary", key="start", disabled=bool(problems) or source is None):
+    started, errors = [], []
+    for seed in seeds:
+        spec = RunSpec(data=source, model=model, methods=list(methods), seed=seed, name=name or None,
+                       device=None if device == "auto" else device, precision=precision, train=train,
+                       options=options)
+        try:
+            started.append(jobs.submit(spec, store_file=ui.store_file(), jobs_dir=ui.jobs_dir()))
+        except DataError as e:
+            errors.append("The dataset breaks the contract:\n" + "\n".join(e.problems[:50]))
+        except Exception as e:  # ConfigError, ModelError, ...: shown, nothing written
+            errors.append(f"{type(e).__name__}: {e}")
+        if errors:
+            break
+    if errors:
+        for e in errors:
+            st.error(e)
+    if started:
+        st.session_state["just_started"] = started
+        st.switch_page(ui.PAGES["jobs"])

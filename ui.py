@@ -1,0 +1,103 @@
+"""Shared pieces of the dashboard pages: the store path, cached reads, job polling, small widgets.
+
+Reads go through engine.views inside st.cache_data, keyed by the store path and the store's version
+(file mtimes), so new results appear as soon as they are ingested. One process-wide lock serialises
+this process's store connections: DuckDB refuses a read-only and a read-write connection to the same
+file inside one process, and Streamlit sessions are threads of one process.
+"""
+from __future__ import annotations
+
+import threading
+
+import streamlit as st
+
+from engine import jobs, store, views
+
+STORE_LOCK = threading.RLock()
+
+PAGES = {
+    "compare": "pages/compare.py",
+    "launch": "pages/launch.py",
+    "jobs": "pages/jobs.py",
+    "persona": "pages/persona.py",
+    "clusters": "pages/clusters.py",
+}
+
+
+def store_file() -> str:
+    return st.session_state.get("store_path") or store.store_path()
+
+
+def jobs_dir():
+    return jobs.jobs_root(None, store_file())
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _cached(fn: str, path: str, version: tuple, args: tuple, kwargs: tuple):
+    with STORE_LOCK:
+        return getattr(views, fn)(*args, path=path, **dict(kwargs))
+
+
+def read(fn: str, *args, **kwargs):
+    """views.<fn>(*args, path=store) through the cache; lists become tuples (hashable)."""
+    path = store_file()
+    args = tuple(tuple(a) if isinstance(a, list) else a for a in args)
+    kwargs = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
+    try:
+        return _cached(fn, path, views.store_version(path), args, kwargs)
+    except store.StoreBusy:
+        st.warning("The store is busy (another process is writing); showing nothing for now — it will refresh.")
+        st.stop()
+
+
+def poll_jobs() -> dict:
+    """Ingest new job results into the store (never raises on a busy store)."""
+    with STORE_LOCK:
+        try:
+            return jobs.poll(store_file(), jobs_dir())
+        except Exception as e:  # never break a page for a polling problem
+            return {"jobs": [], "ingested": {}, "busy": True, "error": f"{type(e).__name__}: {e}"}
+
+
+def qp_list(name: str) -> list[str]:
+    v = st.query_params.get(name)
+    return [x for x in v.split(",") if x] if v else []
+
+
+def set_qp(**kv):
+    for k, v in kv.items():
+        if v is None or v == [] or v == "":
+            st.query_params.pop(k, None)
+        else:
+            st.query_params[k] = ",".join(v) if isinstance(v, (list, tuple)) else str(v)
+
+
+def pick_run(runs_df, key: str = "run", label: str = "Run"):
+    """A run selectbox bound to ?run=; returns the run id (or None)."""
+    ids = list(runs_df.run_id)
+    if not ids:
+        return None
+    labels = {r["run_id"]: views.run_label(r) for _, r in runs_df.iterrows()}
+    want = st.query_params.get(key)
+    index = ids.index(want) if want in ids else 0
+    run_id = st.selectbox(label, ids, index=index, format_func=lambda r: labels.get(r, r), key=f"pick_{key}")
+    set_qp(**{key: run_id})
+    return run_id
+
+
+def fmt_p(p) -> str:
+    return "–" if p is None or p != p else (f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}")
+
+
+def page_setup():
+    """Call first in every page. On a fresh server, the very first request to a page URL (a shared link) runs
+    that page file alone in Streamlit's legacy pages/ mode, without app.py; rerunning once goes through
+    app.py's st.navigation (which switches the server to it for good)."""
+    if "store_path" not in st.session_state and not st.session_state.get("_app_bootstrapped"):
+        st.session_state["_app_bootstrapped"] = True
+        try:  # what app.py's st.navigation call does; the legacy mode only reads this flag
+            from streamlit.runtime.pages_manager import PagesManager
+            PagesManager.uses_pages_directory = False
+        except (ImportError, AttributeError):
+            pass
+        st.rerun()
