@@ -8,12 +8,18 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from engine.evaluate import evaluate
-from engine.lora import (adapter_state, inject_lora, lora_layers, merged_adapter, remove_lora,
-                         trainable_parameters_per_adapter)
+from engine import merge as merging
+from engine.cluster import DEFAULT_K, add_map, cluster_personas, profile_embeddings
+from engine.evaluate import evaluate, persona_means
+from engine.export import save_adapters
+from engine.lora import (adapter_state, inject_lora, load_adapter_states, lora_layers, merged_adapter,
+                         remove_lora, trainable_parameters_per_adapter)
+from engine.store import method_dirname
 from engine.train import ConfigError, TrainConfig, encode_example, train_adapters_batched
 
 
@@ -77,6 +83,28 @@ def evaluate_routed(ctx, adapter_of: dict[str, int] | None, phase: str):
     return preds, time.time() - t0
 
 
+def evaluate_states(ctx, states: list[dict], adapter_of: dict[str, int], examples, phase: str):
+    """Evaluate examples with given adapter states (any ranks: zero-padded to the largest, which is exact)."""
+    rank = max(merging.state_rank(s) for s in states)
+    inject_lora(ctx.lm.model, len(states), rank, ctx.cfg.alpha / ctx.cfg.r * rank, 0.0, ctx.cfg.targets)
+    try:
+        load_adapter_states(ctx.lm.model, [merging.pad_rank(s, rank) for s in states])
+        t0 = time.time()
+        progress = (lambda _p, d, t, **kw: ctx.report(phase, d, t, **kw)) if ctx.progress else None
+        preds = evaluate(ctx.lm, ctx.dataset, examples, [adapter_of[e.persona_id] for e in examples], ctx.cfg, progress)
+        return preds, time.time() - t0
+    finally:
+        remove_lora(ctx.lm.model)
+
+
+def save(ctx, method: str, states: list[dict], names: list[str], routing: dict[str, int], **extra):
+    """Adapters of a method to ctx.artifacts_dir/<method>/ for export (skipped when the context has no folder)."""
+    if ctx.artifacts_dir is None:
+        return None
+    return save_adapters(Path(ctx.artifacts_dir) / method_dirname(method), states, names, routing, ctx.cfg,
+                         ctx.lm.name, **extra)
+
+
 def _output(ctx, stats, preds, eval_seconds, n_adapters, **extra) -> MethodOutput:
     per = trainable_parameters_per_adapter(ctx.lm.model) if lora_layers(ctx.lm.model) else 0
     return MethodOutput(predictions=preds, train_seconds=stats.seconds if stats else 0.0,
@@ -99,6 +127,7 @@ def unified(ctx) -> MethodOutput:
     stats = train_groups(ctx, [ctx.dataset.split("train")], [ctx.seed], "unified: train")
     try:
         ctx.cache["unified"] = adapter_state(ctx.lm.model, 0)
+        save(ctx, "unified", [ctx.cache["unified"]], ["unified"], {p: 0 for p in ctx.persona_ids})
         preds, ev = evaluate_routed(ctx, None, "unified: evaluate")
         return _output(ctx, stats, preds, ev, 1)
     finally:
@@ -117,6 +146,8 @@ def per_persona(ctx) -> MethodOutput:
     stats = train_groups(ctx, groups, seeds, "per_persona: train")
     try:
         ctx.cache["per_persona"] = [adapter_state(ctx.lm.model, i) for i in range(len(groups))]
+        ctx.cache["per_persona_file"] = save(ctx, "per_persona", ctx.cache["per_persona"], ctx.persona_ids,
+                                             {p: i for i, p in enumerate(ctx.persona_ids)})
         preds, ev = evaluate_routed(ctx, {p: i for i, p in enumerate(ctx.persona_ids)}, "per_persona: evaluate")
         return _output(ctx, stats, preds, ev, len(groups))
     finally:
@@ -135,6 +166,8 @@ def hybrid(ctx) -> MethodOutput:
         groups, seeds = _persona_groups(ctx)
         stats = train_groups(ctx, groups, seeds, "hybrid: train per persona")
         try:
+            save(ctx, "hybrid", [adapter_state(ctx.lm.model, i) for i in range(len(groups))], ctx.persona_ids,
+                 {p: i for i, p in enumerate(ctx.persona_ids)}, base_state=ctx.cache["unified"])
             preds, ev = evaluate_routed(ctx, {p: i for i, p in enumerate(ctx.persona_ids)}, "hybrid: evaluate")
             out = _output(ctx, stats, preds, ev, len(groups))
         finally:
@@ -144,8 +177,123 @@ def hybrid(ctx) -> MethodOutput:
     return out
 
 
-METHODS = {"base": base, "unified": unified, "per_persona": per_persona, "hybrid": hybrid}
-MERGE_COMBINATIONS: tuple[str, ...] = ()
+def cluster(ctx) -> MethodOutput:
+    """KMeans on profile embeddings (K = options["cluster_k"], default 5, or "auto"), one adapter per cluster."""
+    X = profile_embeddings(ctx)
+    t0 = time.time()
+    info = cluster_personas(X, ctx.persona_ids, ctx.options.get("cluster_k", DEFAULT_K), ctx.seed, with_map=False)
+    cluster_seconds = time.time() - t0  # the map below is for people, not part of the method's cost
+    ctx.cache["cluster"] = add_map(info, X, ctx.seed)
+    of = {p: int(c) for p, c in zip(info["personas"].persona_id, info["personas"].cluster)}
+    train = ctx.dataset.by_persona("train")
+    groups = [[e for p in ctx.persona_ids if of[p] == c for e in train[p]] for c in range(info["k"])]
+    stats = train_groups(ctx, groups, [ctx.seed * 100003 + c for c in range(info["k"])], "cluster: train")
+    try:
+        save(ctx, "cluster", [adapter_state(ctx.lm.model, c) for c in range(info["k"])],
+             [f"cluster{c}" for c in range(info["k"])], of)
+        preds, ev = evaluate_routed(ctx, of, "cluster: evaluate")
+        out = _output(ctx, stats, preds, ev, info["k"])
+    finally:
+        remove_lora(ctx.lm.model)
+    out.train_seconds += cluster_seconds
+    out.details.update(k=info["k"], silhouette=info["silhouette"], cluster_sizes=np.bincount(
+        info["personas"].cluster, minlength=info["k"]).tolist())
+    return out
+
+
+# ----------------------------------------------------------------------------- merge
+
+def per_persona_adapters(ctx, phase: str) -> tuple[list[dict], float]:
+    """Per-persona adapter states (from the per_persona method when it ran; else trained now) and the seconds spent."""
+    if "per_persona" in ctx.cache:
+        return ctx.cache["per_persona"], 0.0
+    groups, seeds = _persona_groups(ctx)
+    stats = train_groups(ctx, groups, seeds, phase)
+    try:
+        ctx.cache["per_persona"] = [adapter_state(ctx.lm.model, i) for i in range(len(groups))]
+    finally:
+        remove_lora(ctx.lm.model)
+    return ctx.cache["per_persona"], stats.seconds
+
+
+def validation_scores(ctx, states: list[dict], phase: str) -> tuple[np.ndarray, float]:
+    """Primary metric of each persona's own adapter on its own val split (never test); cached per run.
+
+    A persona without val examples gets the mean of the others (1.0 if nobody has any), i.e. no preference.
+    """
+    if "per_persona_val" in ctx.cache:
+        return ctx.cache["per_persona_val"], 0.0
+    val = ctx.dataset.split("val")
+    scores, seconds = np.full(len(ctx.persona_ids), np.nan), 0.0
+    if val:
+        preds, seconds = evaluate_states(ctx, states, {p: i for i, p in enumerate(ctx.persona_ids)}, val, phase)
+        means = persona_means(preds).set_index("persona_id")["score"]
+        scores = np.array([means.get(p, np.nan) for p in ctx.persona_ids], dtype=float)
+    fill = np.nanmean(scores) if np.isfinite(scores).any() else 1.0
+    ctx.cache["per_persona_val"] = np.where(np.isfinite(scores), scores, fill)
+    return ctx.cache["per_persona_val"], seconds
+
+
+def merge_weights(emb: np.ndarray, val: np.ndarray, k: int) -> list[tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
+    """Per persona: (neighbours, weights, centralities, similarities) — its k nearest personas by cosine
+    similarity of profile embeddings, itself first.
+
+    centrality of neighbour q = mean cosine similarity of q to the other members of this neighbourhood
+    (how typical q is of the group; 1.0 when the group is the persona alone), clipped at 0.
+    weight ∝ val score of q's own adapter × centrality, normalised to sum 1 (uniform if all are 0).
+    """
+    S = emb @ emb.T
+    k = max(1, min(k, len(emb)))
+    out = []
+    for p in range(len(emb)):
+        others = [q for q in np.argsort(-S[p], kind="stable") if q != p]
+        nb = [p] + others[:k - 1]
+        sub = S[np.ix_(nb, nb)]
+        cent = np.ones(len(nb)) if len(nb) == 1 else (sub.sum(1) - np.diag(sub)) / (len(nb) - 1)
+        cent = np.clip(cent, 0.0, None)
+        raw = np.clip(val[nb], 0.0, None) * cent
+        w = raw / raw.sum() if raw.sum() > 0 else np.full(len(nb), 1.0 / len(nb))
+        out.append((nb, w, cent, S[p, nb]))
+    return out
+
+
+def merge(ctx, combination: str) -> MethodOutput:
+    """Per persona, a weighted merge of its K nearest personas' adapters (K = options["merge_k"], default 5)."""
+    label = f"merge:{combination}"
+    states, train_s = per_persona_adapters(ctx, f"{label}: train per persona")
+    val, val_s = validation_scores(ctx, states, f"{label}: validation scores")
+    pids = ctx.persona_ids
+    t0 = time.time()
+    neighbourhoods = merge_weights(profile_embeddings(ctx), val, int(ctx.options.get("merge_k", 5)))
+    density = float(ctx.options.get("merge_density", merging.DEFAULT_DENSITY))
+    merged, kept, recipe, rows = [], [], {}, []
+    for p, (nb, w, cent, sim) in enumerate(neighbourhoods):
+        seed = ctx.seed * 100003 + p
+        m, k = merging.merge_adapters([states[q] for q in nb], w.tolist(), combination, ctx.cfg.r, density, seed)
+        merged.append(m)
+        kept.append(k)
+        recipe[pids[p]] = {"neighbours": [pids[q] for q in nb], "weights": w.tolist(), "seed": seed}
+        rows += [(pids[p], pids[q], float(w[j]), float(val[q]), float(cent[j]), float(sim[j]))
+                 for j, q in enumerate(nb)]
+    merge_s = time.time() - t0
+    file = save(ctx, label, states, pids, {p: i for i, p in enumerate(pids)},
+                link_from=ctx.cache.get("per_persona_file"),
+                merge={"combination": combination, "density": density, "personas": recipe})
+    ctx.cache.setdefault("per_persona_file", file)
+    preds, ev = evaluate_states(ctx, merged, {p: i for i, p in enumerate(pids)}, ctx.dataset.split("test"),
+                                f"{label}: evaluate")
+    per = sum(A.numel() + B.numel() for A, B in states[0].values())
+    table = pd.DataFrame(rows, columns=["persona_id", "neighbour_id", "weight", "val_score", "centrality", "similarity"])
+    return MethodOutput(predictions=preds, train_seconds=train_s + val_s + merge_s, eval_seconds=ev,
+                        trainable_params=per * len(pids), n_adapters=len(pids), tables={"merge_weights": table},
+                        details={"per_persona_train_seconds": train_s, "validation_seconds": val_s,
+                                 "merge_seconds": merge_s, "merged_rank": max(merging.state_rank(m) for m in merged),
+                                 "energy_kept": float(np.mean(kept)), "density": density,
+                                 "per_persona_reused": train_s == 0.0})
+
+
+METHODS = {"base": base, "unified": unified, "per_persona": per_persona, "hybrid": hybrid, "cluster": cluster}
+MERGE_COMBINATIONS: tuple[str, ...] = merging.COMBINATIONS
 
 
 def known_methods() -> list[str]:

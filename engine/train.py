@@ -21,6 +21,12 @@ from engine.lora import DEFAULT_TARGETS, lora_layers
 DEFAULT_SYSTEM_PROMPT = "You are a smart-home assistant. Reply with the actions you take."
 
 
+# Padded tokens per forward pass when TrainConfig.micro_batch_tokens is 0. On CPU small GEMMs that stay in
+# cache are fastest and short groups of similar-length rows carry little padding (measured on smollm2-135m,
+# 2-core CPU: 512 trains about 2x faster than 4096); on CUDA bigger passes fill the GPU. Lower it if memory is short.
+AUTO_MICRO_BATCH_TOKENS = {"cpu": 512, "cuda": 4096}
+
+
 class ConfigError(ValueError):
     """A hyperparameter out of range; the message names it."""
 
@@ -37,7 +43,7 @@ class TrainConfig:
     max_length: int = 256
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    micro_batch_tokens: int = 4096  # padded tokens per forward pass; lower it if memory is short
+    micro_batch_tokens: int = 0     # padded tokens per forward pass; 0 = auto (AUTO_MICRO_BATCH_TOKENS)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     context_window: int = 4
     max_new_tokens: int = 48
@@ -56,8 +62,8 @@ class TrainConfig:
             ("max_length", isinstance(self.max_length, int) and self.max_length >= 16, "an integer >= 16"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
-            ("micro_batch_tokens", isinstance(self.micro_batch_tokens, int) and self.micro_batch_tokens >= 64,
-             "an integer >= 64"),
+            ("micro_batch_tokens", isinstance(self.micro_batch_tokens, int) and
+             (self.micro_batch_tokens == 0 or self.micro_batch_tokens >= 64), "0 (auto) or an integer >= 64"),
             ("context_window", isinstance(self.context_window, int) and self.context_window >= 1, "an integer >= 1"),
             ("max_new_tokens", isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1, "an integer >= 1"),
             ("eval_batch_size", isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "an integer >= 1"),
@@ -252,6 +258,7 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
         p.requires_grad_(True)
     opt = StackedAdamW(params, P, cfg.lr, cfg.weight_decay)
     bs = cfg.batch_size
+    budget = cfg.micro_batch_tokens or AUTO_MICRO_BATCH_TOKENS.get(lm.device.type, 4096)
     steps_per_epoch = max(math.ceil(len(d) / bs) for d in data)
     total = steps_per_epoch * cfg.epochs
     stats = TrainStats()
@@ -270,7 +277,7 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
                 loss_sum = torch.zeros(P)
                 for p in params:
                     p.grad = None
-                for group in micro_batches([s for _, s in rows], cfg.micro_batch_tokens):
+                for group in micro_batches([s for _, s in rows], budget):
                     seqs = [rows[i][1] for i in group]
                     idx = adapters[group].to(lm.device)
                     ids, attn, pred = pad_batch(seqs, lm.tokenizer.pad_token_id, lm.device)

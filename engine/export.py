@@ -1,0 +1,181 @@
+"""Trained adapters on disk: the run's own format (one folder per method) and PEFT export.
+
+A method folder `<run artifacts>/adapters/<method, ':' -> '__'>/` holds
+  adapters.safetensors  per LoRA layer `<layer>.lora_A` [P, R, d_in] and `<layer>.lora_B` [P, d_out, R]
+                        (hybrid also `base.<layer>.lora_A/B`: the unified adapter merged into its base)
+  adapters.json         r, alpha, scaling (= alpha / r; every adapter uses it), targets, base model, layer
+                        order, adapter names, persona -> adapter routing, and for merge methods the recipe
+Merge methods store their source per-persona adapters and, per persona, the neighbours, weights and
+seed; export recomputes the merged adapter with engine.merge (deterministic, the same code that was
+evaluated), which keeps K·r-rank merges of 200 personas off the disk.
+
+`export_adapter` writes a standard PEFT LoRA folder (adapter_config.json + adapter_model.safetensors)
+that `peft.PeftModel.from_pretrained(base, folder)` loads. For `hybrid` the per-persona adapter belongs
+on the base model WITH the unified adapter merged in: export the unified one too (no --persona), load
+it and call merge_and_unload(), then load the per-persona adapter (the folder's README says so).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.merge import merge_adapters
+from engine.store import method_dirname
+
+# registry name -> the Hugging Face id the same weights are published under (for base_model_name_or_path)
+HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+class ExportError(ValueError):
+    """What to export is missing; the message says what."""
+
+
+# ----------------------------------------------------------------------------- the run's own format
+
+def save_adapters(folder, states: list[dict], names: list[str], routing: dict[str, int], cfg, base_model: str,
+                  base_state: dict | None = None, merge: dict | None = None, link_from=None) -> Path:
+    """Write stacked adapters + metadata (one helper for every method). Returns the safetensors path.
+
+    link_from: an identical adapters.safetensors already written in this run (merge methods reuse
+    per_persona's), hard-linked instead of written again.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    layers = list(states[0])
+    path = folder / "adapters.safetensors"
+    tmp = folder / f".adapters.safetensors.tmp{os.getpid()}"
+    if link_from is not None and Path(link_from).exists():
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(link_from, tmp)
+        except OSError:
+            shutil.copyfile(link_from, tmp)
+    else:
+        tensors = {}
+        for name in layers:
+            tensors[f"{name}.lora_A"] = torch.stack([s[name][0] for s in states]).contiguous()
+            tensors[f"{name}.lora_B"] = torch.stack([s[name][1] for s in states]).contiguous()
+            if base_state is not None:
+                tensors[f"base.{name}.lora_A"] = base_state[name][0][None].contiguous()
+                tensors[f"base.{name}.lora_B"] = base_state[name][1][None].contiguous()
+        save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+    meta = {
+        "format": "persona-lora-lab adapters v1", "base_model": base_model, "r": cfg.r, "alpha": cfg.alpha,
+        "scaling": cfg.alpha / cfg.r, "targets": list(cfg.targets), "layers": layers, "adapters": list(names),
+        "routing": routing,
+        "base_adapter": None if base_state is None else {
+            "tensors": "base.<layer>.lora_A/B",
+            "meaning": "the unified adapter, merged into the base weights (W += scaling * B A) before the "
+                       "per-persona adapters were trained and evaluated on top"},
+        "merge": merge,
+    }
+    mtmp = folder / f".adapters.json.tmp{os.getpid()}"
+    mtmp.write_text(json.dumps(meta, indent=1))
+    os.replace(mtmp, folder / "adapters.json")
+    return path
+
+
+def load_adapters(folder) -> tuple[dict, list[dict], dict | None]:
+    """(metadata, per-adapter states in adapter order, base adapter state or None)."""
+    folder = Path(folder)
+    meta = json.loads((folder / "adapters.json").read_text())
+    t = load_file(str(folder / "adapters.safetensors"))
+    n = len(meta["adapters"])
+    states = [{L: (t[f"{L}.lora_A"][i], t[f"{L}.lora_B"][i]) for L in meta["layers"]} for i in range(n)]
+    base = None
+    if meta.get("base_adapter"):
+        base = {L: (t[f"base.{L}.lora_A"][0], t[f"base.{L}.lora_B"][0]) for L in meta["layers"]}
+    return meta, states, base
+
+
+def persona_adapter(folder, persona: str | None) -> tuple[dict, dict, str]:
+    """The adapter state a persona is answered with (merged on the fly for merge methods), meta, and a label.
+
+    persona None: the method's only adapter (unified), or hybrid's unified base adapter.
+    """
+    meta, states, base = load_adapters(folder)
+    if persona is None:
+        if base is not None:
+            return base, meta, "unified (base of hybrid)"
+        if len(states) == 1 and not meta.get("merge"):
+            return states[0], meta, meta["adapters"][0]
+        raise ExportError(f"this method has {len(states)} adapters: give --persona (one of "
+                          f"{', '.join(list(meta['routing'])[:10])}{' ...' if len(meta['routing']) > 10 else ''})")
+    if persona not in meta["routing"]:
+        raise ExportError(f"persona '{persona}' is not in this run")
+    m = meta.get("merge")
+    if m:
+        recipe = m["personas"][persona]
+        src = [states[meta["routing"][n]] for n in recipe["neighbours"]]
+        merged, _ = merge_adapters(src, recipe["weights"], m["combination"], meta["r"], m["density"], recipe["seed"])
+        return merged, meta, f"{m['combination']} merge for {persona}"
+    i = meta["routing"][persona]
+    return states[i], meta, meta["adapters"][i]
+
+
+# ----------------------------------------------------------------------------- PEFT export
+
+def peft_state_dict(state: dict) -> dict[str, torch.Tensor]:
+    """Our layer names (model.layers.0.self_attn.q_proj) -> PEFT's saved keys."""
+    out = {}
+    for name, (A, B) in state.items():
+        out[f"base_model.model.{name}.lora_A.weight"] = A.float().contiguous()
+        out[f"base_model.model.{name}.lora_B.weight"] = B.float().contiguous()
+    return out
+
+
+def write_peft_folder(out, state: dict, scaling: float, targets, base_model: str, note: str = "") -> Path:
+    from peft import LoraConfig
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank = next(iter(state.values()))[0].shape[0]
+    config = LoraConfig(r=rank, lora_alpha=scaling * rank, target_modules=list(targets), lora_dropout=0.0,
+                        bias="none", task_type="CAUSAL_LM", base_model_name_or_path=HUB_IDS.get(base_model, base_model))
+    config.save_pretrained(str(out))
+    save_file(peft_state_dict(state), str(out / "adapter_model.safetensors"))
+    (out / "README.md").write_text(f"# LoRA adapter exported by Persona LoRA Lab\n\nbase model: {base_model}\n"
+                                   f"rank {rank}, lora_alpha {scaling * rank:g} (scaling {scaling:g})\n\n{note}\n")
+    return out
+
+
+def export_adapter(artifacts_dir, method: str, persona: str | None, out) -> Path:
+    """Write the adapter `persona` is answered with under `method` as a PEFT LoRA folder at `out`."""
+    folder = Path(artifacts_dir) / method_dirname(method)
+    if not (folder / "adapters.json").exists():
+        raise ExportError(f"no saved adapters for method '{method}' in {artifacts_dir}"
+                          + (" (the base method has none)" if method == "base" else ""))
+    state, meta, label = persona_adapter(folder, persona)
+    note = f"method {method}, adapter: {label}."
+    if meta.get("base_adapter"):
+        note += ("\n\nHYBRID: the per-persona adapters belong on the base model with the unified adapter merged "
+                 "in. Export it (same method, no persona), load it with PeftModel.from_pretrained(base, dir), "
+                 "call merge_and_unload(), then load this adapter on the result."
+                 if persona else "\n\nThis is hybrid's unified adapter; it goes on the plain base model.")
+    return write_peft_folder(out, state, meta["scaling"], meta["targets"], meta["base_model"], note)
+
+
+def cmd_export(args) -> int:
+    """`python -m engine export --run ID --method M [--persona P] --out DIR [--store S]`; exit 2 on bad input."""
+    from engine import store
+    runs = store.query("SELECT artifacts_dir FROM runs WHERE run_id = ?", [args.run], path=args.store)
+    if runs.empty:
+        print(f"export: no run '{args.run}' in the store", file=sys.stderr)
+        return 2
+    artifacts = runs.artifacts_dir.iloc[0]
+    if not artifacts or not (Path(artifacts) / "adapters").exists():
+        print(f"export: run '{args.run}' has no saved adapters (looked in {artifacts}/adapters)", file=sys.stderr)
+        return 2
+    try:
+        out = export_adapter(Path(artifacts) / "adapters", args.method, args.persona, args.out)
+    except ExportError as e:
+        print(f"export: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0

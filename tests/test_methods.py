@@ -1,0 +1,78 @@
+"""Every method end to end on tiny-random through `python -m engine run`, into a temp store."""
+import json
+import os
+import subprocess
+import sys
+
+import duckdb
+import numpy as np
+import pytest
+
+from engine.methods import known_methods
+from tests.conftest import ROOT
+
+METHODS = ["base", "unified", "per_persona", "hybrid", "cluster", "merge:ab_mean", "merge:exact", "merge:svd",
+           "merge:ties", "merge:dare_ties"]
+SIM = "sim:personas=4,train_per_persona=2,val_per_persona=1,test_per_persona=1"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    store = tmp_path_factory.mktemp("methods") / "store.duckdb"
+    # one thread: tiny matrices only lose to OpenMP hand-offs, badly so on a shared machine
+    p = subprocess.run([sys.executable, "-m", "engine", "run", "--data", SIM, "--model", "tiny-random", "--methods",
+                        ",".join(METHODS), "--store", str(store), "--epochs", "1", "--max-new-tokens", "4", "--r", "4",
+                        "--cluster-k", "2", "--merge-k", "3"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    con = duckdb.connect(str(store), read_only=True)
+    yield con, con.execute("SELECT run_id FROM runs").fetchone()[0]
+    con.close()
+
+
+def test_every_method_is_known():
+    assert set(METHODS) <= set(known_methods())
+
+
+def test_every_method_scores_every_persona(run):
+    con, run_id = run
+    rows = con.execute("SELECT method, count(*), count(score) FROM persona_results WHERE run_id = ? GROUP BY method",
+                       [run_id]).fetchall()
+    assert sorted(rows) == sorted((m, 4, 4) for m in METHODS)
+    res = con.execute("SELECT method, train_seconds, eval_seconds, trainable_params, n_adapters, details_json "
+                      "FROM method_results WHERE run_id = ?", [run_id]).df().set_index("method")
+    assert set(res.index) == set(METHODS)
+    assert (res.eval_seconds > 0).all() and (res.drop("base").train_seconds > 0).all()
+    assert res.loc["base", "trainable_params"] == 0 and (res.drop("base").trainable_params > 0).all()
+    assert res.loc["cluster", "n_adapters"] == 2 and res.loc["per_persona", "n_adapters"] == 4
+    details = json.loads(res.loc["merge:svd", "details_json"])
+    assert details["per_persona_reused"] and details["merged_rank"] == 4
+
+
+def test_personas_have_clusters_and_map(run):
+    con, run_id = run
+    df = con.execute("SELECT * FROM personas WHERE run_id = ?", [run_id]).df()
+    assert len(df) == 4 and set(df.cluster) == {0, 1}
+    assert df.silhouette.notna().all() and np.isfinite(df[["umap_x", "umap_y"]].to_numpy()).all()
+    k = con.execute("SELECT k, chosen FROM cluster_k WHERE run_id = ?", [run_id]).fetchall()
+    assert k == [(2, True)]
+
+
+def test_merge_weights_sum_to_one(run):
+    con, run_id = run
+    w = con.execute("SELECT method, persona_id, sum(weight), count(*), bool_or(neighbour_id = persona_id) "
+                    "FROM merge_weights WHERE run_id = ? GROUP BY ALL", [run_id]).fetchall()
+    assert sorted({m for m, *_ in w}) == sorted(m for m in METHODS if m.startswith("merge:"))
+    assert len(w) == 5 * 4
+    for _, _, total, n, has_self in w:
+        assert total == pytest.approx(1.0) and n == 3 and has_self
+
+
+def test_adapters_saved_for_every_trained_method(run):
+    con, run_id = run
+    from pathlib import Path
+    root = Path(con.execute("SELECT artifacts_dir FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]) / "adapters"
+    for m in METHODS[1:]:
+        meta = json.loads((root / m.replace(":", "__") / "adapters.json").read_text())
+        assert meta["base_model"] == "tiny-random" and meta["r"] == 4 and len(meta["routing"]) == 4
+    assert json.loads((root / "hybrid" / "adapters.json").read_text())["base_adapter"]
