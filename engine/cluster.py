@@ -2,7 +2,8 @@
 
 MiniLM embeddings of the profile texts (L2-normalised), KMeans on them, silhouettes with the cosine
 distance, and a 2-D map (UMAP; PCA when there are too few personas for UMAP to mean anything).
-K is an integer (capped at the number of personas) or "auto": the best silhouette over K = 2..min(10, P-1).
+K is an integer (capped at the number of personas) or "auto": the best silhouette over K = 2..min(10, P-1);
+that sweep is stored either way (the Clusters page's silhouette-against-K chart).
 The result dict is what the runner writes to the `personas` and `cluster_k` tables.
 """
 from __future__ import annotations
@@ -65,19 +66,18 @@ def cluster_personas(X: np.ndarray, persona_ids: list[str], k="auto", seed: int 
     """KMeans clusters + silhouettes (+ the 2-D map); the dict stored as ctx.cache["cluster"]."""
     from sklearn.metrics import silhouette_samples
     P = len(X)
-    if k == "auto":
-        tried = list(range(2, min(AUTO_K_MAX, P - 1) + 1))
-    elif isinstance(k, int) and not isinstance(k, bool) and k >= 1:
-        tried = [min(k, P)]
-    else:
+    if k != "auto" and not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
         raise ValueError(f"cluster_k must be an integer >= 1 or 'auto', got {k!r}")
-    if not tried:  # auto with P <= 2: nothing to choose from
-        tried = [min(2, P)]
+    # the silhouette curve over K = 2..min(10, P-1) is always computed (cheap): it shows whether the
+    # profile texts have any cluster structure, whichever K is used
+    sweep = list(range(2, min(AUTO_K_MAX, P - 1) + 1))
+    fixed = None if k == "auto" else min(k, P)
+    tried = sorted(set(sweep) | ({fixed} if fixed else set())) or [min(2, P)]  # auto with P <= 2: no choice
     labels_of, scores = {}, {}
     for kk in tried:
         labels_of[kk] = _kmeans(X, kk, seed) if kk > 1 else np.zeros(P, dtype=int)
         scores[kk] = _silhouette(X, labels_of[kk])
-    chosen = max(tried, key=lambda kk: -np.inf if np.isnan(scores[kk]) else scores[kk])
+    chosen = fixed or max(tried, key=lambda kk: -np.inf if np.isnan(scores[kk]) else scores[kk])
     labels = labels_of[chosen]
     per = (silhouette_samples(X, labels, metric="cosine") if not np.isnan(scores[chosen])
            else np.full(P, np.nan))

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from engine import store
+from engine.cluster import ensure_clusters
 from engine.data import load_dataset
 from engine.evaluate import persona_means
 from engine.methods import Context, resolve_method
@@ -108,9 +109,12 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
                 "persona_results": per_persona, "predictions": out.predictions, **out.tables})
             if on_method_done:
                 on_method_done(method)
-        if "cluster" in ctx.cache:  # cluster assignments, silhouettes and the UMAP map of the run
-            store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts, ctx.cache["cluster"]))
-            store.write_run_table(results_dir, "cluster_k", ctx.cache["cluster"]["k_scores"])
+        if progress:
+            progress("clusters: profile map", 0, 1)
+        clusters = ensure_clusters(ctx)  # every run gets its map: the Clusters page shows any run
+        if clusters is not None:
+            store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts, clusters))
+            store.write_run_table(results_dir, "cluster_k", clusters["k_scores"])
         run.update(status="done", finished_at=datetime.now(timezone.utc).isoformat())
     except BaseException as e:
         run.update(status="cancelled" if isinstance(e, KeyboardInterrupt) else "failed",

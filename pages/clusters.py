@@ -68,7 +68,7 @@ with c2:
     ks = v["cluster_k"]
     st.markdown("**Silhouette against K**")
     if ks.empty:
-        st.caption("No K sweep stored (cluster_k is filled when K is chosen automatically).")
+        st.caption("No K sweep stored for this run (it needs at least 3 personas).")
     else:
         line = alt.Chart(ks).mark_line(point=True).encode(x=alt.X("k:O", title="K"),
                                                           y=alt.Y("silhouette:Q", title="silhouette"))

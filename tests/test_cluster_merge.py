@@ -137,7 +137,9 @@ def test_cluster_auto_finds_the_blobs():
     assert list(df.columns) == ["persona_id", "cluster", "silhouette", "umap_x", "umap_y"]
     assert df.cluster.nunique() == 3 and df.silhouette.notna().all() and np.isfinite(df[["umap_x", "umap_y"]]).all().all()
     fixed = cluster_personas(X, list(df.persona_id), 20, seed=0, with_map=False)  # K capped at P
-    assert fixed["k"] == len(X) and len(fixed["k_scores"]) == 1
+    assert fixed["k"] == len(X) and fixed["personas"].cluster.nunique() == len(X)
+    ks = fixed["k_scores"]  # the sweep is kept beside the fixed K, which is the one marked chosen
+    assert list(ks.k) == list(range(2, 11)) + [len(X)] and ks[ks.chosen].k.tolist() == [len(X)]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])

@@ -55,7 +55,7 @@ def test_personas_have_clusters_and_map(run):
     assert len(df) == 4 and set(df.cluster) == {0, 1}
     assert df.silhouette.notna().all() and np.isfinite(df[["umap_x", "umap_y"]].to_numpy()).all()
     k = con.execute("SELECT k, chosen FROM cluster_k WHERE run_id = ?", [run_id]).fetchall()
-    assert k == [(2, True)]
+    assert k == [(2, True), (3, False)]  # K = 2 as asked, beside the sweep over 2..P-1
 
 
 def test_merge_weights_sum_to_one(run):
