@@ -97,8 +97,10 @@ def _tiny_random(seed: int = 0):
 def load_model(name: str, device: str | None = None, precision: str = "auto") -> LoadedModel:
     """Load a base model by registry name, HF hub id or local path; frozen, in eval mode.
 
-    precision: "auto" (bf16 on CUDA; bf16 autocast on CPU, which is faster than fp32 there),
-    "fp32", or "bf16".
+    precision: "auto" (bf16 for every registry or hub model, fp32 for tiny-random), "fp32", or "bf16".
+    bf16 keeps the frozen weights in bf16 and computes under bf16 autocast (LoRA weights stay fp32):
+    on CPU, where autocast alone would cast every weight on every call, this halves the memory and
+    lets the matmuls run on bf16 units (AMX, AVX512-BF16) where the CPU has them.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -122,8 +124,7 @@ def load_model(name: str, device: str | None = None, precision: str = "auto") ->
     autocast_dtype = None
     if precision == "bf16" or (precision == "auto" and name != "tiny-random"):
         autocast_dtype = torch.bfloat16
-        if dev.type == "cuda":  # weights in bf16 too: half the memory traffic
-            model.to(torch.bfloat16)
+        model.to(torch.bfloat16)
     model.config.use_cache = True
     loaded = LoadedModel(name, model, tok, dev, autocast_dtype)
     loaded.load_seconds = time.time() - t0

@@ -263,6 +263,11 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
     total = steps_per_epoch * cfg.epochs
     stats = TrainStats()
     model.train()
+    attention = model.config._attn_implementation
+    if lm.device.type == "cpu" and attention == "sdpa":
+        # torch's CPU flash-attention backward is slow on short rows: eager attention trains ~15% faster
+        # there (generation keeps sdpa, which is faster for it)
+        model.set_attn_implementation("eager")
     t0 = time.time()
     try:
         for epoch in range(cfg.epochs):
@@ -298,6 +303,7 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
                 if progress:
                     progress(phase, stats.steps, total, loss=step_loss)
     finally:
+        model.set_attn_implementation(attention)
         model.eval()
         for p in params:
             p.requires_grad_(False)

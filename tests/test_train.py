@@ -1,9 +1,9 @@
-"""Trainer pieces on tiny-random: encoding boundaries, micro-batching, config checks."""
+"""Trainer pieces on tiny-random: encoding boundaries, micro-batching, config checks, LoRA dropout."""
 import pytest
 import torch
 
 from engine.data import Example
-from engine.lora import inject_lora, lora_layers, remove_lora
+from engine.lora import dropout_mask, inject_lora, lora_layers, remove_lora
 from engine.models import load_model
 from engine.train import ConfigError, Encoded, TrainConfig, encode_example, micro_batches, pad_batch, train_adapters_batched
 
@@ -70,3 +70,17 @@ def test_micro_batching_does_not_change_the_result(lm):
     for a, b in zip(*results):
         assert a.abs().sum() > 0
         assert float((a - b).norm() / a.norm()) < 1e-3
+
+
+def test_dropout_mask_drops_p_and_keeps_the_expectation():
+    torch.manual_seed(0)
+    x = torch.ones(400, 1000)
+    masked, keep_scale = dropout_mask(x, 0.1)
+    assert abs(float((masked == 0).float().mean()) - 0.1) < 0.003  # 400k draws: 3 sigma is ~0.0014
+    assert float((masked * keep_scale).mean()) == pytest.approx(1.0, abs=0.005)
+    assert set(masked.unique().tolist()) == {0.0, 1.0}
+    torch.manual_seed(0)
+    assert torch.equal(dropout_mask(x, 0.1)[0], masked)  # seeded: the same mask again
+    # each of the four 16-bit lanes of a random int64 is used: no position pattern in the mask
+    lanes = (masked == 0).float().flatten()[:399_996].view(-1, 4).mean(0)
+    assert (lanes - 0.1).abs().max() < 0.005
