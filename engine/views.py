@@ -208,15 +208,20 @@ def fmt_seconds(s: float) -> str:
 
 # ----------------------------------------------------------------------------- demos (the empty store's buttons)
 
+TINY_DEMO_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 def demo_spec(which: str = "tiny"):
     """The two one-click demos: 'tiny' (tiny-random, every known method, seconds) and 'smollm2' (minutes)."""
     from engine.methods import known_methods
     from engine.runner import RunSpec
     from engine.simulator import format_sim_spec
     if which == "tiny":
-        data = format_sim_spec({"personas": 4, "train_per_persona": 4, "val_per_persona": 2, "test_per_persona": 2})
+        # a 2-layer random model learns the reply format ("Done: ac temperature 2...") in seconds when every
+        # projection has a LoRA and the learning rate is high: the scores are a toy's, but not all zero
+        data = format_sim_spec({"personas": 6, "train_per_persona": 8, "val_per_persona": 2, "test_per_persona": 2})
         return RunSpec(data=data, model="tiny-random", methods=known_methods(), seed=0, name="demo · tiny-random",
-                       train={"epochs": 1, "max_new_tokens": 8})
+                       train={"epochs": 5, "lr": 1e-2, "max_new_tokens": 16, "targets": list(TINY_DEMO_TARGETS)})
     if which == "smollm2":
         data = format_sim_spec({"personas": 8, "train_per_persona": 20, "val_per_persona": 5, "test_per_persona": 5})
         return RunSpec(data=data, model="smollm2-135m", methods=["base", "unified", "per_persona"], seed=0,

@@ -19,8 +19,9 @@ def welcome():
         "persona simulator, or configure your own run on **Launch**.")
     c1, c2 = st.columns(2)
     with c1:
-        st.markdown("**Quick demo** — `tiny-random` model, 4 personas, every method. About a minute on a laptop CPU; "
-                    "the scores are meaningless (random model) but every chart fills in.")
+        st.markdown("**Quick demo** — `tiny-random` model, 6 personas, every method. Under a minute on a laptop CPU; "
+                    "a 2-layer random model only learns the reply format, so the scores are a toy's, but every "
+                    "chart fills in.")
         if st.button("Run the quick demo", icon=":material/play_arrow:", type="primary", key="demo_tiny"):
             _start_demo("tiny")
     with c2:

@@ -76,3 +76,17 @@ def test_adapters_saved_for_every_trained_method(run):
         meta = json.loads((root / m.replace(":", "__") / "adapters.json").read_text())
         assert meta["base_model"] == "tiny-random" and meta["r"] == 4 and len(meta["routing"]) == 4
     assert json.loads((root / "hybrid" / "adapters.json").read_text())["base_adapter"]
+
+
+def test_quick_demo_learns_something(tmp_path):
+    """The empty store's quick-demo button must show a working lab: every method scores every persona,
+    and training moves the toy model off the base (which answers with blank lines)."""
+    from engine import store, views
+    from engine.runner import execute_run
+    spec = views.demo_spec("tiny")
+    execute_run(spec, tmp_path / "results")
+    store.ingest(tmp_path / "results", tmp_path / "store.duckdb")
+    means = store.query("SELECT method, avg(score) AS score, count(*) AS n FROM persona_results GROUP BY method",
+                        path=tmp_path / "store.duckdb").set_index("method")
+    assert set(means.index) == set(spec.methods) and (means.n == 6).all()
+    assert means.score["unified"] > means.score["base"] + 0.2
