@@ -2,9 +2,10 @@
 
 Each optimizer step holds the t-th mini-batch of every adapter's own data. The loss of each adapter is
 the mean over its own target tokens, gradients are clipped per adapter, and AdamW keeps per-adapter
-state and step counts (an adapter whose data ran out this epoch does not move). Rows of a step are
-sorted by length and cut into micro-batches under a token budget (gradient accumulation), so padding
-stays small and 200 personas fit in memory. Logits are computed only at target positions.
+state and step counts (an adapter whose data ran out this epoch does not move). An adapter's rows of a
+step are packed into one sequence behind their shared prompt prefix (computed once, no padding inside);
+the packs are sorted by length and cut into micro-batches under a token budget (gradient accumulation),
+so 200 personas fit in memory. Logits are computed only at target positions.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from engine.lora import DEFAULT_TARGETS, lora_layers
 DEFAULT_SYSTEM_PROMPT = "You are a smart-home assistant. Reply with the actions you take."
 
 
-# Padded tokens per forward pass when TrainConfig.micro_batch_tokens is 0. On CPU small GEMMs that stay in
-# cache are fastest and short groups of similar-length rows carry little padding (measured on smollm2-135m,
-# 2-core CPU: 512 trains about 2x faster than 4096); on CUDA bigger passes fill the GPU. Lower it if memory is short.
-AUTO_MICRO_BATCH_TOKENS = {"cpu": 512, "cuda": 4096}
+# Padded tokens per forward pass when TrainConfig.micro_batch_tokens is 0. On CPU passes whose activations
+# stay in cache are fastest (smollm2-135m, bf16, 2-core CPU, 32 personas: 1024 trains ~10% faster than 512
+# or 2048, 3x faster than 4096); on CUDA bigger passes fill the GPU (not yet measured). Lower it if memory is short.
+AUTO_MICRO_BATCH_TOKENS = {"cpu": 1024, "cuda": 4096}
 
 
 class ConfigError(ValueError):
@@ -147,22 +148,102 @@ def pad_batch(seqs: list[Encoded], pad_id: int, device) -> tuple[torch.Tensor, t
     return ids.to(device), attn.to(device), pred.to(device)
 
 
-def target_logprobs(model, ids, attn, pred) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability of every target token (flattened, row-major) and the row of each token.
+def logprobs_at(model, ids, attention_mask, labels, position_ids=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of every label >= 0 (labels[b, t]: the token position t must predict; flattened,
+    row-major) and the row of each.
 
-    The LM head runs only at target positions: on a 49k vocabulary it is most of the compute otherwise.
+    The LM head runs only at those positions: on a 49k vocabulary it is most of the compute otherwise.
     """
     decoder = getattr(model, model.base_model_prefix)
-    hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
-    h = hidden[pred]
-    logits = model.get_output_embeddings()(h).float()
-    labels = ids[:, 1:][pred[:, :-1]]
-    rows = pred.nonzero()[:, 0]
-    return -F.cross_entropy(logits, labels, reduction="none"), rows
+    hidden = decoder(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids,
+                     use_cache=False).last_hidden_state
+    at = labels >= 0
+    logits = model.get_output_embeddings()(hidden[at]).float()
+    return -F.cross_entropy(logits, labels[at], reduction="none"), at.nonzero()[:, 0]
 
 
-def micro_batches(seqs: list[Encoded], budget_tokens: int) -> list[list[int]]:
-    """Indices grouped by length so that rows × longest row ≤ budget (at least one row each)."""
+def target_logprobs(model, ids, attn, pred) -> tuple[torch.Tensor, torch.Tensor]:
+    """logprobs_at for pad_batch rows: a pred position predicts the next token of its row."""
+    labels = torch.full_like(ids, -1)
+    labels[:, :-1][pred[:, :-1]] = ids[:, 1:][pred[:, :-1]]
+    return logprobs_at(model, ids, attn, labels)
+
+
+# ----------------------------------------------------------------------------- packing
+
+@dataclass
+class Packed:
+    """Rows of ONE adapter in one sequence: their common prompt prefix once, then each row's remainder.
+
+    A remainder attends to the prefix and, causally, to itself (never to another remainder) and keeps the
+    positions it has in its own row: the same computation as the rows one by one, without padding, and with
+    the prefix (chat template + system prompt: a third of a smart-home row) computed once, not per row.
+    """
+    ids: list[int]
+    segment: list[int]    # 0: the shared prefix, k: row k (1-based)
+    position: list[int]   # the position each token has in its own row
+    labels: list[int]     # the token a position predicts when that token is a target, else -1
+    n_tokens: int         # tokens of the rows themselves (what "trained tokens" counts)
+
+
+def shared_prefix(rows: list[Encoded]) -> int:
+    """Length of the common prefix of the rows, short of every row's last prompt token.
+
+    Each row keeps its last prompt token: the position that predicts its first target stays its own.
+    """
+    limit = min(r.n_prompt for r in rows) - 1
+    first = rows[0].ids
+    n = 0
+    while n < limit and all(r.ids[n] == first[n] for r in rows):
+        n += 1
+    return n
+
+
+def pack_rows(rows: list[Encoded], budget_tokens: int) -> list[Packed]:
+    """One adapter's rows of a step packed behind their shared prefix, split so a pack stays under the
+    token budget (a single row longer than the budget is a pack of its own)."""
+    L = shared_prefix(rows)
+    packs, cur, size = [], [], L
+    for r in rows:
+        if cur and size + len(r.ids) - L > budget_tokens:
+            packs.append(cur)
+            cur, size = [], L
+        cur.append(r)
+        size += len(r.ids) - L
+    packs.append(cur)
+    out = []
+    for group in packs:
+        ids, segment, position, labels = list(group[0].ids[:L]), [0] * L, list(range(L)), [-1] * L
+        for k, r in enumerate(group, start=1):
+            ids += r.ids[L:]
+            segment += [k] * (len(r.ids) - L)
+            position += range(L, len(r.ids))
+            labels += [r.ids[i + 1] if r.n_prompt <= i + 1 < len(r.ids) else -1 for i in range(L, len(r.ids))]
+        out.append(Packed(ids, segment, position, labels, sum(len(r.ids) for r in group)))
+    return out
+
+
+def packed_batch(packs: list[Packed], pad_id: int, device):
+    """ids, an additive attention mask [B, 1, T, T], labels and position ids of packed sequences
+    (logprobs_at's arguments)."""
+    T = max(len(p.ids) for p in packs)
+    ids = torch.full((len(packs), T), pad_id, dtype=torch.long)
+    position = torch.zeros((len(packs), T), dtype=torch.long)
+    segment = torch.full((len(packs), T), -1, dtype=torch.long)
+    labels = torch.full((len(packs), T), -1, dtype=torch.long)
+    for b, p in enumerate(packs):
+        n = len(p.ids)
+        ids[b, :n], position[b, :n] = torch.tensor(p.ids), torch.tensor(p.position)
+        segment[b, :n], labels[b, :n] = torch.tensor(p.segment), torch.tensor(p.labels)
+    q, k = segment[:, :, None], segment[:, None, :]
+    allowed = torch.ones(T, T, dtype=torch.bool).tril() & ((k == q) | (k == 0)) & (q >= 0)
+    allowed |= torch.eye(T, dtype=torch.bool)  # padding attends to itself only: no empty softmax row
+    mask = torch.zeros((len(packs), 1, T, T)).masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
+    return ids.to(device), mask.to(device), labels.to(device), position.to(device)
+
+
+def micro_batches(seqs: list, budget_tokens: int) -> list[list[int]]:
+    """Indices (of rows or packs) grouped by length so that rows × longest row ≤ budget (at least one each)."""
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ids))
     groups, cur = [], []
     for i in order:
@@ -273,28 +354,28 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
         for epoch in range(cfg.epochs):
             orders = [epoch_order(len(d), seeds[p], epoch) for p, d in enumerate(data)]
             for t in range(steps_per_epoch):
-                rows = [(p, data[p][i]) for p in range(P) for i in orders[p][t * bs:(t + 1) * bs]]
-                adapters = torch.tensor([p for p, _ in rows])
                 n_tok = torch.zeros(P)
-                for p, s in rows:
-                    n_tok[p] += len(s.ids) - s.n_prompt
+                packs = []  # (adapter, Packed)
+                for p in range(P):
+                    rows = [data[p][i] for i in orders[p][t * bs:(t + 1) * bs]]
+                    n_tok[p] = sum(len(s.ids) - s.n_prompt for s in rows)
+                    packs += [(p, pk) for pk in pack_rows(rows, budget)] if rows else []
                 active = n_tok > 0
                 loss_sum = torch.zeros(P)
                 for p in params:
                     p.grad = None
-                for group in micro_batches([s for _, s in rows], budget):
-                    seqs = [rows[i][1] for i in group]
-                    idx = adapters[group].to(lm.device)
-                    ids, attn, pred = pad_batch(seqs, lm.tokenizer.pad_token_id, lm.device)
+                for group in micro_batches([pk for _, pk in packs], budget):
+                    idx = torch.tensor([packs[i][0] for i in group], device=lm.device)
+                    batch = packed_batch([packs[i][1] for i in group], lm.tokenizer.pad_token_id, lm.device)
                     with router.route(idx if P > 1 else None), lm.autocast():
-                        logp, row = target_logprobs(model, ids, attn, pred)
+                        logp, row = logprobs_at(model, *batch)
                     tok_adapter = idx[row]
                     weight = 1.0 / n_tok.to(lm.device)[tok_adapter]
                     loss = -(logp * weight).sum()
                     loss.backward()
                     loss_sum.index_add_(0, tok_adapter.cpu(), -logp.detach().float().cpu())
-                    stats.tokens += int(attn.sum())
-                    stats.target_tokens += int(pred.sum())
+                    stats.tokens += sum(packs[i][1].n_tokens for i in group)
+                    stats.target_tokens += len(logp)
                 clip_per_adapter(params, cfg.max_grad_norm)
                 opt.step(active)
                 stats.steps += 1

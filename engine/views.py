@@ -142,7 +142,7 @@ def runs_with_clusters(path=None) -> list[str]:
 # ----------------------------------------------------------------------------- run-time estimate
 
 # Fallback speeds when the store has no measurement for a model yet (CPU; a CUDA device is assumed 10x faster).
-DEFAULT_TRAIN_TOKENS_PER_S = {"tiny-random": 3000.0, "smollm2-135m": 400.0}
+DEFAULT_TRAIN_TOKENS_PER_S = {"tiny-random": 3000.0, "smollm2-135m": 700.0}
 DEFAULT_EVAL_S_PER_TARGET = {"tiny-random": 0.1, "smollm2-135m": 0.6}
 UNKNOWN_TRAIN_TOKENS_PER_S, UNKNOWN_EVAL_S_PER_TARGET = 100.0, 3.0
 LOAD_SECONDS = 10.0

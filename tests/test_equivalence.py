@@ -1,8 +1,9 @@
 """Batched multi-adapter training == each persona trained alone with plain PEFT (DESIGN §6).
 
 tiny-random in fp32, dropout 0, three personas with 6 / 3 / 1 training examples (so two of them run
-out of data before the longest one: per-adapter step counts), a token budget small enough that every
-step is cut into micro-batches (gradient accumulation), clipping that actually clips.
+out of data before the longest one: per-adapter step counts), a token budget that packs a persona's two
+rows of a step behind their shared prompt prefix but holds one pack per micro-batch (so every step is
+gradient accumulation over micro-batches), clipping that actually clips.
 """
 import copy
 import math
@@ -13,11 +14,11 @@ import torch
 from engine.data import load_dataset
 from engine.lora import adapter_state, inject_lora, remove_lora
 from engine.models import load_model
-from engine.train import TrainConfig, encode_example, epoch_order, pad_batch, train_adapters_batched
+from engine.train import TrainConfig, encode_example, epoch_order, pack_rows, pad_batch, train_adapters_batched
 
 SIZES = (6, 3, 1)
 CFG = TrainConfig(r=4, alpha=8.0, dropout=0.0, lr=1e-2, epochs=2, batch_size=2, max_grad_norm=0.05,
-                  weight_decay=0.01, micro_batch_tokens=64)
+                  weight_decay=0.01, micro_batch_tokens=160)
 SEEDS = [11, 22, 33]
 
 
@@ -28,6 +29,8 @@ def setup():
     train = ds.by_persona("train")
     data = [[encode_example(lm.tokenizer, e, CFG) for e in train[p][:n]] for p, n in zip(ds.personas, SIZES)]
     assert [len(d) for d in data] == list(SIZES)
+    packs = pack_rows(data[0][:2], CFG.micro_batch_tokens)
+    assert len(packs) == 1 and max(packs[0].segment) == 2 and 2 * len(packs[0].ids) > CFG.micro_batch_tokens
     base = copy.deepcopy(lm.model)
     inject_lora(lm.model, 3, CFG.r, CFG.alpha, CFG.dropout, CFG.targets, seed=0)
     init = [adapter_state(lm.model, i) for i in range(3)]

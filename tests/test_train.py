@@ -5,7 +5,8 @@ import torch
 from engine.data import Example
 from engine.lora import dropout_mask, inject_lora, lora_layers, remove_lora
 from engine.models import load_model
-from engine.train import ConfigError, Encoded, TrainConfig, encode_example, micro_batches, pad_batch, train_adapters_batched
+from engine.train import (ConfigError, Encoded, TrainConfig, encode_example, logprobs_at, micro_batches, pack_rows,
+                          packed_batch, pad_batch, shared_prefix, target_logprobs, train_adapters_batched)
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +85,26 @@ def test_dropout_mask_drops_p_and_keeps_the_expectation():
     # each of the four 16-bit lanes of a random int64 is used: no position pattern in the mask
     lanes = (masked == 0).float().flatten()[:399_996].view(-1, 4).mean(0)
     assert (lanes - 0.1).abs().max() < 0.005
+
+
+def test_packed_rows_score_exactly_like_rows_one_by_one(lm):
+    """Rows packed behind their shared prompt prefix (one sequence, block mask, own positions) give every
+    target token the log-probability it gets in its own unpadded row."""
+    exs = [Example(f"e{i}", "p", "train", None, context=(("user", "dim the lights " * (i + 1)),),
+                   target=f"Done: lights brightness {10 * i}.") for i in range(4)]
+    cfg = TrainConfig()
+    rows = [encode_example(lm.tokenizer, e, cfg) for e in exs]
+    L = shared_prefix(rows)
+    assert 10 < L < min(r.n_prompt for r in rows)  # chat template + system prompt are shared
+    (pack,) = pack_rows(rows, 4096)
+    assert len(pack.ids) == L + sum(len(r.ids) - L for r in rows) and pack.n_tokens == sum(len(r.ids) for r in rows)
+    with torch.no_grad():
+        packed, _ = logprobs_at(lm.model, *packed_batch([pack], lm.tokenizer.pad_token_id, "cpu"))
+        one_by_one = torch.cat([target_logprobs(lm.model, *pad_batch([r], lm.tokenizer.pad_token_id, "cpu"))[0]
+                                for r in rows])
+    assert len(packed) == sum(len(r.ids) - r.n_prompt for r in rows)
+    assert torch.allclose(packed, one_by_one, atol=1e-5), (packed - one_by_one).abs().max()
+    # and a budget below two rows gives one pack per row, each still behind the shared prefix
+    small = pack_rows(rows, len(rows[0].ids) + 5)
+    assert len(small) == 4 and all(p.ids[:L] == rows[0].ids[:L] for p in small)
+
