@@ -1,113 +1,47 @@
 """End to end in headless Chromium: the empty store's welcome, a tiny run launched from the Launch page,
-followed on Jobs until done, its Compare charts, a persona, the cluster map.
+followed on Jobs until done, its Compare charts, a persona opened by clicking its row, the cluster map.
 
-Starts `streamlit run app.py` on a free port with PLL_STORE / PLL_JOBS in a temp dir. Screenshots of each
-page go to that temp dir, and to assets/ when PLL_SCREENSHOTS=1 (the README links assets/*.png).
-Skipped when Chromium or Playwright is missing.
+Starts `streamlit run app.py` on a free port with PLL_STORE / PLL_JOBS in a temp dir (helpers shared with
+bench/screenshots.py). Screenshots of each page go to that temp dir; with PLL_SCREENSHOTS=1 the welcome,
+launch and jobs ones also go to assets/ (compare, persona and clusters come from a store with real results:
+bench/screenshots.py).
 """
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+sys.path.insert(0, str(ROOT / "bench"))
+from screenshots import browser_page, chromium_path, settle, start_server, stop_server  # noqa: E402
+from screenshots import shot as page_shot  # noqa: E402
+
 playwright = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH")
+pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no chromium on PATH")
+ASSETS = ("welcome", "launch", "jobs")  # refreshed in assets/ with PLL_SCREENSHOTS=1
 T = 60_000  # ms: generous, the machine is shared
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(d):
-    port = free_port()
-    env = {**os.environ, "PLL_STORE": str(d / "store.duckdb"), "PLL_JOBS": str(d / "jobs")}
-    log = open(d / "server.log", "w")
-    p = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                          "--server.port", str(port), "--browser.gatherUsageStats", "false",
-                          "--server.fileWatcherType", "none"],
-                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or p.poll() is not None:
-            raise RuntimeError("streamlit did not start:\n" + (d / "server.log").read_text())
-        time.sleep(0.3)
-    return p, {"url": url, "dir": d, "env": env}, log
-
-
-def stop_server(p, d, log):
-    from engine import jobs
-    for j in jobs.list_jobs(d / "jobs"):
-        if j["status"] in jobs.ACTIVE:
-            jobs.cancel(j["job_id"], d / "jobs", grace=1)
-    os.killpg(p.pid, signal.SIGTERM)
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-    log.close()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    d = tmp_path_factory.mktemp("browser")
-    p, info, log = start_server(d)
+    p, info = start_server(tmp_path_factory.mktemp("browser"))
     yield info
-    stop_server(p, d, log)
+    stop_server(p, info)
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update"])
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(T)
+    with browser_page() as pg:
         yield pg
-        browser.close()
-
-
-def settle(pg, quiet_ms=600):
-    """Wait until the script run has finished (no 'running' status widget) and the DOM is quiet."""
-    pg.wait_for_timeout(300)
-    try:
-        pg.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=30_000)
-    except playwright.TimeoutError:
-        pass
-    pg.wait_for_timeout(quiet_ms)
 
 
 def shot(pg, server, name):
     path = server["dir"] / f"{name}.png"
-    settle(pg)
-    # Streamlit scrolls inside its main container: grow the viewport to the content for a whole-page shot
-    height = pg.evaluate("() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
-                         " return m ? m.scrollHeight : document.body.scrollHeight; }")
-    pg.set_viewport_size({"width": 1400, "height": max(1000, min(int(height) + 40, 5000))})
-    pg.wait_for_timeout(500)
-    pg.screenshot(path=str(path), full_page=True)
-    pg.set_viewport_size({"width": 1400, "height": 1000})
-    if os.environ.get("PLL_SCREENSHOTS") == "1":
-        (ROOT / "assets").mkdir(exist_ok=True)
+    page_shot(pg, path)
+    if os.environ.get("PLL_SCREENSHOTS") == "1" and name in ASSETS:
         shutil.copy(path, ROOT / "assets" / f"{name}.png")
 
 
@@ -186,12 +120,16 @@ def _flow(server, pg):
         assert pg.get_by_text(m, exact=True).count() or m in pg.content()
     shot(pg, server, "compare")
 
-    # ------------------------------------------------------------------ Persona
-    nav(pg, "Persona")
+    # ------------------------------------------------------------------ Persona: click its row on Compare
+    grid = pg.locator(".st-key-persona_rows [data-testid='stDataFrame']")
+    grid.scroll_into_view_if_needed()
+    grid.locator("canvas").first.wait_for()
+    settle(pg)
+    grid.click(position={"x": 18, "y": 35 + 17})  # the first row's selection box (rows are 35 px, under the header)
     pg.get_by_text("Scores across methods").wait_for()
+    persona = re.search(r"persona=(p\d+)", pg.url).group(1)
     pg.get_by_text("Test examples").wait_for()
-    pg.get_by_text(re.compile(r"^p000-test-000")).first.wait_for()
-    assert "persona=p000" in pg.url
+    pg.get_by_text(re.compile(rf"^{persona}-test-000")).first.wait_for()
     shot(pg, server, "persona")
 
     # ------------------------------------------------------------------ Clusters
@@ -203,7 +141,7 @@ def _flow(server, pg):
 def test_deep_link_on_a_fresh_server(tmp_path, page):
     """A shared link opened first on a freshly started server still gets app.py's navigation and sidebar
     (Streamlit would otherwise run the page file alone, in its legacy pages/ mode)."""
-    p, info, log = start_server(tmp_path)
+    p, info = start_server(tmp_path)
     try:
         page.goto(f"{info['url']}/launch?seeds=1")
         page.get_by_text("Dataset OK").wait_for()
@@ -211,28 +149,4 @@ def test_deep_link_on_a_fresh_server(tmp_path, page):
         nav_text = page.get_by_test_id("stSidebarNav").inner_text()
         assert "Compare" in nav_text and "Clusters" in nav_text and "app" not in nav_text.split()
     finally:
-        stop_server(p, tmp_path, log)
-
-
-@pytest.mark.skipif(os.environ.get("PLL_SCREENSHOTS") != "1", reason="set PLL_SCREENSHOTS=1 to refresh assets/")
-def test_showcase_screenshots(tmp_path, page):
-    """Compare, Persona and Clusters on a synthetic store with spread-out scores (tiny-random scores are all 0):
-    assets/*-synthetic.png. Data from bench/bench_pages.build_store, not a real model."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from bench_pages import build_store
-    run_ids = build_store(str(tmp_path / "store.duckdb"), n_personas=40, n_methods=8, n_runs=2,
-                          work_dir=tmp_path / "results")
-    p, info, log = start_server(tmp_path)
-    try:
-        pg = page
-        pg.goto(f"{info['url']}/?runs={','.join(run_ids)}&ref=unified")
-        pg.get_by_text("Mean with 95% CI").wait_for()
-        shot(pg, info, "compare-synthetic")
-        pg.goto(f"{info['url']}/persona?run={run_ids[0]}&persona=p007")
-        pg.get_by_text("Merge neighbours").wait_for()
-        shot(pg, info, "persona-synthetic")
-        pg.goto(f"{info['url']}/clusters?run={run_ids[0]}&color=gain&gain=per_persona")
-        pg.get_by_text("Overall silhouette").wait_for()
-        shot(pg, info, "clusters-synthetic")
-    finally:
-        stop_server(p, tmp_path, log)
+        stop_server(p, info)
