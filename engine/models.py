@@ -94,6 +94,10 @@ def _tiny_random(seed: int = 0):
     return model, tok
 
 
+def _contiguous_input(module, args):
+    return (args[0].contiguous(), *args[1:])
+
+
 def load_model(name: str, device: str | None = None, precision: str = "auto") -> LoadedModel:
     """Load a base model by registry name, HF hub id or local path; frozen, in eval mode.
 
@@ -126,6 +130,10 @@ def load_model(name: str, device: str | None = None, precision: str = "auto") ->
         autocast_dtype = torch.bfloat16
         model.to(torch.bfloat16)
     model.config.use_cache = True
+    # HF's causal LMs call the LM head on hidden[:, -1:, :], a strided view, when generating; torch's matmul
+    # then expands the [vocab, d] weight to every row of the batch (1.8 GB copied for 32 rows of SmolLM2:
+    # 40% of greedy generation's time on CPU, and its peak memory). A contiguous input takes the plain GEMM.
+    model.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
     loaded = LoadedModel(name, model, tok, dev, autocast_dtype)
     loaded.load_seconds = time.time() - t0
     return loaded

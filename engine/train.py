@@ -48,7 +48,7 @@ class TrainConfig:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     context_window: int = 4
     max_new_tokens: int = 48
-    eval_batch_size: int = 32
+    eval_batch_size: int = 64
 
     def __post_init__(self):
         checks = [
