@@ -104,12 +104,27 @@ class MultiLoRALinear(nn.Module):
             return y + (h @ A.to(h.dtype).t()) @ B.to(h.dtype).t()
         if idx.numel() != x.shape[0]:
             raise RuntimeError(f"adapter index has {idx.numel()} rows, batch has {x.shape[0]}")
+        if h.dim() == 3 and h.shape[1] == 1:  # a generation step: one token per row
+            return y + self._delta_by_adapter(h, idx, scaling)
         A = rows(self.lora_A, idx).to(h.dtype)  # [N, r, d_in]
         B = (rows(self.lora_B, idx) * scaling).to(h.dtype)  # [N, d_out, r]
         shape = h.shape
         h = h.reshape(shape[0], -1, shape[-1])
         delta = torch.bmm(torch.bmm(h, A.transpose(1, 2)), B.transpose(1, 2))
         return y + delta.reshape(*shape[:-1], -1)
+
+    def _delta_by_adapter(self, h: torch.Tensor, idx: torch.Tensor, scaling: float) -> torch.Tensor:
+        """The rows' updates through the distinct adapters, each read once: h @ [A_1; ...; A_U]^T with all but
+        each row's own block zeroed, then @ [B_1 ... B_U]^T. Per-row copies of A and B would move
+        rows x r x (d_in + d_out) numbers per layer and token: 64 generated rows of a few personas made
+        per-persona generation 1.5x (r = 16) to 3x (r = 80, exact merges) slower than a shared adapter."""
+        used, own = idx.unique(return_inverse=True)
+        U, R = len(used), self.lora_A.shape[1]
+        A = rows(self.lora_A, used).to(h.dtype).reshape(U * R, -1)                                 # [U·R, d_in]
+        B = (rows(self.lora_B, used) * scaling).to(h.dtype).transpose(0, 1).reshape(-1, U * R)   # [d_out, U·R]
+        block = torch.arange(U, device=h.device).repeat_interleave(R)
+        keep = (own[:, None] == block[None, :]).to(h.dtype)                                        # [N, U·R]
+        return ((h @ A.t()) * keep[:, None, :]) @ B.t()
 
     def delta_weight(self, adapter: int) -> torch.Tensor:
         return (self.lora_B[adapter] @ self.lora_A[adapter]) * self.scaling

@@ -108,3 +108,21 @@ def test_packed_rows_score_exactly_like_rows_one_by_one(lm):
     small = pack_rows(rows, len(rows[0].ids) + 5)
     assert len(small) == 4 and all(p.ids[:L] == rows[0].ids[:L] for p in small)
 
+
+
+def test_generation_step_through_distinct_adapters_equals_per_row():
+    """One token per row (a generation step) takes the by-adapter path; it must give each row its own update."""
+    from engine.lora import AdapterRouter, MultiLoRALinear
+    torch.manual_seed(0)
+    router = AdapterRouter()
+    layer = MultiLoRALinear(torch.nn.Linear(12, 10), router, n_adapters=4, r=3, alpha=6.0)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    idx = torch.tensor([2, 0, 2, 2, 3, 0])
+    expected = torch.stack([layer.base.weight + layer.delta_weight(int(a)) for a in idx])  # [N, d_out, d_in]
+    for T in (1, 5):  # generation step, and a whole sequence (per-row path)
+        x = torch.randn(len(idx), T, 12)
+        with torch.no_grad(), router.route(idx):
+            y = layer(x)
+        want = torch.einsum("noi,nti->nto", expected, x) + layer.base.bias
+        assert torch.allclose(y, want, atol=1e-5), (T, (y - want).abs().max())
