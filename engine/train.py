@@ -23,8 +23,8 @@ DEFAULT_SYSTEM_PROMPT = "You are a smart-home assistant. Reply with the actions 
 
 
 # Padded tokens per forward pass when TrainConfig.micro_batch_tokens is 0. On CPU passes whose activations
-# stay in cache are fastest (smollm2-135m, bf16, 2-core CPU, 32 personas: 1024 trains ~10% faster than 512
-# or 2048, 3x faster than 4096); on CUDA bigger passes fill the GPU (not yet measured). Lower it if memory is short.
+# stay in cache are fastest (smollm2-135m, bf16, 2-core CPU, 8 and 32 personas: 1024 trains 10-25% faster
+# than 512 or 2048); on CUDA bigger passes fill the GPU (not yet measured). Lower it if memory is short.
 AUTO_MICRO_BATCH_TOKENS = {"cpu": 1024, "cuda": 4096}
 
 
@@ -344,11 +344,6 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
     total = steps_per_epoch * cfg.epochs
     stats = TrainStats()
     model.train()
-    attention = model.config._attn_implementation
-    if lm.device.type == "cpu" and attention == "sdpa":
-        # torch's CPU flash-attention backward is slow on short rows: eager attention trains ~15% faster
-        # there (generation keeps sdpa, which is faster for it)
-        model.set_attn_implementation("eager")
     t0 = time.time()
     try:
         for epoch in range(cfg.epochs):
@@ -384,7 +379,6 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
                 if progress:
                     progress(phase, stats.steps, total, loss=step_loss)
     finally:
-        model.set_attn_implementation(attention)
         model.eval()
         for p in params:
             p.requires_grad_(False)
