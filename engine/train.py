@@ -344,6 +344,11 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
     total = steps_per_epoch * cfg.epochs
     stats = TrainStats()
     model.train()
+    attention = model.config._attn_implementation
+    if lm.device.type == "cpu" and attention == "sdpa":
+        # on CPU eager attention trains packed rows ~12% faster than sdpa (32 personas, smollm2-135m), for
+        # ~25% more activation memory; generation keeps sdpa, which is faster for it
+        model.set_attn_implementation("eager")
     t0 = time.time()
     try:
         for epoch in range(cfg.epochs):
@@ -379,6 +384,7 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
                 if progress:
                     progress(phase, stats.steps, total, loss=step_loss)
     finally:
+        model.set_attn_implementation(attention)
         model.eval()
         for p in params:
             p.requires_grad_(False)

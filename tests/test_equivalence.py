@@ -50,6 +50,7 @@ def peft_reference(lm, base, data, init, seed):
             layer = model.base_model.model.get_submodule(name)
             layer.lora_A["default"].weight.copy_(A)
             layer.lora_B["default"].weight.copy_(B)
+    model.base_model.model.set_attn_implementation("eager")  # the kernel our trainer uses on CPU
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=CFG.lr, weight_decay=CFG.weight_decay, eps=1e-8)
     model.train()
