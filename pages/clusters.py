@@ -46,8 +46,8 @@ if v["has_map"]:
                            scale=alt.Scale(scheme="redblue", domain=[-lim, lim]))
     pick = alt.selection_point(name="persona", fields=["persona_id"], on="click")
     mp = alt.Chart(pers.assign(profile_short=pers.profile.fillna("").str.slice(0, 120))).mark_circle(size=90).encode(
-        x=alt.X("umap_x:Q", title="UMAP 1", axis=alt.Axis(labels=False)),
-        y=alt.Y("umap_y:Q", title="UMAP 2", axis=alt.Axis(labels=False)), color=colour,
+        x=alt.X("umap_x:Q", title="UMAP 1", axis=alt.Axis(labels=False), scale=alt.Scale(zero=False)),
+        y=alt.Y("umap_y:Q", title="UMAP 2", axis=alt.Axis(labels=False), scale=alt.Scale(zero=False)), color=colour,
         tooltip=["persona_id", "cluster", alt.Tooltip("silhouette:Q", format=".3f"),
                  alt.Tooltip("gain:Q", format="+.4f"), "profile_short"]).add_params(pick)
     st.markdown("**Profile embeddings (UMAP)** — click a persona to open it")
