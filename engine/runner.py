@@ -59,10 +59,27 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
+def reset_peak_memory(device) -> None:
+    """Start a method's own peak-memory window, so a method is not charged with an earlier one's peak."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets the process's peak RSS (VmHWM) to its current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # elsewhere the CPU peak counts from the process start
+
+
 def peak_memory_mb(device) -> float:
+    """Peak memory since reset_peak_memory: CUDA allocator bytes, or the process's peak RSS on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (KiB on Linux)
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, since the start
 
 
 def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = None, job_id: str | None = None,
@@ -93,8 +110,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
                       artifacts_dir=results_dir / "adapters")
         for method in spec.methods:
             torch.manual_seed(spec.seed)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
+            reset_peak_memory(device)
             out = resolve_method(method)(ctx)
             per_persona = persona_means(out.predictions)
             summary = {

@@ -115,7 +115,8 @@ st.dataframe(show, hide_index=True, width="stretch", key="compare_table", height
     "train_seconds": st.column_config.NumberColumn("train s", format="%.1f"),
     "eval_seconds": st.column_config.NumberColumn("eval s", format="%.1f"),
     "trainable_params": st.column_config.NumberColumn("trainable params", format="%d"),
-    "peak_mem_mb": st.column_config.NumberColumn("peak MB", format="%.0f"),
+    "peak_mem_mb": st.column_config.NumberColumn(
+        "peak MB", format="%.0f", help="during this method: CUDA allocator peak, or the process's peak RSS on CPU"),
 })
 st.download_button("Download CSV", table.drop(columns=["run"]).to_csv(index=False).encode(),
                    file_name=f"compare-{'-'.join(r[-6:] for r in run_ids)}.csv", mime="text/csv")

@@ -90,3 +90,17 @@ def test_quick_demo_learns_something(tmp_path):
                         path=tmp_path / "store.duckdb").set_index("method")
     assert set(means.index) == set(spec.methods) and (means.n == 6).all()
     assert means.score["unified"] > means.score["base"] + 0.2
+
+
+def test_peak_memory_is_per_method_window():
+    """A method's peak memory starts at its own start: an earlier method's peak must not carry over."""
+    import torch
+    from engine.runner import peak_memory_mb, reset_peak_memory
+    cpu = torch.device("cpu")
+    reset_peak_memory(cpu)
+    big = np.ones(64 * 2**20)  # 512 MiB of float64, written so resident
+    with_big = peak_memory_mb(cpu)
+    assert with_big > 500
+    del big
+    reset_peak_memory(cpu)
+    assert peak_memory_mb(cpu) < with_big - 400
