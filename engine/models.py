@@ -32,6 +32,9 @@ class LoadedModel:
     tokenizer: object
     device: torch.device
     autocast_dtype: torch.dtype | None  # compute dtype inside torch.autocast, None for plain fp32
+    precision: str = "fp32"             # what the run computes in: "fp32" | "bf16"
+    precision_reason: str = ""          # why (engine.precision): stored with the run's config
+    calibration: dict | None = None     # the CPU calibration behind an `auto` choice, if one was made
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -101,8 +104,8 @@ def _contiguous_input(module, args):
 def load_model(name: str, device: str | None = None, precision: str = "auto") -> LoadedModel:
     """Load a base model by registry name, HF hub id or local path; frozen, in eval mode.
 
-    precision: "auto" (bf16 for every registry or hub model, fp32 for tiny-random), "fp32", or "bf16".
-    bf16 keeps the frozen weights in bf16 and computes under bf16 autocast (LoRA weights stay fp32):
+    precision: "auto" (engine.precision: bf16 where this machine computes it natively, else fp32; tiny-random
+    always fp32), "fp32", or "bf16". bf16 keeps the frozen weights in bf16 and computes under bf16 autocast (LoRA weights stay fp32):
     on CPU, where autocast alone would cast every weight on every call, this halves the memory and
     lets the matmuls run on bf16 units (AMX, AVX512-BF16) where the CPU has them.
     """
@@ -125,8 +128,10 @@ def load_model(name: str, device: str | None = None, precision: str = "auto") ->
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.requires_grad_(False).eval().to(dev)
+    from engine.precision import resolve_precision
+    choice = resolve_precision(precision, dev, name)
     autocast_dtype = None
-    if precision == "bf16" or (precision == "auto" and name != "tiny-random"):
+    if choice.precision == "bf16":
         autocast_dtype = torch.bfloat16
         model.to(torch.bfloat16)
     model.config.use_cache = True
@@ -134,6 +139,6 @@ def load_model(name: str, device: str | None = None, precision: str = "auto") ->
     # then expands the [vocab, d] weight to every row of the batch (1.8 GB copied for 32 rows of SmolLM2:
     # 40% of greedy generation's time on CPU, and its peak memory). A contiguous input takes the plain GEMM.
     model.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
-    loaded = LoadedModel(name, model, tok, dev, autocast_dtype)
+    loaded = LoadedModel(name, model, tok, dev, autocast_dtype, choice.precision, choice.reason, choice.calibration)
     loaded.load_seconds = time.time() - t0
     return loaded

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import resource
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -102,6 +103,9 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     if progress:
         progress("load model", 0, 1)
     lm = load_model(spec.model, device=spec.device, precision=spec.precision)  # a bad name fails before any write
+    print(f"precision: {lm.precision} ({lm.precision_reason})", file=sys.stderr, flush=True)
+    run["config_json"] = json.dumps({**json.loads(run["config_json"]), "precision_resolved": {
+        "precision": lm.precision, "reason": lm.precision_reason, "calibration": lm.calibration}}, sort_keys=True)
     store.write_run_file(results_dir, run)
     counts = {s: dataset.by_persona(s) for s in ("train", "val", "test")}
     store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts))

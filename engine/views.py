@@ -142,23 +142,58 @@ def runs_with_clusters(path=None) -> list[str]:
 # ----------------------------------------------------------------------------- run-time estimate
 
 # Fallback speeds when the store has no measurement for a model yet (CPU; a CUDA device is assumed 10x faster).
-DEFAULT_TRAIN_TOKENS_PER_S = {"tiny-random": 3000.0, "smollm2-135m": 700.0}
-DEFAULT_EVAL_S_PER_TARGET = {"tiny-random": 0.1, "smollm2-135m": 0.6}
+DEFAULT_TRAIN_TOKENS_PER_S = {"tiny-random": 3000.0, "smollm2-135m": 250.0}
+DEFAULT_EVAL_S_PER_TARGET = {"tiny-random": 0.1, "smollm2-135m": 1.0}
 UNKNOWN_TRAIN_TOKENS_PER_S, UNKNOWN_EVAL_S_PER_TARGET = 100.0, 3.0
+# On CPU without measurements, speeds follow this machine's calibrated matmul speed (engine.precision):
+# training tokens/s per fp32 GFLOP/s, and evaluation seconds per target times fp32 GFLOP/s, both measured
+# with smollm2-135m in fp32 on a 2-core AMD EPYC (AVX2, 125 GFLOP/s: 250 tokens/s). Where bf16 runs natively
+# it adds at most the end-to-end gain measured on an AMX CPU (699 vs 491 tokens/s), not the matmul's.
+TOKENS_PER_S_PER_GFLOPS = {"smollm2-135m": 2.0}
+EVAL_S_X_GFLOPS_PER_TARGET = {"smollm2-135m": 125.0}
+BF16_END_TO_END_GAIN = 1.4
 LOAD_SECONDS = 10.0
 CHARS_PER_TOKEN = 3.5
 
 
-def measured_speeds(model: str, path=None) -> dict:
-    """Median training tokens/s and eval seconds per test target of past runs of this model in the store."""
+def _resolved_precision(config_json) -> str | None:
+    import json
+    try:
+        return (json.loads(config_json or "{}").get("precision_resolved") or {}).get("precision")
+    except (ValueError, AttributeError):
+        return None
+
+
+def measured_speeds(model: str, path=None, precision: str | None = None) -> dict:
+    """Median training tokens/s and eval seconds per test target of past runs of this model in the store
+    (only runs that computed in `precision`, when given and recorded)."""
     df = store.query(
-        "SELECT m.tokens_per_second, m.eval_seconds, m.method, m.run_id, "
+        "SELECT m.tokens_per_second, m.eval_seconds, m.method, m.run_id, r.config_json, "
         "(SELECT count(*) FROM predictions p WHERE p.run_id = m.run_id AND p.method = m.method) AS n_targets "
         "FROM method_results m JOIN runs r USING (run_id) WHERE r.model = ?", [model], path)
+    if precision is not None and len(df):
+        ran = df.config_json.map(_resolved_precision)
+        df = df[ran.isna() | (ran == precision)]
     tps = df.tokens_per_second[df.tokens_per_second > 0]
     ev = (df.eval_seconds / df.n_targets.where(df.n_targets > 0)).dropna()
     return {"train_tokens_per_s": float(tps.median()) if len(tps) else None,
             "eval_s_per_target": float(ev.median()) if len(ev) else None, "n_measurements": int(len(df))}
+
+
+def calibrated_speeds(model: str, precision: str = "auto") -> dict | None:
+    """This CPU's expected speeds for a model from its matmul calibration, or None when the model has no
+    reference measurement. Returns the precision it would compute in and why."""
+    import torch
+
+    from engine.precision import cpu_calibration, resolve_precision
+    if model not in TOKENS_PER_S_PER_GFLOPS:
+        return None
+    choice = resolve_precision(precision, torch.device("cpu"), model)
+    cal = cpu_calibration()
+    gain = min(BF16_END_TO_END_GAIN, cal.bf16_gflops / cal.fp32_gflops) if choice.precision == "bf16" else 1.0
+    return {"train_tokens_per_s": TOKENS_PER_S_PER_GFLOPS[model] * cal.fp32_gflops * gain,
+            "eval_s_per_target": EVAL_S_X_GFLOPS_PER_TARGET[model] / cal.fp32_gflops / gain,
+            "precision": choice.precision, "reason": choice.reason}
 
 
 def train_passes(methods) -> float:
@@ -172,28 +207,37 @@ def train_passes(methods) -> float:
     return passes
 
 
-def estimate_seconds(dataset, model: str, methods, cfg, device: str | None = None, path=None) -> dict:
+def estimate_seconds(dataset, model: str, methods, cfg, device: str | None = None, path=None,
+                     precision: str = "auto") -> dict:
     """Run time ≈ load + train tokens × passes / tokens-per-s + test targets × methods × s-per-target.
 
-    train tokens = Σ over train targets of min(max_length, characters of prompt + reply / 3.5) × epochs;
-    speeds are the medians measured for this model in the store, else the defaults above.
+    train tokens = Σ over train targets of min(max_length, characters of prompt + reply / 3.5) × epochs.
+    Speeds, in order: the medians measured for this model (and precision) in the store; on CPU, this
+    machine's calibrated speed for the model (`calibrated_speeds`); the defaults above.
     """
     train = dataset.split("train")
     sys_len = len(cfg.system_prompt or "")
     tokens_one_epoch = sum(min(cfg.max_length, (sys_len + sum(len(t) for _, t in e.context) + len(e.target or "")
                                                 + len(e.prompt or "") + 40) / CHARS_PER_TOKEN) for e in train)
     n_test = len(dataset.split("test"))
-    speeds = measured_speeds(model, path) if path is not None else {"train_tokens_per_s": None,
-                                                                     "eval_s_per_target": None}
-    gpu = 10.0 if str(device or "").startswith("cuda") else 1.0
-    tps = speeds["train_tokens_per_s"] or DEFAULT_TRAIN_TOKENS_PER_S.get(model, UNKNOWN_TRAIN_TOKENS_PER_S) * gpu
-    spt = speeds["eval_s_per_target"] or DEFAULT_EVAL_S_PER_TARGET.get(model, UNKNOWN_EVAL_S_PER_TARGET) / gpu
+    gpu = str(device or "").startswith("cuda")
+    calibrated = None if gpu else calibrated_speeds(model, precision)
+    speeds = {"train_tokens_per_s": None, "eval_s_per_target": None}
+    if path is not None:
+        speeds = measured_speeds(model, path, calibrated["precision"] if calibrated else None)
+    source = "measured" if speeds["train_tokens_per_s"] else "calibrated" if calibrated else "default"
+    fallback = calibrated or {
+        "train_tokens_per_s": DEFAULT_TRAIN_TOKENS_PER_S.get(model, UNKNOWN_TRAIN_TOKENS_PER_S) * (10.0 if gpu else 1.0),
+        "eval_s_per_target": DEFAULT_EVAL_S_PER_TARGET.get(model, UNKNOWN_EVAL_S_PER_TARGET) / (10.0 if gpu else 1.0)}
+    tps = speeds["train_tokens_per_s"] or fallback["train_tokens_per_s"]
+    spt = speeds["eval_s_per_target"] or fallback["eval_s_per_target"]
     passes = train_passes(methods)
     train_s = tokens_one_epoch * cfg.epochs * passes / tps
     eval_s = n_test * len(list(methods)) * spt
     return {"seconds": LOAD_SECONDS + train_s + eval_s, "train_seconds": train_s, "eval_seconds": eval_s,
             "train_tokens": tokens_one_epoch * cfg.epochs * passes, "tokens_per_second": tps,
-            "eval_s_per_target": spt, "measured": speeds.get("train_tokens_per_s") is not None}
+            "eval_s_per_target": spt, "measured": source == "measured", "source": source,
+            "precision": calibrated["precision"] if calibrated else None}
 
 
 def fmt_seconds(s: float) -> str:

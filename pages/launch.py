@@ -31,11 +31,20 @@ def check_dataset(source: str, stamp, context_window: int):
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def estimate(source, stamp, model, methods, cfg_items, device, store_path, store_version):
+def estimate(source, stamp, model, methods, cfg_items, device, precision, store_path, store_version):
     ds = load_dataset(source, context_window=dict(cfg_items)["context_window"])
     cfg = TrainConfig.from_dict(dict(cfg_items))
     with ui.STORE_LOCK:
-        return views.estimate_seconds(ds, model, methods, cfg, device, path=store_path)
+        return views.estimate_seconds(ds, model, methods, cfg, device, path=store_path, precision=precision)
+
+
+@st.cache_data(show_spinner="Timing this CPU's matmuls in fp32 and bf16…", ttl=3600)
+def cpu_precision(model):
+    """What `--precision auto` picks on this CPU and why (engine.precision; measured once per machine)."""
+    import torch
+
+    from engine.precision import resolve_precision
+    return resolve_precision("auto", torch.device("cpu"), model).to_dict()
 
 
 def _stamp(source):
@@ -96,7 +105,15 @@ except ImportError:
     pass
 c3, c4, c5 = st.columns(3)
 device = c3.selectbox("Device", device_opts, key="device")
-precision = c4.selectbox("Precision", ["auto", "fp32", "bf16"], key="precision")
+precision = c4.selectbox("Precision", ["auto", "fp32", "bf16"], key="precision",
+                         help="auto: bf16 where this machine computes it natively (measured once), else fp32")
+on_cpu = device == "cpu" or (device == "auto" and len(device_opts) == 2)
+if on_cpu and model:
+    chosen = cpu_precision(model)
+    if precision == "auto":
+        c4.caption(f"this CPU: **{chosen['precision']}** — {chosen['reason']}")
+    elif precision == "bf16" and chosen["calibration"] and chosen["calibration"]["choice"] == "fp32":
+        c4.warning(f"bf16 is slow here: {chosen['reason']}")
 seeds_text = c5.text_input("Seed(s)", "0", key="seeds", help="Several seeds, comma-separated, start one job each.")
 name = st.text_input("Run name (optional)", key="run_name")
 
@@ -173,14 +190,18 @@ for p in problems:
 
 if summary and cfg and methods and model and seeds:
     cfg_items = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(cfg.to_dict().items()))
-    est = estimate(source, _stamp(source), model, tuple(methods), cfg_items, device, ui.store_file(),
+    est = estimate(source, _stamp(source), model, tuple(methods), cfg_items, device, precision, ui.store_file(),
                    views.store_version(ui.store_file()))
     st.metric("Estimated time", f"{views.fmt_seconds(est['seconds'])} per seed"
               + (f" · {views.fmt_seconds(est['seconds'] * len(seeds))} for {len(seeds)} seeds" if len(seeds) > 1
                  else ""))
+    speed_from = {"measured": "measured on earlier runs of this model",
+                  "calibrated": f"this CPU's calibrated speed in {est['precision']}; refined once a run of this "
+                                "model finishes",
+                  "default": "default speed; refined once a run of this model finishes"}[est["source"]]
     st.caption(f"≈ model load + {est['train_tokens']:,.0f} training tokens / {est['tokens_per_second']:,.0f} tokens/s "
                f"+ {summary['test']} test targets × {len(methods)} methods × {est['eval_s_per_target']:.2f} s "
-               f"({'measured on earlier runs of this model' if est['measured'] else 'default speed; refined once a run of this model finishes'}).")
+               f"({speed_from}).")
 
 if st.button("Start", type="primary", key="start", disabled=bool(problems) or source is None):
     started, errors = [], []
