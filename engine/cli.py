@@ -69,7 +69,9 @@ def _train_overrides(args) -> dict:
 
 
 def cmd_synth(args) -> int:
-    from engine.simulator import SIMULATOR_DEFAULTS, simulate, validate_knobs, write_jsonl
+    from engine.data import dataset_from_records, repeated_targets
+    from engine.evaluate import persona_blind_scores
+    from engine.simulator import SIMULATOR_DEFAULTS, format_sim_spec, simulate, validate_knobs, write_jsonl
     knobs = {k: getattr(args, k) for k in SIMULATOR_DEFAULTS if getattr(args, k) is not None}
     try:
         knobs = validate_knobs({**SIMULATOR_DEFAULTS, **knobs})
@@ -78,6 +80,17 @@ def cmd_synth(args) -> int:
     records = simulate(**knobs)
     write_jsonl(records, args.out)
     print(f"wrote {len(records)} dialogues of {knobs['personas']} personas to {args.out}", file=sys.stderr)
+    ds = dataset_from_records(records, format_sim_spec(knobs))
+    for split in ("val", "test"):
+        n, total = repeated_targets(ds, split)
+        print(f"{split} targets repeating a train target of their persona (context and reply): {n} of {total} "
+              f"({100 * n / max(total, 1):.1f}%)", file=sys.stderr)
+    blind = persona_blind_scores(ds, "action_f1")
+    if blind is not None:
+        for kind, g in blind.groupby("kind"):
+            per_persona = g.groupby("persona_id").score.mean()
+            print(f"persona-blind ceiling, {kind} test targets: action_f1 {per_persona.mean():.3f} "
+                  "(mean over personas; a perfect personalized reply scores 1)", file=sys.stderr)
     return 0
 
 
@@ -95,7 +108,7 @@ def cmd_run(args) -> int:
         options["merge_k"] = args.merge_k
     spec = RunSpec(data=args.data, model=args.model, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
                    seed=args.seed, name=args.name, device=args.device, precision=args.precision,
-                   train=_train_overrides(args), options=options)
+                   train=_train_overrides(args), options=options, metric=args.metric)
     path = store.store_path(args.store)
     run_id = new_run_id()
     results = store.runs_dir(path) / run_id  # kept: the adapters for `export` live here
@@ -133,19 +146,37 @@ def _int_or(v):
 
 
 def _print_runs(path, run_ids=None) -> None:
+    """Per run and method: mean ± std over personas of the score, its 95% t-interval, the personal and general
+    split, the persona-blind ceiling, time with every stage, epochs trained."""
     from engine import store
     from engine.stats import summarize
     runs = store.list_runs(path)
     if run_ids is not None:
         runs = runs[runs.run_id.isin(run_ids)]
-    scores = store.persona_scores(list(runs.run_id), path)
-    methods = store.method_summaries(list(runs.run_id), path)
+    ids = list(runs.run_id)
+    scores = store.persona_scores(ids, path)
+    kinds = store.query("SELECT * FROM persona_kind_results WHERE run_id IN (SELECT unnest(?))", [ids], path)
+    blind = store.query("SELECT * FROM persona_blind WHERE run_id IN (SELECT unnest(?))", [ids], path)
+    methods = store.method_summaries(ids, path)
+    fmt = lambda v: "  —  " if v != v else f"{v:.3f}"  # NaN: undefined (one persona)
     for _, r in runs.iterrows():
-        print(f"{r.run_id}  {r.status:9s} {r.model}  {r.dataset}  seed={r.seed}  personas={r.n_personas}")
+        print(f"{r.run_id}  {r.status:9s} {r.model}  {r.dataset}  seed={r.seed}  personas={r.n_personas}  "
+              f"score={r.get('metric') or 'score'}")
+        by_kind = lambda df, m, k: df[(df.run_id == r.run_id) & (df.method == m) & (df.kind == k)].score.mean() \
+            if len(df) else float("nan")
         for _, m in methods[methods.run_id == r.run_id].iterrows():
             s = summarize(scores[(scores.run_id == r.run_id) & (scores.method == m.method)].score.values)
-            print(f"    {m.method:16s} score {s['mean']:.4f} ± {s['std']:.4f}  (95% CI {s['ci_low']:.4f}–"
-                  f"{s['ci_high']:.4f}, n={s['n']})  train {m.train_seconds:7.1f}s  eval {m.eval_seconds:6.1f}s")
+            epochs = "" if m.get("epochs_trained") is None or m.epochs_trained != m.epochs_trained \
+                else f"  epochs {m.epochs_trained:.1f}"
+            print(f"    {m.method:16s} {fmt(s['mean'])} ± {fmt(s['std'])}  (95% CI {fmt(s['ci_low'])}–"
+                  f"{fmt(s['ci_high'])}, n={s['n']})  personal {fmt(by_kind(kinds, m.method, 'personal'))}  "
+                  f"general {fmt(by_kind(kinds, m.method, 'general'))}  train {m.train_seconds:7.1f}s  "
+                  f"eval {m.eval_seconds:6.1f}s{epochs}")
+        b = blind[blind.run_id == r.run_id]
+        if len(b):
+            mean = lambda k: b[b.kind == k].score.mean() if (b.kind == k).any() else float("nan")
+            print(f"    {'persona-blind ceiling':16s} {fmt(mean('all'))}  personal {fmt(mean('personal'))}  "
+                  f"general {fmt(mean('general'))}  (the data's persona-blind replies, scored like a method)")
 
 
 def cmd_runs(args) -> int:
@@ -192,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     r.add_argument("--cluster-k", help="clusters for the cluster method: an integer or auto")
     r.add_argument("--merge-k", type=int, help="neighbours merged per persona (merge methods)")
+    r.add_argument("--metric", help="the primary metric (score); default: action_f1 for smart-home dialogue data, "
+                                    "embedding_similarity for other dialogue data, accuracy for choice data")
     _add_train_flags(r)
     r.set_defaults(fn=cmd_run)
 

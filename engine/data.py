@@ -9,7 +9,10 @@ Two tasks:
             every assistant turn is a target; the messages before it are its context
   choice    {"persona_id", "persona", "prompt", "choices": [...], "answer": index, "split"?}
 The task is the first line's (the first line that looks like either); a line of the other task is
-an error. Optional on both: "id" (unique), "kind" ("personal" | "general").
+an error. Optional on both: "id" (unique), "kind" ("personal" | "general"). Optional on an assistant
+message: "kind" (overrides the line's for that target) and "persona_blind" (the reply a good assistant
+that ignores the persona would give: the simulator writes it, and the lab scores it as the ceiling of
+persona-blind methods).
 
 Split: a file gives "split" on every line or on none (mixing is an error, since a half-split file
 is almost certainly a mistake). Without it each persona's lines are split 60/20/20 in file order:
@@ -39,6 +42,7 @@ class Example:
     prompt: str | None = None                   # choice task
     choices: tuple[str, ...] | None = None
     answer: int | None = None
+    blind: str | None = None                    # dialogue: the persona-blind reply, when the data has one
 
 
 @dataclass
@@ -152,8 +156,18 @@ def _check_messages(obj, problem):
         if not _nonempty_str(text):
             problem(f"message {i}: empty or missing 'text'")
             ok = False
-        pairs.append((role, text))
-    if ok and not any(role == "assistant" for role, _ in pairs):
+        for key in ("kind", "persona_blind"):
+            if key in m and role != "assistant":
+                problem(f"message {i}: '{key}' is only allowed on assistant messages")
+                ok = False
+        if "kind" in m and m["kind"] not in KINDS:
+            problem(f"message {i}: unknown kind {m['kind']!r} (expected one of {', '.join(KINDS)})")
+            ok = False
+        if "persona_blind" in m and not _nonempty_str(m["persona_blind"]):
+            problem(f"message {i}: 'persona_blind' must be a non-empty string")
+            ok = False
+        pairs.append((role, text, m.get("kind"), m.get("persona_blind")))
+    if ok and not any(p[0] == "assistant" for p in pairs):
         problem("dialogue has no assistant turn")
         ok = False
     return pairs if ok else None
@@ -307,9 +321,9 @@ def _build(lines, problems, source, digest, context_window):
             eid = line_id if line_id is not None else f"{persona_id}:L{number}"
             examples.append(Example(eid, persona_id, split, kind, prompt=prompt, choices=choices, answer=answer))
             continue
-        n_targets = sum(role == "assistant" for role, _ in payload)
+        n_targets = sum(m[0] == "assistant" for m in payload)
         turn = 0
-        for i, (role, text) in enumerate(payload):
+        for i, (role, text, turn_kind, blind) in enumerate(payload):
             if role != "assistant":
                 continue
             turn += 1
@@ -317,8 +331,17 @@ def _build(lines, problems, source, digest, context_window):
                 eid = f"{persona_id}:L{number}#{turn}"
             else:
                 eid = line_id if n_targets == 1 else f"{line_id}#{turn}"
-            context = tuple(payload[max(0, i - context_window):i])
-            examples.append(Example(eid, persona_id, split, kind, context=context, target=text))
+            context = tuple((r, t) for r, t, _, _ in payload[max(0, i - context_window):i])
+            examples.append(Example(eid, persona_id, split, turn_kind or kind, context=context, target=text,
+                                    blind=blind))
 
     personas = {pid: profile for pid, (profile, _) in profiles.items()}
     return Dataset(task=task, personas=personas, examples=examples, source=source, hash=digest)
+
+
+def repeated_targets(dataset, split: str = "test") -> tuple[int, int]:
+    """(how many `split` targets repeat, context and reply, a train target of their own persona; how many
+    `split` targets there are). A test split should hold 0: a repeat rewards memorising, not generalising."""
+    seen = {(e.persona_id, e.context, e.target, e.prompt, e.choices, e.answer) for e in dataset.split("train")}
+    items = dataset.split(split)
+    return sum((e.persona_id, e.context, e.target, e.prompt, e.choices, e.answer) in seen for e in items), len(items)

@@ -1,5 +1,11 @@
 """Evaluation (DESIGN §7): batched greedy generation or choice log-likelihood, metrics per target,
-means per persona. Each row of a batch is answered by its own persona's adapter.
+means per persona (overall and per kind of target). Each row of a batch is answered by its own persona's
+adapter.
+
+The primary metric (`score`) of smart-home dialogue data is `action_f1`: a reply naming the right devices
+with the wrong values scores 0, so the score moves with personalization, not with reply format
+(embedding similarity gave such a reply 0.86 and a perfect persona-blind one 0.98). Data whose references
+do not mention actions is scored by `embedding_similarity`; choice data by `accuracy`.
 """
 from __future__ import annotations
 
@@ -10,10 +16,26 @@ import torch
 from engine import embed, smarthome
 from engine.train import encode, pad_batch, target_logprobs
 
-DIALOGUE_METRICS = ("embedding_similarity", "device_precision", "numerical_precision", "param_f1")
+DIALOGUE_METRICS = ("action_f1", "param_f1", "device_precision", "numerical_precision", "embedding_similarity")
 CHOICE_METRICS = ("accuracy",)
 ALL_METRICS = DIALOGUE_METRICS + CHOICE_METRICS
-PRIMARY = {"dialogue": "embedding_similarity", "choice": "accuracy"}
+ACTION_REFERENCES = 0.5  # action_f1 is primary when at least this share of test references mention an action
+
+
+def primary_metric(dataset, override: str | None = None) -> str:
+    """The metric a run's `score` is: `override` when given (checked against the task), else action_f1 for
+    dialogue data whose test references mostly parse to smart-home actions, embedding_similarity for other
+    dialogue data, accuracy for choice data."""
+    metrics = DIALOGUE_METRICS if dataset.task == "dialogue" else CHOICE_METRICS
+    if override:
+        if override not in metrics:
+            raise ValueError(f"metric must be one of {', '.join(metrics)} for {dataset.task} data, got {override!r}")
+        return override
+    if dataset.task == "choice":
+        return "accuracy"
+    refs = [e.target for e in dataset.split("test")]
+    parsed = sum(bool(smarthome.parse_actions(r)) for r in refs)
+    return "action_f1" if refs and parsed >= ACTION_REFERENCES * len(refs) else "embedding_similarity"
 
 
 def _route(lm, adapters: list[int] | None):
@@ -91,20 +113,24 @@ def choose(lm, examples, adapters: list[int] | None, cfg, progress=None, phase="
 
 def score_dialogue(predictions: list[str], references: list[str]) -> pd.DataFrame:
     """One row of metrics per target."""
-    sims = embed.embedding_similarity(predictions, references)
     rows = [smarthome.action_metrics(p, r) for p, r in zip(predictions, references)]
-    df = pd.DataFrame(rows, columns=list(DIALOGUE_METRICS[1:]))
-    df.insert(0, "embedding_similarity", sims.astype(float))
-    return df
+    df = pd.DataFrame(rows, columns=[m for m in DIALOGUE_METRICS if m != "embedding_similarity"])
+    df["embedding_similarity"] = embed.embedding_similarity(predictions, references).astype(float)
+    return df[list(DIALOGUE_METRICS)]
 
 
-def evaluate(lm, dataset, examples, adapters: list[int] | None, cfg, progress=None) -> pd.DataFrame:
-    """Predictions with their metrics and `score` (the primary metric), one row per test example."""
-    base = pd.DataFrame({
+def _targets_frame(examples) -> pd.DataFrame:
+    return pd.DataFrame({
         "persona_id": [e.persona_id for e in examples],
         "example_id": [e.example_id for e in examples],
         "kind": [e.kind for e in examples],
     })
+
+
+def evaluate(lm, dataset, examples, adapters: list[int] | None, cfg, progress=None,
+             metric: str | None = None) -> pd.DataFrame:
+    """Predictions with their metrics and `score` (the primary metric, or `metric`), one row per example."""
+    base = _targets_frame(examples)
     if dataset.task == "dialogue":
         preds = generate_replies(lm, examples, adapters, cfg, progress)
         refs = [e.target for e in examples]
@@ -118,8 +144,22 @@ def evaluate(lm, dataset, examples, adapters: list[int] | None, cfg, progress=No
         base["context"] = [e.prompt for e in examples]
     base["reference"] = refs
     base["prediction"] = preds
+    if dataset.task == "dialogue":
+        base["persona_blind"] = [e.blind for e in examples]
     out = pd.concat([base, metrics], axis=1)
-    out["score"] = out[PRIMARY[dataset.task]]
+    out["score"] = out[metric or primary_metric(dataset)]
+    return out
+
+
+def persona_blind_scores(dataset, metric: str) -> pd.DataFrame | None:
+    """The persona-blind ceiling: the data's persona-blind replies (`persona_blind`) scored against the
+    references of the test targets, like predictions; None when some test target has none."""
+    tests = dataset.split("test")
+    if dataset.task != "dialogue" or not tests or any(e.blind is None for e in tests):
+        return None
+    out = pd.concat([_targets_frame(tests), score_dialogue([e.blind for e in tests], [e.target for e in tests])],
+                    axis=1)
+    out["score"] = out[metric]
     return out
 
 
@@ -130,4 +170,13 @@ def persona_means(predictions: pd.DataFrame) -> pd.DataFrame:
     out = g[metrics].mean().reset_index()
     out.insert(1, "n_test", g.size().values)
     return out
+
+
+def persona_means_by_kind(predictions: pd.DataFrame) -> pd.DataFrame:
+    """persona_means per kind of target (personal / general), for the targets that have a kind."""
+    parts = [persona_means(g).assign(kind=kind) for kind, g in predictions.dropna(subset=["kind"]).groupby("kind")]
+    if not parts:
+        return pd.DataFrame(columns=["persona_id", "kind", "n_test", "score"])
+    out = pd.concat(parts, ignore_index=True)
+    return out[["persona_id", "kind"] + [c for c in out.columns if c not in ("persona_id", "kind")]]
 

@@ -8,27 +8,43 @@ adapter in one pass over the frozen base layer (DESIGN §6). The model wrapper o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 
 import torch
 from torch import nn
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+INITS = ("shared", "independent")
+
+
+def stream_seed(*parts) -> int:
+    """A 63-bit seed from any tuple of ints and strings, the same in every process (str hash() is salted).
+
+    Every random stream of an adapter (its A at init, its data order, its dropout masks) is seeded from its
+    own key, never drawn from a stream it shares with other adapters: so training an adapter beside others,
+    alone, or on another machine draws the same numbers.
+    """
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 class AdapterRouter:
-    """Shared by every LoRA layer of a model: which adapter each row of the current batch uses."""
+    """Shared by every LoRA layer of a model: which adapter each row of the current batch uses, and the
+    seed of each row's dropout stream while training."""
 
     def __init__(self):
         self.index: torch.Tensor | None = None  # [N] long, or None = all rows use adapter 0
+        self.row_seeds: list[int] | None = None  # [N] dropout seeds, or None = torch's global RNG
 
     @contextlib.contextmanager
-    def route(self, index: torch.Tensor | None):
-        old, self.index = self.index, index
+    def route(self, index: torch.Tensor | None, row_seeds: list[int] | None = None):
+        old = self.index, self.row_seeds
+        self.index, self.row_seeds = index, row_seeds
         try:
             yield
         finally:
-            self.index = old
+            self.index, self.row_seeds = old
 
 
 def dropout_mask(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
@@ -39,11 +55,23 @@ def dropout_mask(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
     number per element (~1.3 ms for a 512 x 576 activation, ~20% of a LoRA training step); four
     elements per random int64 cost a fifth of that.
     """
-    n = x.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, 2**63 - 1)
     dropped = min(65535, round(p * 65536))
-    keep = bits.view(torch.int16)[:n].view(x.shape) >= dropped - 32768
-    return x * keep, 65536 / (65536 - dropped)
+    return x * _keep(x.numel(), dropped, x.device).view(x.shape), 65536 / (65536 - dropped)
+
+
+def _keep(n: int, dropped: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, 2**63 - 1, generator=generator)
+    return bits.view(torch.int16)[:n] >= dropped - 32768
+
+
+def dropout_mask_rows(x: torch.Tensor, p: float, row_seeds: list[int], salt: int) -> tuple[torch.Tensor, float]:
+    """dropout_mask with each row's mask drawn from its own stream (seed row_seeds[i], salted per layer),
+    so a row's mask does not depend on which other rows share its batch."""
+    dropped = min(65535, round(p * 65536))
+    n = x[0].numel()
+    g = torch.Generator(device=x.device)
+    keep = torch.stack([_keep(n, dropped, x.device, g.manual_seed(stream_seed(seed, salt))) for seed in row_seeds])
+    return x * keep.view(x.shape), 65536 / (65536 - dropped)
 
 
 class _Rows(torch.autograd.Function):
@@ -76,16 +104,23 @@ def rows(stacked: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 class MultiLoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, router: AdapterRouter, n_adapters: int, r: int, alpha: float,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, layer_id: int = 0, init_seeds: list[int] | None = None):
+        """init_seeds[p]: the seed adapter p's A is drawn from (equal seeds: equal A); default all 0."""
         super().__init__()
         self.base, self.router, self.r = base, router, r
         self.scaling = alpha / r
         self.dropout = dropout
+        self.layer_id = layer_id  # salts the dropout streams: each layer masks differently
         dev = base.weight.device
         self.lora_A = nn.Parameter(torch.empty(n_adapters, r, base.in_features, device=dev))
         self.lora_B = nn.Parameter(torch.zeros(n_adapters, base.out_features, r, device=dev))
-        for a in self.lora_A:  # PEFT's init: kaiming-uniform A, zero B, so training starts at the base
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        drawn = {}
+        for a, seed in zip(self.lora_A, init_seeds or [0] * n_adapters):
+            if seed not in drawn:  # PEFT's init: kaiming-uniform A, zero B, so training starts at the base
+                g = torch.Generator().manual_seed(stream_seed(seed, layer_id))
+                drawn[seed] = nn.init.kaiming_uniform_(torch.empty(a.shape), a=math.sqrt(5), generator=g)
+            with torch.no_grad():
+                a.copy_(drawn[seed])
 
     @property
     def n_adapters(self) -> int:
@@ -95,7 +130,9 @@ class MultiLoRALinear(nn.Module):
         y = self.base(x)
         h, scaling = x, self.scaling
         if self.training and self.dropout > 0:
-            h, keep_scale = dropout_mask(x, self.dropout)
+            seeds = self.router.row_seeds
+            h, keep_scale = (dropout_mask(x, self.dropout) if seeds is None
+                             else dropout_mask_rows(x, self.dropout, seeds, self.layer_id))
             scaling *= keep_scale
         # scalings go into B (r columns), not onto the [rows, tokens, d_out] activation
         idx = self.router.index
@@ -135,22 +172,34 @@ def lora_layers(model: nn.Module) -> dict[str, MultiLoRALinear]:
 
 
 def inject_lora(model: nn.Module, n_adapters: int, r: int = 16, alpha: float = 32, dropout: float = 0.0,
-                targets=DEFAULT_TARGETS, seed: int = 0) -> AdapterRouter:
-    """Swap every target nn.Linear for a MultiLoRALinear; returns the router that routes rows."""
+                targets=DEFAULT_TARGETS, seed: int = 0, init: str = "shared",
+                adapter_seeds: list[int] | None = None) -> AdapterRouter:
+    """Swap every target nn.Linear for a MultiLoRALinear; returns the router that routes rows.
+
+    init "shared": every adapter starts from the same A (drawn from `seed`), as P runs of one training
+    script with one seed would; "independent": adapter p's A is drawn from adapter_seeds[p] (its own
+    stream; default stream_seed(seed, p)).
+    """
     if lora_layers(model):
         raise RuntimeError("model already has LoRA layers: call remove_lora first")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    if init == "shared":
+        init_seeds = [stream_seed(seed, "shared")] * n_adapters
+    else:
+        init_seeds = list(adapter_seeds) if adapter_seeds is not None else [stream_seed(seed, p) for p in range(n_adapters)]
+        if len(init_seeds) != n_adapters:
+            raise ValueError(f"{len(init_seeds)} adapter seeds for {n_adapters} adapters")
     router = AdapterRouter()
     names = [n for n, m in model.named_modules()
              if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in set(targets)]
     if not names:
         raise ValueError(f"no Linear layer named any of {list(targets)} in the model")
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    for name in names:
+    for layer_id, name in enumerate(names):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, child, MultiLoRALinear(getattr(parent, child), router, n_adapters, r, alpha, dropout))
-    torch.random.set_rng_state(gen_state)
+        setattr(parent, child, MultiLoRALinear(getattr(parent, child), router, n_adapters, r, alpha, dropout,
+                                               layer_id, init_seeds))
     model.lora_router = router
     return router
 

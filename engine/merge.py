@@ -7,11 +7,18 @@ returns (A', B') with s B' A' the merged update (A' [R, d_in], B' [d_out, R]; R 
   exact      B'A' = Σ wᵢBᵢAᵢ exactly, R = K·r          PEFT's "cat": A's stacked, w-scaled B's side by side
   svd        Σ wᵢBᵢAᵢ truncated to rank r               best rank-r approximation of `exact`
   ties       TIES-merging of the dense updates BᵢAᵢ: keep each update's top-`density` entries by
-             magnitude, elect each entry's sign from Σ wᵢ·trimmedᵢ, take the w-weighted mean of the
+             magnitude, elect each entry's sign from Σ wᵢ·keptᵢ, take the w-weighted mean of the kept
              entries that agree with it; then SVD back to rank R = K·r (same budget as `exact`;
-             the trimmed merge is full rank, so this loses a little — merge_layer reports how much)
-  dare_ties  DARE: drop each entry with probability 1 - density and rescale the rest by 1/density
-             (seeded), then the TIES sign election and disjoint mean as above
+             the merge is full rank, so this loses a little: merge_layer reports how much)
+  dare_ties  DARE: keep each entry with probability `density` (seeded), then the TIES sign election and
+             disjoint mean as above
+
+Two choices keep every combination idempotent (merging K copies of one adapter returns that adapter,
+tests/test_cluster_merge.py): an entry that no adapter kept takes the sign-elected mean of the untrimmed
+updates (there is no interference to resolve there, and zeroing it would shrink the update: TIES returned
+0.94x of an update merged with itself), and DARE's 1/density rescale is not applied, because it makes a
+SUM of dropped updates unbiased but in a MEAN over the kept entries it survives as a 1/density gain
+(dare_ties returned 1.96x the update of five identical adapters).
 
 Zero-padding an adapter to a larger rank leaves its update unchanged, so adapters of different
 ranks evaluate together in one MultiLoRALinear (pad_rank).
@@ -84,37 +91,42 @@ def dense_svd(delta: torch.Tensor, rank: int, oversample: int = 16, power_iters:
     return root[:, None] * Vh[:k], U[:, :k] * root[None, :], kept
 
 
-def trim_top(t: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the top `density` share of entries by magnitude (TIES' trim), zero the rest."""
+def dare_keep(t: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
+    """DARE's random mask: each entry kept with probability `density`."""
+    return torch.rand(t.shape, generator=generator, dtype=torch.float32) < density
+
+
+def top_keep(t: torch.Tensor, density: float) -> torch.Tensor:
+    """TIES' trim mask: the top `density` share of entries by magnitude."""
     k = max(1, int(round(density * t.numel())))
     if k >= t.numel():
-        return t
+        return torch.ones_like(t, dtype=torch.bool)
     threshold = t.abs().flatten().kthvalue(t.numel() - k + 1).values
-    return t * (t.abs() >= threshold)
+    return t.abs() >= threshold
 
 
-def dare_drop(t: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
-    """Keep each entry with probability `density`, rescaled by 1/density (DARE)."""
-    keep = torch.rand(t.shape, generator=generator, dtype=torch.float32) < density
-    return t * keep.to(t.dtype) / density
-
-
-def sign_elect_mean(tasks: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """TIES' elect + disjoint merge: per entry, the w-weighted mean of the entries agreeing with sign(Σ wᵢτᵢ)."""
+def sign_elect_mean(tasks: torch.Tensor, w: torch.Tensor, kept: torch.Tensor | None = None) -> torch.Tensor:
+    """TIES' elect + disjoint merge: per entry, the w-weighted mean of the kept entries agreeing with the
+    elected sign(Σ wᵢ·keptᵢ). Entries no adapter kept fall back to the same over all adapters."""
     wv = w.view(-1, *([1] * (tasks.dim() - 1)))
-    sign = torch.where((wv * tasks).sum(0) >= 0, 1.0, -1.0).to(tasks.dtype)
-    agree = (tasks.sign() == sign).to(tasks.dtype)  # zeros (trimmed / dropped) never agree
-    return (wv * agree * tasks).sum(0) / (wv * agree).sum(0).clamp(min=1e-12)
+
+    def disjoint_mean(mask):
+        masked = tasks * mask
+        sign = torch.where((wv * masked).sum(0) >= 0, 1.0, -1.0).to(tasks.dtype)
+        agree = mask & (tasks.sign() == sign)  # zeros never agree
+        return (wv * agree * tasks).sum(0) / (wv * agree).sum(0).clamp(min=1e-12)
+
+    if kept is None:
+        return disjoint_mean(torch.ones_like(tasks, dtype=torch.bool))
+    return torch.where(kept.any(0), disjoint_mean(kept), disjoint_mean(torch.ones_like(kept)))
 
 
 def ties(As, Bs, weights, rank: int, density: float = DEFAULT_DENSITY, generator=None, dare: bool = False):
     """TIES (or DARE-TIES) merge of the dense updates, back to rank `rank`; returns (A, B, energy kept)."""
     w = _w(weights, As[0])
-    tasks = []
-    for A, B in zip(As, Bs):
-        d = B @ A
-        tasks.append(dare_drop(d, density, generator) if dare else trim_top(d, density))
-    return dense_svd(sign_elect_mean(torch.stack(tasks), w), rank)
+    tasks = torch.stack([B @ A for A, B in zip(As, Bs)])
+    kept = torch.stack([dare_keep(t, density, generator) if dare else top_keep(t, density) for t in tasks])
+    return dense_svd(sign_elect_mean(tasks, w, kept), rank)
 
 
 def merge_layer(As, Bs, weights, combination: str, r: int, density: float = DEFAULT_DENSITY, generator=None):

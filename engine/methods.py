@@ -18,7 +18,7 @@ from engine.cluster import DEFAULT_K, add_map, cluster_personas, profile_embeddi
 from engine.evaluate import evaluate, persona_means
 from engine.export import save_adapters
 from engine.lora import (adapter_state, inject_lora, load_adapter_states, lora_layers, merged_adapter,
-                         remove_lora, trainable_parameters_per_adapter)
+                         remove_lora, stream_seed, trainable_parameters_per_adapter)
 from engine.store import method_dirname
 from engine.train import ConfigError, TrainConfig, encode_example, train_adapters_batched
 
@@ -34,6 +34,7 @@ class Context:
     progress: object = None
     cache: dict = field(default_factory=dict)     # e.g. "unified" -> adapter state, "per_persona" -> states
     artifacts_dir: object = None                  # Path where trained adapters are saved (for export)
+    metric: str | None = None                     # the primary metric (`score`); None: engine.evaluate chooses
 
     @property
     def persona_ids(self) -> list[str]:
@@ -62,15 +63,24 @@ def _encoded(ctx, examples):
     return [encode_example(ctx.lm.tokenizer, e, ctx.cfg) for e in examples]
 
 
-def train_groups(ctx, groups: list[list], seeds: list[int], phase: str):
-    """Fresh LoRA layers with one adapter per group of train examples, trained in one batched pass."""
-    inject_lora(ctx.lm.model, len(groups), ctx.cfg.r, ctx.cfg.alpha, ctx.cfg.dropout, ctx.cfg.targets, seed=ctx.seed)
-    data = [_encoded(ctx, g) for g in groups]
-    empty = [i for i, d in enumerate(data) if not d]
+def adapter_seeds(ctx, keys: list[str]) -> list[int]:
+    """One seed per adapter, from the run seed and the adapter's own key (a persona id, "cluster3",
+    "unified"): the same adapter gets the same streams whichever others train beside it."""
+    return [stream_seed(ctx.seed, key) for key in keys]
+
+
+def train_groups(ctx, groups: list[list], val_groups: list[list], keys: list[str], phase: str):
+    """Fresh LoRA layers with one adapter per group of train examples, trained in one batched pass, each
+    stopping on its own validation group (DESIGN §6: every method trains under the same rule)."""
+    empty = [keys[i] for i, g in enumerate(groups) if not g]
     if empty:
-        raise ValueError(f"{phase}: group(s) {empty} have no training examples")
-    stats = train_adapters_batched(ctx.lm, data, ctx.cfg, seeds=seeds, progress=ctx.progress, phase=phase)
-    return stats
+        raise ValueError(f"{phase}: {', '.join(empty[:5])} {'has' if len(empty) == 1 else 'have'} no training examples")
+    seeds = adapter_seeds(ctx, keys)
+    inject_lora(ctx.lm.model, len(groups), ctx.cfg.r, ctx.cfg.alpha, ctx.cfg.dropout, ctx.cfg.targets, seed=ctx.seed,
+                init=ctx.cfg.init, adapter_seeds=seeds)
+    data = [_encoded(ctx, g) for g in groups]
+    val = [_encoded(ctx, g) for g in val_groups]
+    return train_adapters_batched(ctx.lm, data, ctx.cfg, seeds=seeds, val=val, progress=ctx.progress, phase=phase)
 
 
 def evaluate_routed(ctx, adapter_of: dict[str, int] | None, phase: str):
@@ -79,7 +89,7 @@ def evaluate_routed(ctx, adapter_of: dict[str, int] | None, phase: str):
     adapters = None if adapter_of is None else [adapter_of[e.persona_id] for e in tests]
     t0 = time.time()
     progress = (lambda _p, d, t, **kw: ctx.report(phase, d, t, **kw)) if ctx.progress else None
-    preds = evaluate(ctx.lm, ctx.dataset, tests, adapters, ctx.cfg, progress)
+    preds = evaluate(ctx.lm, ctx.dataset, tests, adapters, ctx.cfg, progress, ctx.metric)
     return preds, time.time() - t0
 
 
@@ -91,7 +101,8 @@ def evaluate_states(ctx, states: list[dict], adapter_of: dict[str, int], example
         load_adapter_states(ctx.lm.model, [merging.pad_rank(s, rank) for s in states])
         t0 = time.time()
         progress = (lambda _p, d, t, **kw: ctx.report(phase, d, t, **kw)) if ctx.progress else None
-        preds = evaluate(ctx.lm, ctx.dataset, examples, [adapter_of[e.persona_id] for e in examples], ctx.cfg, progress)
+        preds = evaluate(ctx.lm, ctx.dataset, examples, [adapter_of[e.persona_id] for e in examples], ctx.cfg, progress,
+                         ctx.metric)
         return preds, time.time() - t0
     finally:
         remove_lora(ctx.lm.model)
@@ -105,13 +116,25 @@ def save(ctx, method: str, states: list[dict], names: list[str], routing: dict[s
                          ctx.lm.name, **extra)
 
 
-def _output(ctx, stats, preds, eval_seconds, n_adapters, **extra) -> MethodOutput:
-    per = trainable_parameters_per_adapter(ctx.lm.model) if lora_layers(ctx.lm.model) else 0
-    return MethodOutput(predictions=preds, train_seconds=stats.seconds if stats else 0.0,
+def _output(ctx, stats, preds, eval_seconds, n_adapters, stages: dict | None = None, state: dict | None = None,
+            **extra) -> MethodOutput:
+    """A method's result. `stages`: seconds of every stage it needed (reused ones included, as if the method
+    had run alone: a method is charged for all it builds on); train_seconds is their sum. Trainable
+    parameters per adapter come from `state` (one adapter's), else from the model's LoRA layers."""
+    if state is not None:
+        per = sum(A.numel() + B.numel() for A, B in state.values())
+    else:
+        per = trainable_parameters_per_adapter(ctx.lm.model) if lora_layers(ctx.lm.model) else 0
+    stages = stages if stages is not None else ({"train": stats.seconds} if stats else {})
+    details = {"stages": {k: round(v, 3) for k, v in stages.items()}}
+    if stats:
+        details["epochs"] = {**stats.epochs_summary(), "cap": ctx.cfg.epochs, "patience": ctx.cfg.patience}
+        details["validation_seconds"] = round(stats.validation_seconds, 3)
+    return MethodOutput(predictions=preds, train_seconds=float(sum(stages.values())),
                         eval_seconds=eval_seconds, trainable_params=per * n_adapters, n_adapters=n_adapters,
                         train_tokens=stats.tokens if stats else 0,
                         tokens_per_second=stats.tokens_per_second if stats else 0.0,
-                        final_loss=stats.losses[-1] if stats and stats.losses else None, **extra)
+                        final_loss=stats.losses[-1] if stats and stats.losses else None, details=details, **extra)
 
 
 # ----------------------------------------------------------------------------- methods
@@ -122,12 +145,23 @@ def base(ctx) -> MethodOutput:
     return _output(ctx, None, preds, ev, 0)
 
 
+def unified_adapter(ctx, phase: str) -> tuple[dict, object]:
+    """The unified adapter's state and its training stats: trained once per run, then reused (hybrid)."""
+    if "unified" not in ctx.cache:
+        stats = train_groups(ctx, [ctx.dataset.split("train")], [ctx.dataset.split("val")], ["unified"], phase)
+        ctx.cache["unified"] = adapter_state(ctx.lm.model, 0)
+        ctx.cache["unified_stats"] = stats
+        remove_lora(ctx.lm.model)
+    return ctx.cache["unified"], ctx.cache["unified_stats"]
+
+
 def unified(ctx) -> MethodOutput:
     """One adapter on every persona's train examples (profile text not in the prompt)."""
-    stats = train_groups(ctx, [ctx.dataset.split("train")], [ctx.seed], "unified: train")
+    state, stats = unified_adapter(ctx, "unified: train")
+    inject_lora(ctx.lm.model, 1, ctx.cfg.r, ctx.cfg.alpha, 0.0, ctx.cfg.targets)
     try:
-        ctx.cache["unified"] = adapter_state(ctx.lm.model, 0)
-        save(ctx, "unified", [ctx.cache["unified"]], ["unified"], {p: 0 for p in ctx.persona_ids})
+        load_adapter_states(ctx.lm.model, [state])
+        save(ctx, "unified", [state], ["unified"], {p: 0 for p in ctx.persona_ids})
         preds, ev = evaluate_routed(ctx, None, "unified: evaluate")
         return _output(ctx, stats, preds, ev, 1)
     finally:
@@ -135,45 +169,48 @@ def unified(ctx) -> MethodOutput:
 
 
 def _persona_groups(ctx):
-    train = ctx.dataset.by_persona("train")
+    train, val = ctx.dataset.by_persona("train"), ctx.dataset.by_persona("val")
     pids = ctx.persona_ids
-    return [train[p] for p in pids], [ctx.seed * 100003 + i for i in range(len(pids))]
+    return [train[p] for p in pids], [val[p] for p in pids], pids
+
+
+def per_persona_adapters(ctx, phase: str) -> tuple[list[dict], object]:
+    """Per-persona adapter states from the base and their training stats: trained once per run, then reused
+    (merges)."""
+    if "per_persona" not in ctx.cache:
+        stats = train_groups(ctx, *_persona_groups(ctx), phase)
+        try:
+            ctx.cache["per_persona"] = [adapter_state(ctx.lm.model, i) for i in range(len(ctx.persona_ids))]
+            ctx.cache["per_persona_stats"] = stats
+        finally:
+            remove_lora(ctx.lm.model)
+    return ctx.cache["per_persona"], ctx.cache["per_persona_stats"]
 
 
 def per_persona(ctx) -> MethodOutput:
     """One adapter per persona from the base, all personas trained in one batched pass."""
-    groups, seeds = _persona_groups(ctx)
-    stats = train_groups(ctx, groups, seeds, "per_persona: train")
-    try:
-        ctx.cache["per_persona"] = [adapter_state(ctx.lm.model, i) for i in range(len(groups))]
-        ctx.cache["per_persona_file"] = save(ctx, "per_persona", ctx.cache["per_persona"], ctx.persona_ids,
-                                             {p: i for i, p in enumerate(ctx.persona_ids)})
-        preds, ev = evaluate_routed(ctx, {p: i for i, p in enumerate(ctx.persona_ids)}, "per_persona: evaluate")
-        return _output(ctx, stats, preds, ev, len(groups))
-    finally:
-        remove_lora(ctx.lm.model)
+    states, stats = per_persona_adapters(ctx, "per_persona: train")
+    routing = {p: i for i, p in enumerate(ctx.persona_ids)}
+    ctx.cache["per_persona_file"] = save(ctx, "per_persona", states, ctx.persona_ids, routing)
+    preds, ev = evaluate_states(ctx, states, routing, ctx.dataset.split("test"), "per_persona: evaluate")
+    return _output(ctx, stats, preds, ev, len(states), state=states[0])
 
 
 def hybrid(ctx) -> MethodOutput:
-    """Unified adapter merged into the base, then one adapter per persona trained on top."""
-    extra_train = 0.0
-    if "unified" not in ctx.cache:
-        stats_u = train_groups(ctx, [ctx.dataset.split("train")], [ctx.seed], "hybrid: train unified")
-        ctx.cache["unified"] = adapter_state(ctx.lm.model, 0)
-        remove_lora(ctx.lm.model)
-        extra_train = stats_u.seconds
-    with merged_adapter(ctx.lm.model, ctx.cache["unified"], ctx.cfg.alpha / ctx.cfg.r):
-        groups, seeds = _persona_groups(ctx)
-        stats = train_groups(ctx, groups, seeds, "hybrid: train per persona")
+    """Unified adapter merged into the base, then one adapter per persona trained on top. Charged for both
+    stages, whether or not the unified one was already trained for `unified`."""
+    unified_state, unified_stats = unified_adapter(ctx, "hybrid: train unified")
+    with merged_adapter(ctx.lm.model, unified_state, ctx.cfg.alpha / ctx.cfg.r):
+        stats = train_groups(ctx, *_persona_groups(ctx), "hybrid: train per persona")
         try:
-            save(ctx, "hybrid", [adapter_state(ctx.lm.model, i) for i in range(len(groups))], ctx.persona_ids,
-                 {p: i for i, p in enumerate(ctx.persona_ids)}, base_state=ctx.cache["unified"])
+            save(ctx, "hybrid", [adapter_state(ctx.lm.model, i) for i in range(len(ctx.persona_ids))], ctx.persona_ids,
+                 {p: i for i, p in enumerate(ctx.persona_ids)}, base_state=unified_state)
             preds, ev = evaluate_routed(ctx, {p: i for i, p in enumerate(ctx.persona_ids)}, "hybrid: evaluate")
-            out = _output(ctx, stats, preds, ev, len(groups))
+            out = _output(ctx, stats, preds, ev, len(ctx.persona_ids),
+                          stages={"unified": unified_stats.seconds, "per_persona on unified": stats.seconds})
         finally:
             remove_lora(ctx.lm.model)
-    out.train_seconds += extra_train
-    out.details["unified_reused"] = extra_train == 0.0
+    out.details["unified_epochs"] = unified_stats.epochs_summary()
     return out
 
 
@@ -185,17 +222,18 @@ def cluster(ctx) -> MethodOutput:
     cluster_seconds = time.time() - t0  # the map below is for people, not part of the method's cost
     ctx.cache["cluster"] = add_map(info, X, ctx.seed)
     of = {p: int(c) for p, c in zip(info["personas"].persona_id, info["personas"].cluster)}
-    train = ctx.dataset.by_persona("train")
-    groups = [[e for p in ctx.persona_ids if of[p] == c for e in train[p]] for c in range(info["k"])]
-    stats = train_groups(ctx, groups, [ctx.seed * 100003 + c for c in range(info["k"])], "cluster: train")
+    train, val = ctx.dataset.by_persona("train"), ctx.dataset.by_persona("val")
+    members = [[p for p in ctx.persona_ids if of[p] == c] for c in range(info["k"])]
+    stats = train_groups(ctx, [[e for p in m for e in train[p]] for m in members],
+                         [[e for p in m for e in val[p]] for m in members],
+                         [f"cluster{c}" for c in range(info["k"])], "cluster: train")
     try:
         save(ctx, "cluster", [adapter_state(ctx.lm.model, c) for c in range(info["k"])],
              [f"cluster{c}" for c in range(info["k"])], of)
         preds, ev = evaluate_routed(ctx, of, "cluster: evaluate")
-        out = _output(ctx, stats, preds, ev, info["k"])
+        out = _output(ctx, stats, preds, ev, info["k"], stages={"clustering": cluster_seconds, "train": stats.seconds})
     finally:
         remove_lora(ctx.lm.model)
-    out.train_seconds += cluster_seconds
     out.details.update(k=info["k"], silhouette=info["silhouette"], cluster_sizes=np.bincount(
         info["personas"].cluster, minlength=info["k"]).tolist())
     return out
@@ -203,26 +241,13 @@ def cluster(ctx) -> MethodOutput:
 
 # ----------------------------------------------------------------------------- merge
 
-def per_persona_adapters(ctx, phase: str) -> tuple[list[dict], float]:
-    """Per-persona adapter states (from the per_persona method when it ran; else trained now) and the seconds spent."""
-    if "per_persona" in ctx.cache:
-        return ctx.cache["per_persona"], 0.0
-    groups, seeds = _persona_groups(ctx)
-    stats = train_groups(ctx, groups, seeds, phase)
-    try:
-        ctx.cache["per_persona"] = [adapter_state(ctx.lm.model, i) for i in range(len(groups))]
-    finally:
-        remove_lora(ctx.lm.model)
-    return ctx.cache["per_persona"], stats.seconds
-
-
 def validation_scores(ctx, states: list[dict], phase: str) -> tuple[np.ndarray, float]:
     """Primary metric of each persona's own adapter on its own val split (never test); cached per run.
 
     A persona without val examples gets the mean of the others (1.0 if nobody has any), i.e. no preference.
     """
     if "per_persona_val" in ctx.cache:
-        return ctx.cache["per_persona_val"], 0.0
+        return ctx.cache["per_persona_val"], ctx.cache["per_persona_val_seconds"]
     val = ctx.dataset.split("val")
     scores, seconds = np.full(len(ctx.persona_ids), np.nan), 0.0
     if val:
@@ -231,6 +256,7 @@ def validation_scores(ctx, states: list[dict], phase: str) -> tuple[np.ndarray, 
         scores = np.array([means.get(p, np.nan) for p in ctx.persona_ids], dtype=float)
     fill = np.nanmean(scores) if np.isfinite(scores).any() else 1.0
     ctx.cache["per_persona_val"] = np.where(np.isfinite(scores), scores, fill)
+    ctx.cache["per_persona_val_seconds"] = seconds
     return ctx.cache["per_persona_val"], seconds
 
 
@@ -260,7 +286,8 @@ def merge_weights(emb: np.ndarray, val: np.ndarray, k: int) -> list[tuple[list[i
 def merge(ctx, combination: str) -> MethodOutput:
     """Per persona, a weighted merge of its K nearest personas' adapters (K = options["merge_k"], default 5)."""
     label = f"merge:{combination}"
-    states, train_s = per_persona_adapters(ctx, f"{label}: train per persona")
+    states, pp_stats = per_persona_adapters(ctx, f"{label}: train per persona")
+    train_s = pp_stats.seconds
     val, val_s = validation_scores(ctx, states, f"{label}: validation scores")
     pids = ctx.persona_ids
     t0 = time.time()
@@ -268,7 +295,7 @@ def merge(ctx, combination: str) -> MethodOutput:
     density = float(ctx.options.get("merge_density", merging.DEFAULT_DENSITY))
     merged, kept, recipe, rows = [], [], {}, []
     for p, (nb, w, cent, sim) in enumerate(neighbourhoods):
-        seed = ctx.seed * 100003 + p
+        seed = stream_seed(ctx.seed, pids[p], "merge")
         m, k = merging.merge_adapters([states[q] for q in nb], w.tolist(), combination, ctx.cfg.r, density, seed)
         merged.append(m)
         kept.append(k)
@@ -284,12 +311,15 @@ def merge(ctx, combination: str) -> MethodOutput:
                                 f"{label}: evaluate")
     per = sum(A.numel() + B.numel() for A, B in states[0].values())
     table = pd.DataFrame(rows, columns=["persona_id", "neighbour_id", "weight", "val_score", "centrality", "similarity"])
-    return MethodOutput(predictions=preds, train_seconds=train_s + val_s + merge_s, eval_seconds=ev,
+    stages = {"per_persona": train_s, "validation scores": val_s, "merge": merge_s}
+    return MethodOutput(predictions=preds, train_seconds=float(sum(stages.values())), eval_seconds=ev,
                         trainable_params=per * len(pids), n_adapters=len(pids), tables={"merge_weights": table},
-                        details={"per_persona_train_seconds": train_s, "validation_seconds": val_s,
-                                 "merge_seconds": merge_s, "merged_rank": max(merging.state_rank(m) for m in merged),
-                                 "energy_kept": float(np.mean(kept)), "density": density,
-                                 "per_persona_reused": train_s == 0.0})
+                        train_tokens=pp_stats.tokens, tokens_per_second=pp_stats.tokens_per_second,
+                        details={"stages": {k: round(v, 3) for k, v in stages.items()},
+                                 "epochs": {**pp_stats.epochs_summary(), "cap": ctx.cfg.epochs,
+                                            "patience": ctx.cfg.patience},
+                                 "merged_rank": max(merging.state_rank(m) for m in merged),
+                                 "energy_kept": float(np.mean(kept)), "density": density})
 
 
 METHODS = {"base": base, "unified": unified, "per_persona": per_persona, "hybrid": hybrid, "cluster": cluster}

@@ -14,12 +14,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from engine import store
 from engine.cluster import ensure_clusters
-from engine.data import load_dataset
-from engine.evaluate import persona_means
+from engine.data import load_dataset, repeated_targets
+from engine.evaluate import ALL_METRICS, persona_blind_scores, persona_means, persona_means_by_kind, primary_metric
 from engine.methods import Context, resolve_method
 from engine.models import load_model, pick_device
 from engine.train import ConfigError, TrainConfig
@@ -36,6 +37,7 @@ class RunSpec:
     precision: str = "auto"
     train: dict = field(default_factory=dict)    # TrainConfig fields
     options: dict = field(default_factory=dict)  # method options: cluster_k, merge_k, ...
+    metric: str | None = None     # the primary metric (`score`); None: chosen from the data (engine.evaluate)
 
     def check(self) -> TrainConfig:
         """Raises ConfigError naming what is wrong; returns the training config."""
@@ -49,6 +51,8 @@ class RunSpec:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.metric is not None and self.metric not in ALL_METRICS:
+            raise ConfigError(f"metric must be one of {', '.join(ALL_METRICS)}, got {self.metric!r}")
         return TrainConfig.from_dict(self.train)
 
     @classmethod
@@ -88,6 +92,8 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     """Run every method of the spec; one result folder per finished method. Returns the run id."""
     cfg = spec.check()
     dataset = load_dataset(spec.data, context_window=cfg.context_window)
+    metric = primary_metric(dataset, spec.metric)  # a metric the data cannot have fails here, before any write
+    repeats, n_test = repeated_targets(dataset, "test")
     results_dir = Path(results_dir)
     run_id = run_id or new_run_id()
     device = pick_device(spec.device)
@@ -97,8 +103,9 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
         "dataset": dataset.source, "dataset_hash": dataset.hash, "task": dataset.task,
         "n_personas": len(dataset.personas), "model": spec.model, "device": str(device), "seed": spec.seed,
         "methods": ",".join(spec.methods), "error": None, "job_id": job_id,
-        "artifacts_dir": str(results_dir.resolve()),
-        "config_json": json.dumps({**asdict(spec), "train": cfg.to_dict()}, sort_keys=True),
+        "artifacts_dir": str(results_dir.resolve()), "metric": metric,
+        "config_json": json.dumps({**asdict(spec), "train": cfg.to_dict(), "metric": metric,
+                                   "test_targets_repeating_train": [repeats, n_test]}, sort_keys=True),
     }
     if progress:
         progress("load model", 0, 1)
@@ -110,8 +117,12 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     counts = {s: dataset.by_persona(s) for s in ("train", "val", "test")}
     store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts))
     try:
+        blind = persona_blind_scores(dataset, metric)
+        if blind is not None:
+            store.write_run_table(results_dir, "persona_blind", pd.concat(
+                [persona_means(blind).assign(kind="all"), persona_means_by_kind(blind)], ignore_index=True))
         ctx = Context(lm=lm, dataset=dataset, cfg=cfg, seed=spec.seed, options=spec.options, progress=progress,
-                      artifacts_dir=results_dir / "adapters")
+                      artifacts_dir=results_dir / "adapters", metric=metric)
         for method in spec.methods:
             torch.manual_seed(spec.seed)
             reset_peak_memory(device)
@@ -123,10 +134,12 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
                 "n_adapters": out.n_adapters, "device": str(device), "n_personas": len(per_persona),
                 "mean_score": float(per_persona["score"].mean()), "train_tokens": out.train_tokens,
                 "tokens_per_second": out.tokens_per_second, "final_loss": out.final_loss,
+                "epochs_trained": (out.details.get("epochs") or {}).get("mean"),
                 "details_json": json.dumps(out.details, default=str),
             }
             store.write_method_files(results_dir, method, summary, {
-                "persona_results": per_persona, "predictions": out.predictions, **out.tables})
+                "persona_results": per_persona, "persona_kind_results": persona_means_by_kind(out.predictions),
+                "predictions": out.predictions, **out.tables})
             if on_method_done:
                 on_method_done(method)
         if progress:
@@ -146,7 +159,6 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
 
 
 def _personas_frame(dataset, counts, clusters=None):
-    import pandas as pd
     pids = list(dataset.personas)
     df = pd.DataFrame({
         "persona_id": pids, "profile": [dataset.personas[p] for p in pids],

@@ -1,17 +1,27 @@
 """The built-in benchmark: a deterministic smart-home persona simulator (DESIGN §4).
 
-Each persona has one latent preferred value per device parameter, copied from an archetype
-(night owl, energy saver, ...) and changed per parameter with probability `archetype_noise`.
-Its dialogues are requests to the assistant:
-  - "general": the user names the values ("Set the AC to 22 degrees in cool mode"), so the right
-    reply is answerable from the context alone;
-  - "personal": the user refers to their habits ("Movie time, set things up as usual"), so the right
-    reply is the persona's preferred values, answerable only by knowing the persona.
-The profile text mixes a biography (which may point at the wrong archetype) with true preference
-hints; `profile_fidelity` sets the share of preferences that are hinted.
+Dialogues in the style of EdgeWisePersona: multi-turn, in varied natural language, with clarifying
+questions and follow-ups, and the persona's habits showing through context (weather, time of day,
+activity). Each persona has a preferred value per device parameter, copied from an archetype (night
+owl, energy saver, ...) and changed per parameter with probability `archetype_noise`; what it asks for
+in a given situation is drawn from a distribution around that preference (the usual value most of the
+time, a neighbouring one otherwise), shifted by the situation (dimmer for a film, cooler on a hot day).
 
-The knobs are the study's open questions; every one of them is validated and has a test showing
-that it changes what it claims. Only numpy.random.default_rng(seed) is used: same knobs, same bytes.
+  - "general" requests name their values ("Set the AC to 22 degrees in cool mode"), or leave them out
+    and the assistant asks; the right reply is answerable from the dialogue alone;
+  - "personal" requests refer to habits ("It's sweltering, sort the air out the way I like it"): the
+    right reply is the persona's own values, answerable only by knowing the persona.
+
+For every target the simulator also writes the persona-blind answer (`persona_blind` on the assistant
+message): what a good assistant that ignores the persona would do, i.e. the situation's shift applied
+to the most common preference among the dataset's personas. For general targets it is the reply
+itself. Scoring it against the references gives the ceiling of any persona-blind method.
+
+No val or test target repeats (context and reply) a train target of its persona: such dialogues are
+drawn again. Replies are written so that engine.smarthome.parse_actions recovers exactly their actions
+(asserted in the tests on thousands of dialogues). Only numpy.random.default_rng(seed) is used: same
+knobs, same bytes. The profile text mixes a biography (which may point at the wrong archetype) with
+true preference hints; `profile_fidelity` sets the share of preferences that are hinted.
 """
 import json
 import math
@@ -19,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.smarthome import DEVICES, render_actions
+from engine.smarthome import DEVICES, parse_actions
 
 SIMULATOR_DEFAULTS = {
     "personas": 8,
@@ -46,10 +56,13 @@ _KNOB_RANGES = {
     "seed": (int, 0, 2**63 - 1),
 }
 
-TWO_EXCHANGE_SHARE = 0.25  # share of dialogues with two user/assistant exchanges
+CONSISTENCY = 0.8          # a persona asks for its usual value this often; otherwise a neighbouring one
+SECOND_EXCHANGE = 0.4      # share of dialogues with a second exchange (clarification, follow-up, second scene)
+CLARIFY_SHARE = 0.35       # of general two-exchange dialogues: the request leaves the values out, the assistant asks
+MAX_REDRAWS = 200          # attempts to draw a val/test dialogue that repeats no train target
 
 # The values preferences and requests are drawn from: a coarse grid per numeric parameter, so that
-# preferences are distinct and a small model can memorise them; categorical domains as they are.
+# preferences are distinct and a small model can learn them; categorical domains as they are.
 VALUE_GRID = {
     ("lights", "brightness"): tuple(range(10, 101, 10)),
     ("lights", "colour"): DEVICES["lights"]["colour"],
@@ -95,7 +108,8 @@ class SimPersona:
     """The ground truth behind one persona: what the records are generated from."""
     persona_id: str
     archetype: str
-    preferences: dict   # (device, parameter) -> preferred value, for every entry of PARAMS
+    preferences: dict   # (device, parameter) -> usual value, for every entry of PARAMS
+    second: dict        # (device, parameter) -> the categorical value it picks when not the usual one
     hinted: tuple       # the (device, parameter)s the profile text hints truthfully
     profile: str
 
@@ -113,7 +127,7 @@ def validate_knobs(knobs):
         kind, low, high = _KNOB_RANGES[name]
         ok_type = isinstance(value, int) and not isinstance(value, bool)
         if kind is float:
-            ok_type = ok_type or isinstance(value, float)
+            ok_type = ok_type or (isinstance(value, float) and math.isfinite(value))
         where = f"in [{low:g}, {high:g}]" if kind is float else f"an integer in [{low}, {high}]"
         if not ok_type or not (low <= value <= high):
             raise ValueError(f"{name} must be {where}, got {value!r}")
@@ -234,124 +248,446 @@ def _draw_personas(rng, n_personas, n_archetypes, noise, fidelity):
     personas = []
     for i, a in enumerate(assignment):
         name, base, _ = archetypes[a]
-        preferences = {}
+        preferences, second = {}, {}
         for p in PARAMS:
             value = base[p]
             if rng.random() < noise:  # deviate: any other value of the grid
-                others = [v for v in VALUE_GRID[p] if v != value]
-                value = _pick(rng, others)
+                value = _pick(rng, [v for v in VALUE_GRID[p] if v != value])
             preferences[p] = value
+            second[p] = _pick(rng, [v for v in VALUE_GRID[p] if v != value])
         hinted = tuple(PARAMS[j] for j in sorted(rng.permutation(len(PARAMS))[:n_hints]))
         profile = _profile_text(rng, preferences, hinted, flavour_pool)
-        personas.append(SimPersona(f"p{i:0{width}d}", name, preferences, hinted, profile))
+        personas.append(SimPersona(f"p{i:0{width}d}", name, preferences, second, hinted, profile))
     return personas
 
 
-# -----------------------------------------------------------------------------
-# requests and replies
+def population_preferences(personas):
+    """The most common usual value of each parameter among the personas (ties: the one nearest the median
+    for numbers, the first in the domain's order otherwise): what a persona-blind assistant should assume."""
+    out = {}
+    for p in PARAMS:
+        values = [x.preferences[p] for x in personas]
+        counts = {v: values.count(v) for v in VALUE_GRID[p]}
+        top = max(counts.values())
+        tied = [v for v in VALUE_GRID[p] if counts[v] == top]
+        if isinstance(tied[0], int):
+            median = float(np.median(values))
+            tied.sort(key=lambda v: (abs(v - median), v))
+        out[p] = tied[0]
+    return out
 
-# personal scenes: user phrasings that name no value, and the preferences the right reply uses
+
+# -----------------------------------------------------------------------------
+# situations: what a personal request asks for, given the persona's usual values
+
+def _snap(param, value):
+    """The grid value nearest to `value` (situations shift numbers; the grid stays the vocabulary)."""
+    grid = VALUE_GRID[param]
+    return min(grid, key=lambda v: (abs(v - value), v))
+
+
+def _shift(param, prefs, delta):
+    return _snap(param, prefs[param] + delta)
+
+
+L_B, L_C = ("lights", "brightness"), ("lights", "colour")
+AC_T, AC_M = ("ac", "temperature"), ("ac", "mode")
+SP_V, SP_E = ("speaker", "volume"), ("speaker", "equalizer")
+TV_V, TV_I = ("tv", "volume"), ("tv", "input")
+SEC = ("security", "mode")
+
+# A scene: the settings it asks for as a function of (usual values, cue), the cues that can come with it,
+# the user's phrasings ({cue} is a phrase of the cue), and the settings that are the same for everyone
+# ("fixed": not drawn around a persona's habit). Shifts are the same for everyone: only the usual values
+# make a reply personal.
 SCENES = {
-    "evening": ([("lights", "brightness"), ("lights", "colour"), ("ac", "temperature")],
-                ["Make the living room cosy for the evening, the way I like it.",
-                 "Evening mode please, like usual.",
-                 "Set up the house for a relaxed evening, my usual way."]),
-    "movie": ([("tv", "input"), ("tv", "volume"), ("lights", "brightness")],
-              ["Movie time, set things up as usual.",
-               "I'm about to watch something, you know how I like it.",
-               "Get the TV ready for me, the usual."]),
-    "music": ([("speaker", "volume"), ("speaker", "equalizer")],
-              ["Play some music the way I like it.",
-               "Put the speaker on my usual settings.",
-               "Music please, the way I always have it."]),
-    "climate": ([("ac", "temperature"), ("ac", "mode")],
-                ["It's stuffy in here, set the AC how I like it.",
-                 "Make the air comfortable for me, as usual."]),
-    "lights": ([("lights", "brightness"), ("lights", "colour")],
-               ["Set the lights the way I like them.",
-                "Lights please, my usual."]),
-    "bedtime": ([("security", "mode"), ("ac", "temperature")],
-                ["I'm off to bed, lock up and set the room like always.",
-                 "Good night, do the usual for the night."]),
+    "evening": {
+        "cues": {"evening": ("this evening", "tonight", "now that it's getting dark")},
+        "settings": lambda u, cue: {L_B: u[L_B], L_C: u[L_C], AC_T: u[AC_T]},
+        "asks": ("Make the living room cosy {cue}, the way I like it.",
+                 "Evening mode please, like usual — it's {cue}.",
+                 "Set the house up for a relaxed evening, my usual way.",
+                 "I'm home for the night. Do my usual evening setup?",
+                 "Can you get the place ready for {cue}? You know how I like it.",
+                 "Time to wind down {cue}. Set things up as always."),
+    },
+    "movie": {
+        "cues": {"film": ("a film", "a movie", "the new series", "a documentary")},
+        "settings": lambda u, cue: {TV_I: u[TV_I], TV_V: u[TV_V], L_B: _shift(L_B, u, -20)},
+        "asks": ("I'm about to watch {cue}, set things up how I like it.",
+                 "Movie night! Get the TV ready for {cue}, the usual.",
+                 "Put on my usual settings for {cue}, please.",
+                 "Getting comfy for {cue}. You know what to do.",
+                 "Can you sort the TV and lights for {cue}? As usual."),
+    },
+    "music": {
+        "cues": {"cooking": ("while I cook", "while I'm making dinner"),
+                 "relaxing": ("while I relax", "while I unwind on the sofa"),
+                 "party": ("for the friends coming over", "for a little party tonight")},
+        "settings": lambda u, cue: {SP_V: _shift(SP_V, u, {"cooking": -10, "relaxing": 0, "party": 20}[cue]),
+                                    SP_E: u[SP_E]},
+        "asks": ("Play some music {cue}, the way I like it.",
+                 "Music please {cue} — my usual settings.",
+                 "Could you put the speaker on {cue}? The usual way.",
+                 "I'd like some tunes {cue}. Set it up like always.",
+                 "Get the speaker going {cue}, as usual."),
+    },
+    "climate": {
+        "cues": {"hot": ("it's boiling outside", "it's really hot today", "it's sweltering in here",
+                         "this heatwave is brutal"),
+                 "cold": ("it's freezing outside", "it's really chilly today", "it's icy cold in here",
+                          "I'm frozen after that walk"),
+                 "humid": ("it's so muggy today", "the air feels sticky", "it's really humid")},
+        "fixed": (AC_M,),
+        "settings": lambda u, cue: {
+            AC_M: {"hot": "cool", "cold": "heat", "humid": "dry"}[cue],
+            AC_T: _shift(AC_T, u, {"hot": -2, "cold": 2, "humid": 0}[cue])},
+        "asks": ("{Cue}. Sort the air out the way I like it.",
+                 "{Cue} — can you set the AC how I usually have it?",
+                 "Ugh, {cue}. Make the room comfortable for me, as usual.",
+                 "{Cue}, please fix the climate like always.",
+                 "Could you adjust the air conditioning? {Cue}. My usual, please."),
+    },
+    "reading": {
+        "cues": {"reading": ("read for a while", "finish my book", "go through some papers")},
+        "settings": lambda u, cue: {L_B: _shift(L_B, u, 30), L_C: u[L_C]},
+        "asks": ("I want to {cue}. Set the lights the way I like them for that.",
+                 "Going to {cue} — my usual reading light, please.",
+                 "Could you light the room so I can {cue}? As usual.",
+                 "Time to {cue}. Lights like always, please."),
+    },
+    "bedtime": {
+        "cues": {"night": ("I'm off to bed", "heading to sleep now", "time for bed"),
+                 },
+        "fixed": (L_B,),
+        "settings": lambda u, cue: {SEC: u[SEC], AC_T: _shift(AC_T, u, -1), L_B: 10},
+        "asks": ("{Cue}. Lock up and set the room like always.",
+                 "Good night! {Cue}, do the usual.",
+                 "{Cue} — night routine, please.",
+                 "Can you get the house ready? {Cue}. The usual way."),
+    },
+    "workout": {
+        "cues": {"workout": ("a workout", "my yoga session", "a quick HIIT session", "some stretching")},
+        "settings": lambda u, cue: {SP_V: _shift(SP_V, u, 20), SP_E: u[SP_E], AC_T: _shift(AC_T, u, -3)},
+        "asks": ("Starting {cue} at home. Set things up how I like.",
+                 "Get the room ready for {cue}, my usual way.",
+                 "About to do {cue} — music and air as usual, please.",
+                 "Can you prep the living room for {cue}? Like always."),
+    },
+    "morning": {
+        "cues": {"morning": ("Good morning", "Morning", "I'm up")},
+        "fixed": (SEC,),
+        "settings": lambda u, cue: {L_B: _shift(L_B, u, 20), L_C: u[L_C], SEC: "disarmed"},
+        "asks": ("{Cue}! Start my day the usual way.",
+                 "{Cue}. Morning routine, please.",
+                 "{Cue} — can you wake the house up like always?",
+                 "{Cue}. Do my usual morning settings."),
+    },
 }
 
-_OPENERS = ("", "Please ", "Could you ", "Hey, ")
-_INPUT_NAMES = {"hdmi1": "HDMI 1", "hdmi2": "HDMI 2", "netflix": "Netflix", "youtube": "YouTube",
-                "antenna": "antenna"}
+
+# -----------------------------------------------------------------------------
+# replies: varied natural language that engine.smarthome.parse_actions reads back exactly
+
+_INPUT_NAMES = {"hdmi1": ("HDMI 1", "HDMI one"), "hdmi2": ("HDMI 2", "HDMI two"), "netflix": ("Netflix",),
+                "youtube": ("YouTube",), "antenna": ("the antenna", "the aerial")}
+_SECURITY = {"armed": ("the alarm is armed", "I've armed the security system", "security armed"),
+             "home": ("the alarm is in home mode", "security set to home mode"),
+             "disarmed": ("the alarm is disarmed", "I've disarmed the security system", "security disarmed")}
 
 
-def _clause(rng, device, settings):
-    """An explicit request for one device, naming every value (settings: param -> value)."""
-    s = settings
+def _lights_clause(rng, s):
+    if len(s) == 2:
+        return _pick(rng, (f"the lights are at {s['brightness']}% in {s['colour']}",
+                           f"lights set to {s['brightness']} percent, {s['colour']} colour",
+                           f"I've set the lights to {s['brightness']}% with a {s['colour']} tone",
+                           f"lighting at {s['brightness']}%, {s['colour']}"))
+    if "brightness" in s:
+        return _pick(rng, (f"the lights are at {s['brightness']}%", f"brightness set to {s['brightness']} percent",
+                           f"I've put the lights at {s['brightness']}%", f"lights at {s['brightness']}%"))
+    return _pick(rng, (f"the lights are now {s['colour']}", f"light colour set to {s['colour']}",
+                       f"I've switched the lights to {s['colour']}"))
+
+
+def _ac_clause(rng, s):
+    if len(s) == 2:
+        return _pick(rng, (f"the AC is on {s['mode']} mode at {s['temperature']} degrees",
+                           f"air conditioning set to {s['temperature']}°C in {s['mode']} mode",
+                           f"I've put the AC in {s['mode']} mode at {s['temperature']} degrees",
+                           f"AC: {s['mode']} mode, {s['temperature']} degrees"))
+    if "temperature" in s:
+        return _pick(rng, (f"the AC is set to {s['temperature']} degrees", f"temperature set to {s['temperature']}°C",
+                           f"I've set the thermostat to {s['temperature']} degrees"))
+    return _pick(rng, (f"the AC is in {s['mode']} mode", f"I've switched the AC to {s['mode']} mode",
+                       f"air conditioner mode: {s['mode']}"))
+
+
+def _speaker_clause(rng, s):
+    if len(s) == 2:
+        return _pick(rng, (f"the speaker is playing at volume {s['volume']} with the {s['equalizer']} equalizer",
+                           f"music at volume {s['volume']}, {s['equalizer']} EQ",
+                           f"I've set the speaker to {s['volume']} with a {s['equalizer']} equaliser"))
+    if "volume" in s:
+        return _pick(rng, (f"the speaker volume is {s['volume']}", f"music volume set to {s['volume']}",
+                           f"I've turned the speaker to {s['volume']}"))
+    return _pick(rng, (f"the speaker equalizer is on {s['equalizer']}", f"EQ set to {s['equalizer']} on the speaker",
+                       f"I've switched the speaker to the {s['equalizer']} equaliser"))
+
+
+def _tv_clause(rng, s):
+    if len(s) == 2:
+        name = _pick(rng, _INPUT_NAMES[s["input"]])
+        return _pick(rng, (f"the TV is on {name} at volume {s['volume']}",
+                           f"TV switched to {name}, volume {s['volume']}",
+                           f"I've put {name} on the TV at volume {s['volume']}"))
+    if "volume" in s:
+        return _pick(rng, (f"the TV volume is {s['volume']}", f"TV volume set to {s['volume']}",
+                           f"I've turned the TV to volume {s['volume']}"))
+    name = _pick(rng, _INPUT_NAMES[s["input"]])
+    return _pick(rng, (f"the TV is on {name}", f"TV switched to {name}", f"I've put the TV on {name}"))
+
+
+_CLAUSES = {"lights": _lights_clause, "ac": _ac_clause, "speaker": _speaker_clause, "tv": _tv_clause,
+            "security": lambda rng, s: _pick(rng, _SECURITY[s["mode"]])}
+_OPENERS = ("Sure! ", "Done. ", "Okay, ", "All set: ", "Got it. ", "No problem. ", "")
+_CLOSERS = ("", "", " Enjoy!", " Anything else?", " Let me know if you want changes.")
+
+
+def render_reply(rng, actions):
+    """A natural-language confirmation of the actions, devices in order of first mention."""
+    by_device = {}
+    for device, param, value in actions:
+        by_device.setdefault(device, {})[param] = value
+    clauses = [_CLAUSES[d](rng, s) for d, s in by_device.items()]
+    body = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
+    opener = _pick(rng, _OPENERS)
+    body = body[0].upper() + body[1:] if opener in ("", "Sure! ", "Done. ", "Got it. ", "No problem. ") else body
+    return f"{opener}{body}.{_pick(rng, _CLOSERS)}"
+
+
+def actions_of(settings):
+    """(device, parameter, value) triples of a settings dict {(device, param): value}, in its order."""
+    return [(d, p, v) for (d, p), v in settings.items()]
+
+
+# -----------------------------------------------------------------------------
+# requests
+
+_POLITE = ("", "Please ", "Could you ", "Hey, ", "Hi, can you ")
+
+
+def _request_clause(rng, device, s):
+    """An explicit request for one device, naming every value (s: param -> value)."""
     if device == "lights":
         if len(s) == 2:
-            return f"set the lights to {s['brightness']}% and {s['colour']}"
+            return _pick(rng, (f"set the lights to {s['brightness']}% and {s['colour']}",
+                               f"make the lights {s['colour']} at {s['brightness']} percent"))
         if "brightness" in s:
             verb = "dim" if s["brightness"] < 50 else "brighten"
-            return _pick(rng, [f"{verb} the lights to {s['brightness']}%", f"set the lights to {s['brightness']} percent"])
-        return _pick(rng, [f"make the lights {s['colour']}", f"change the light colour to {s['colour']}"])
+            return _pick(rng, (f"{verb} the lights to {s['brightness']}%", f"set the lights to {s['brightness']} percent",
+                               f"put the brightness at {s['brightness']}"))
+        return _pick(rng, (f"make the lights {s['colour']}", f"change the light colour to {s['colour']}"))
     if device == "ac":
         if len(s) == 2:
-            return f"set the AC to {s['temperature']} degrees in {s['mode']} mode"
+            return _pick(rng, (f"set the AC to {s['temperature']} degrees in {s['mode']} mode",
+                               f"put the air conditioner on {s['mode']} at {s['temperature']} degrees"))
         if "temperature" in s:
-            return _pick(rng, [f"set the AC to {s['temperature']} degrees", f"put the air conditioner on {s['temperature']} degrees"])
-        return _pick(rng, [f"switch the AC to {s['mode']} mode", f"put the air conditioner in {s['mode']} mode"])
+            return _pick(rng, (f"set the AC to {s['temperature']} degrees", f"put the thermostat on {s['temperature']}"))
+        return _pick(rng, (f"switch the AC to {s['mode']} mode", f"put the air conditioner in {s['mode']} mode"))
     if device == "speaker":
         if len(s) == 2:
-            return f"play the speaker at volume {s['volume']} with the {s['equalizer']} equalizer"
+            return _pick(rng, (f"play the speaker at volume {s['volume']} with the {s['equalizer']} equalizer",
+                               f"put music on at {s['volume']} with {s['equalizer']} EQ"))
         if "volume" in s:
-            return f"set the speaker volume to {s['volume']}"
+            return _pick(rng, (f"set the speaker volume to {s['volume']}", f"turn the music to {s['volume']}"))
         return f"set the speaker equalizer to {s['equalizer']}"
     if device == "tv":
+        name = _pick(rng, _INPUT_NAMES[s["input"]]) if "input" in s else None
         if len(s) == 2:
-            return f"put the TV on {_INPUT_NAMES[s['input']]} at volume {s['volume']}"
+            return _pick(rng, (f"put the TV on {name} at volume {s['volume']}", f"switch the TV to {name}, volume {s['volume']}"))
         if "volume" in s:
-            return _pick(rng, [f"set the TV volume to {s['volume']}", f"turn the TV volume to {s['volume']}"])
-        return f"switch the TV to {_INPUT_NAMES[s['input']]}"
+            return _pick(rng, (f"set the TV volume to {s['volume']}", f"turn the TV to {s['volume']}"))
+        return _pick(rng, (f"switch the TV to {name}", f"put {name} on the TV"))
     if device == "security":
-        return {"armed": "arm the security system", "disarmed": "disarm the alarm",
+        return {"armed": _pick(rng, ("arm the security system", "arm the alarm")),
+                "disarmed": _pick(rng, ("disarm the alarm", "disarm the security system")),
                 "home": "set the alarm to home mode"}[s["mode"]]
     raise KeyError(device)
 
 
-def _general_exchange(rng):
-    """(user text, actions): 1-2 devices, 1-2 parameters each, random values from VALUE_GRID."""
+def _sentence(rng, clauses):
+    opener = _pick(rng, _POLITE)
+    text = opener + " and ".join(clauses)
+    return text[0].upper() + text[1:] + ("?" if opener in ("Could you ", "Hi, can you ") else ".")
+
+
+def _random_settings(rng):
+    """1-2 devices, 1-2 parameters each, random values from VALUE_GRID: {(device, param): value}."""
     devices = list(DEVICES)
     chosen = [devices[i] for i in rng.permutation(len(devices))[:int(rng.integers(1, 3))]]
-    actions, clauses = [], []
+    settings = {}
     for device in chosen:
         params = list(DEVICES[device])
         if len(params) > 1 and rng.random() < 0.5:
             params = [_pick(rng, params)]
-        settings = {p: _pick(rng, VALUE_GRID[(device, p)]) for p in params}
-        actions += [(device, p, v) for p, v in settings.items()]
-        clauses.append(_clause(rng, device, settings))
-    opener = _pick(rng, _OPENERS)
-    text = opener + " and ".join(clauses)
-    text = text[0].upper() + text[1:] + ("?" if opener == "Could you " else ".")
-    return text, actions
+        for p in params:
+            settings[(device, p)] = _pick(rng, VALUE_GRID[(device, p)])
+    return settings
 
 
-def _personal_exchange(rng, persona, avoid=None):
-    """(user text, actions): a scene in the user's words, answered with the persona's preferences."""
-    names = [s for s in SCENES if s != avoid]
-    scene = _pick(rng, names)
-    params, phrasings = SCENES[scene]
-    actions = [(d, p, persona.preferences[(d, p)]) for d, p in params]
-    return _pick(rng, phrasings), actions, scene
+def _by_device(settings):
+    out = {}
+    for (d, p), v in settings.items():
+        out.setdefault(d, {})[p] = v
+    return out
 
 
-def _dialogue(rng, persona, kind):
-    n_exchanges = 2 if rng.random() < TWO_EXCHANGE_SHARE else 1
-    messages, scene = [], None
-    for _ in range(n_exchanges):
-        if kind == "general":
-            text, actions = _general_exchange(rng)
+# clarifying exchanges: a request that names a device but no value, the assistant's question
+_VAGUE = {
+    "lights": (("Can you change the lights?", "Do something about the lights.", "The lights need adjusting."),
+               ("Sure, what brightness and which colour would you like?", "Of course. How bright, and what colour?")),
+    "ac": (("Can you adjust the AC?", "Change the air conditioning, please.", "The AC needs changing."),
+           ("Sure, what temperature and which mode?", "Happy to. Which temperature and mode should I use?")),
+    "speaker": (("Put some music on.", "Can you set up the speaker?", "Music, please."),
+                ("Sure, what volume and which equalizer setting?", "Okay. How loud, and which EQ?")),
+    "tv": (("Turn the TV on.", "Can you set up the TV?", "TV, please."),
+           ("Sure, which input and what volume?", "Which source should I use, and how loud?")),
+}
+_ANSWER_LEADS = ("", "Let's do ", "Go with ", "Hmm, ", "I'd say ")
+_FOLLOW_UPS = {  # (device, numeric param) -> ((phrasings, step)...): a relative change of the value just set
+    L_B: ((("A bit brighter, please.", "Slightly brighter?", "Brighter, please."), 1),
+          (("A bit dimmer, please.", "Can you dim it a little?", "Too bright, turn it down a notch."), -1)),
+    AC_T: ((("A little warmer, please.", "Make it a degree warmer.", "Bit chilly, warmer please."), 1),
+           (("A little cooler, please.", "Make it a degree cooler.", "Still too warm, cooler please."), -1)),
+    SP_V: ((("Louder, please.", "Turn the music up a notch.", "A bit louder?"), 1),
+           (("Quieter, please.", "Turn the music down a notch.", "A bit softer?"), -1)),
+    TV_V: ((("Turn the TV up a bit.", "TV louder, please.", "I can't hear it, louder."), 1),
+           (("Turn the TV down a bit.", "TV quieter, please.", "Too loud, down a notch."), -1)),
+}
+
+
+def _answer_clause(rng, device, s):
+    """The user's reply to a clarifying question: only the values."""
+    parts = []
+    for p, v in s.items():
+        if device == "lights":
+            parts.append(f"{v}%" if p == "brightness" else v)
+        elif device == "ac":
+            parts.append(f"{v} degrees" if p == "temperature" else f"{v} mode")
+        elif device == "speaker":
+            parts.append(f"volume {v}" if p == "volume" else f"{v} EQ")
         else:
-            text, actions, scene = _personal_exchange(rng, persona, avoid=scene)
-        messages.append({"role": "user", "text": text})
-        messages.append({"role": "assistant", "text": render_actions(actions)})
+            parts.append(f"volume {v}" if p == "volume" else _pick(rng, _INPUT_NAMES[v]))
+    return _pick(rng, _ANSWER_LEADS) + " and ".join(parts) + _pick(rng, ("", ", please", ", thanks"))
+
+
+def _general_dialogue(rng, two):
+    """Messages of a general dialogue: every value is in the dialogue itself."""
+    kind = "plain"
+    if two:
+        kind = "clarify" if rng.random() < CLARIFY_SHARE else "follow_up"
+    if kind == "clarify":
+        device = _pick(rng, tuple(_VAGUE))
+        asks, questions = _VAGUE[device]
+        settings = {(device, p): _pick(rng, VALUE_GRID[(device, p)]) for p in DEVICES[device]}
+        question = _pick(rng, questions)
+        answer = _answer_clause(rng, device, _by_device(settings)[device])
+        answer = answer[0].upper() + answer[1:] + "."
+        reply = render_reply(rng, actions_of(settings))
+        return [_user(_pick(rng, asks)), _assistant(question, question),
+                _user(answer), _assistant(reply, reply)]
+    settings = _random_settings(rng)
+    text = _sentence(rng, [_request_clause(rng, d, s) for d, s in _by_device(settings).items()])
+    reply = render_reply(rng, actions_of(settings))
+    messages = [_user(text), _assistant(reply, reply)]
+    if kind == "follow_up":
+        adjustable = [p for p in settings if p in _FOLLOW_UPS]
+        if not adjustable:  # nothing numeric to nudge: a second, unrelated request instead
+            settings = _random_settings(rng)
+            text = _sentence(rng, [_request_clause(rng, d, s) for d, s in _by_device(settings).items()])
+        else:
+            param = _pick(rng, adjustable)
+            grid = VALUE_GRID[param]
+            (phrasings, step), = [_FOLLOW_UPS[param][int(rng.integers(2))]]
+            i = grid.index(settings[param]) + step
+            if not 0 <= i < len(grid):  # already at the end of the range: go the other way
+                phrasings, step = _FOLLOW_UPS[param][0 if step < 0 else 1]
+                i = grid.index(settings[param]) + step
+            settings = {param: grid[i]}
+            text = _pick(rng, phrasings)
+        reply = render_reply(rng, actions_of(settings))
+        messages += [_user(text), _assistant(reply, reply)]
     return messages
+
+
+def _noisy(rng, persona, settings, fixed=()):
+    """The persona's request in this situation: each value its usual one with probability CONSISTENCY,
+    else a neighbour on the grid (numbers) or its second favourite (categories)."""
+    out = {}
+    for p, v in settings.items():
+        if p not in fixed and rng.random() >= CONSISTENCY:
+            grid = VALUE_GRID[p]
+            if isinstance(v, int):
+                i = grid.index(v)
+                neighbours = [grid[j] for j in (i - 1, i + 1) if 0 <= j < len(grid)]
+                v = _pick(rng, neighbours)
+            else:
+                v = persona.second[p] if persona.second[p] != v else _pick(rng, [x for x in grid if x != v])
+        out[p] = v
+    return out
+
+
+def _personal_exchange(rng, persona, population, avoid=None):
+    """(user text, reply, persona-blind reply, scene, cue): a situation in the user's words, answered with
+    the persona's own values (and, blind, with the population's)."""
+    scene_name = _pick(rng, [s for s in SCENES if s != avoid])
+    scene = SCENES[scene_name]
+    cue = _pick(rng, tuple(scene["cues"]))
+    phrase = _pick(rng, scene["cues"][cue])
+    template = _pick(rng, scene["asks"])
+    text = template.replace("{Cue}", phrase[0].upper() + phrase[1:]).replace("{cue}", phrase)
+    opener = _pick(rng, ("", "", "Hey, ", "Hi! ", "Okay, "))
+    if opener:
+        text = opener + text[0].lower() + text[1:] if not text.startswith("I") else opener + text
+    settings = _noisy(rng, persona, scene["settings"](persona.preferences, cue), scene.get("fixed", ()))
+    blind = scene["settings"](population, cue)
+    state = rng.bit_generator.state  # the blind reply is phrased like the real one: same choices
+    reply = render_reply(rng, actions_of(settings))
+    rng.bit_generator.state = state
+    blind_reply = render_reply(rng, actions_of(blind))
+    return text, reply, blind_reply, scene_name, cue
+
+
+def _personal_dialogue(rng, persona, population, two):
+    messages, scene = [], None
+    for _ in range(2 if two else 1):
+        text, reply, blind, scene, _ = _personal_exchange(rng, persona, population, avoid=scene)
+        messages += [_user(text), _assistant(reply, blind)]
+    return messages
+
+
+def _user(text):
+    return {"role": "user", "text": text}
+
+
+def _assistant(text, blind):
+    return {"role": "assistant", "text": text, "persona_blind": blind}
+
+
+def _dialogue(rng, persona, population, kind):
+    two = rng.random() < SECOND_EXCHANGE
+    if kind == "general":
+        return _general_dialogue(rng, two)
+    return _personal_dialogue(rng, persona, population, two)
+
+
+def target_keys(messages):
+    """(context, reply) of every assistant turn of a dialogue: what "the same target" means."""
+    keys = []
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant":
+            keys.append((tuple((x["role"], x["text"]) for x in messages[:i]), m["text"]))
+    return keys
 
 
 # -----------------------------------------------------------------------------
@@ -362,21 +698,33 @@ def build_benchmark(**knobs):
     k = validate_knobs(knobs)
     rng = np.random.default_rng(k["seed"])
     personas = _draw_personas(rng, k["personas"], k["archetypes"], k["archetype_noise"], k["profile_fidelity"])
+    population = population_preferences(personas)
     records = []
     for persona in personas:
+        seen = set()  # the persona's train targets
         for split in ("train", "val", "test"):
             n = k[f"{split}_per_persona"]
             n_personal = int(math.floor(n * k["personal_fraction"] + 0.5))
             kinds = ["personal"] * n_personal + ["general"] * (n - n_personal)
             kinds = [kinds[i] for i in rng.permutation(n)]
             for j, kind in enumerate(kinds):
+                for _ in range(MAX_REDRAWS):
+                    messages = _dialogue(rng, persona, population, kind)
+                    keys = target_keys(messages)
+                    if split == "train" or not seen.intersection(keys):
+                        break
+                else:
+                    raise RuntimeError(f"{persona.persona_id}: no {kind} {split} dialogue unlike the train ones "
+                                       f"after {MAX_REDRAWS} draws")
+                if split == "train":
+                    seen.update(keys)
                 records.append({
                     "id": f"{persona.persona_id}-{split}-{j:03d}",
                     "persona_id": persona.persona_id,
                     "persona": persona.profile,
                     "split": split,
                     "kind": kind,
-                    "messages": _dialogue(rng, persona, kind),
+                    "messages": messages,
                 })
     return personas, records
 

@@ -189,28 +189,33 @@ def _ratio(hits, n_pred, n_ref):
     return hits / n_pred
 
 
+def _f1(pred: set, ref: set) -> float:
+    if not pred and not ref:
+        return 1.0  # nothing to do, nothing done
+    return 2 * len(pred & ref) / (len(pred) + len(ref))
+
+
 def action_metrics(prediction, reference):
     """Smart-home action metrics of a predicted reply against the reference reply (DESIGN §7).
 
     Both texts go through parse_actions, then:
+      action_f1           = F1 of the predicted (device, parameter, value) triples against the reference's:
+                            the primary smart-home metric; a right value for the wrong persona scores 0
+      param_f1            = F1 over (device, parameter) pairs: the right settings touched, values aside
       device_precision    = |devices(pred) & devices(ref)| / |devices(pred)|
       numerical_precision = |numeric triples(pred) & numeric triples(ref)| / |numeric triples(pred)|
                             (exact value match; numeric = the parameter's domain is a range)
-      param_f1            = F1 of the predicted triples against the reference triples
-    Conventions when a denominator is 0 (the prediction mentions nothing of that kind):
-    1.0 if the reference mentions nothing of that kind either (nothing to do, nothing done),
-    0.0 if the reference does. For param_f1 an empty reference with a non-empty prediction is 0.0.
+    Conventions when a side mentions nothing: F1 is 1.0 when both are empty (nothing to do, nothing done)
+    and 0.0 when only one is. For the precisions, a prediction with nothing of that kind scores 1.0 if the
+    reference has nothing of that kind either, else 0.0.
     """
     pred, ref = parse_actions(prediction), parse_actions(reference)
     pred_devices, ref_devices = {d for d, _, _ in pred}, {d for d, _, _ in ref}
     pred_num = {t for t in pred if is_numeric(t[0], t[1])}
     ref_num = {t for t in ref if is_numeric(t[0], t[1])}
-    if not pred and not ref:
-        f1 = 1.0
-    else:
-        f1 = 2 * len(pred & ref) / (len(pred) + len(ref))
     return {
+        "action_f1": _f1(pred, ref),
+        "param_f1": _f1({(d, p) for d, p, _ in pred}, {(d, p) for d, p, _ in ref}),
         "device_precision": _ratio(len(pred_devices & ref_devices), len(pred_devices), len(ref_devices)),
         "numerical_precision": _ratio(len(pred_num & ref_num), len(pred_num), len(ref_num)),
-        "param_f1": f1,
     }

@@ -48,13 +48,26 @@ CREATE TABLE IF NOT EXISTS cluster_k (run_id VARCHAR, k INTEGER, silhouette DOUB
 CREATE TABLE IF NOT EXISTS merge_weights (
     run_id VARCHAR, method VARCHAR, persona_id VARCHAR, neighbour_id VARCHAR, weight DOUBLE,
     val_score DOUBLE, centrality DOUBLE, similarity DOUBLE);
+CREATE TABLE IF NOT EXISTS persona_kind_results (
+    run_id VARCHAR, method VARCHAR, persona_id VARCHAR, kind VARCHAR, n_test INTEGER, score DOUBLE,
+    action_f1 DOUBLE, param_f1 DOUBLE, device_precision DOUBLE, numerical_precision DOUBLE,
+    embedding_similarity DOUBLE, accuracy DOUBLE, PRIMARY KEY (run_id, method, persona_id, kind));
+CREATE TABLE IF NOT EXISTS persona_blind (
+    run_id VARCHAR, persona_id VARCHAR, kind VARCHAR, n_test INTEGER, score DOUBLE,
+    action_f1 DOUBLE, param_f1 DOUBLE, device_precision DOUBLE, numerical_precision DOUBLE,
+    embedding_similarity DOUBLE, PRIMARY KEY (run_id, persona_id, kind));
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS metric VARCHAR;
+ALTER TABLE method_results ADD COLUMN IF NOT EXISTS epochs_trained DOUBLE;
+ALTER TABLE persona_results ADD COLUMN IF NOT EXISTS action_f1 DOUBLE;
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS action_f1 DOUBLE;
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS persona_blind VARCHAR;
 CREATE TABLE IF NOT EXISTS jobs (
     job_id VARCHAR PRIMARY KEY, kind VARCHAR, status VARCHAR, progress DOUBLE, phase VARCHAR,
     created_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP, error VARCHAR, run_id VARCHAR,
     spec_json VARCHAR);
 """
-METHOD_TABLES = ("persona_results", "predictions", "merge_weights")  # files per method folder
-RUN_TABLES = ("personas", "cluster_k")                                # files per run folder
+METHOD_TABLES = ("persona_results", "persona_kind_results", "predictions", "merge_weights")  # per method folder
+RUN_TABLES = ("personas", "cluster_k", "persona_blind")                                   # per run folder
 
 
 class StoreBusy(RuntimeError):
@@ -195,7 +208,8 @@ def set_run_status(run_id: str, status: str, error: str | None = None, path=None
 
 
 def delete_run(run_id: str, path=None) -> None:
-    tables = ("runs", "method_results", "persona_results", "predictions", "personas", "cluster_k", "merge_weights")
+    tables = ("runs", "method_results", "persona_results", "persona_kind_results", "predictions", "personas",
+              "cluster_k", "merge_weights", "persona_blind")
     with connect(path) as con:
         con.execute("BEGIN")
         for t in tables:

@@ -6,6 +6,14 @@ state and step counts (an adapter whose data ran out this epoch does not move). 
 step are packed into one sequence behind their shared prompt prefix (computed once, no padding inside);
 the packs are sorted by length and cut into micro-batches under a token budget (gradient accumulation),
 so 200 personas fit in memory. Logits are computed only at target positions.
+
+Every adapter trains under the same budget rule: after each epoch its loss on its own validation
+examples is measured; it keeps its best-validation state and stops (frozen, no more compute) after
+`patience` epochs without improvement, or at `epochs`, the cap. Its data order and dropout masks come
+from its own seed, so an adapter's training does not depend on which adapters share its batches:
+at dropout 0 the result equals P separate trainings within float tolerance (tests/test_equivalence.py).
+With dropout > 0 the rows of a pack share the mask of their common prompt prefix, computed once, where
+separate row-by-row training would draw one per row: equal in distribution, not mask for mask.
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.lora import DEFAULT_TARGETS, lora_layers
+from engine.lora import DEFAULT_TARGETS, INITS, lora_layers, stream_seed
 
 DEFAULT_SYSTEM_PROMPT = "You are a smart-home assistant. Reply with the actions you take."
 
@@ -39,7 +47,9 @@ class TrainConfig:
     dropout: float = 0.05
     targets: tuple[str, ...] = DEFAULT_TARGETS
     lr: float = 1e-3
-    epochs: int = 3
+    epochs: int = 3                 # the cap: an adapter stops earlier when its validation loss stops improving
+    patience: int = 1               # epochs without a better validation loss before an adapter stops; 0: never
+    init: str = "shared"            # every adapter starts from one A ("shared") or from its own ("independent")
     batch_size: int = 8
     max_length: int = 256
     weight_decay: float = 0.0
@@ -59,10 +69,12 @@ class TrainConfig:
              "a non-empty list of module names"),
             ("lr", 0 < self.lr <= 1, "in (0, 1]"),
             ("epochs", isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1"),
+            ("patience", isinstance(self.patience, int) and self.patience >= 0, "an integer >= 0 (0: off)"),
+            ("init", self.init in INITS, f"one of {', '.join(INITS)}"),
             ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
             ("max_length", isinstance(self.max_length, int) and self.max_length >= 16, "an integer >= 16"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
+            ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0: no clipping)"),
             ("micro_batch_tokens", isinstance(self.micro_batch_tokens, int) and
              (self.micro_batch_tokens == 0 or self.micro_batch_tokens >= 64), "0 (auto) or an integer >= 64"),
             ("context_window", isinstance(self.context_window, int) and self.context_window >= 1, "an integer >= 1"),
@@ -313,11 +325,20 @@ class TrainStats:
     tokens: int = 0            # all non-pad tokens through the model
     target_tokens: int = 0     # tokens with a loss
     seconds: float = 0.0
-    losses: list = field(default_factory=list)  # mean per-adapter loss at each step
+    losses: list = field(default_factory=list)      # mean per-adapter loss at each step
+    epochs: list = field(default_factory=list)      # epochs each adapter trained
+    best_epoch: list = field(default_factory=list)  # the epoch whose state each adapter keeps (0: no validation)
+    val_losses: list = field(default_factory=list)  # per epoch: {adapter: validation loss}
+    validation_seconds: float = 0.0
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+    def epochs_summary(self) -> dict:
+        e = self.epochs or [0]
+        return {"mean": float(np.mean(e)), "min": int(min(e)), "max": int(max(e)),
+                "stopped_early": int(sum(b and b < n for b, n in zip(self.best_epoch, e)) if self.best_epoch else 0)}
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -325,64 +346,139 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def loss_weights(n_tok: torch.Tensor, tok_adapter: torch.Tensor) -> torch.Tensor:
+    """Per target token: 1 / (its adapter's target tokens in this step), so each adapter's loss is the mean
+    over its own tokens, whatever else shares the step (the loss a separate training would have)."""
+    return 1.0 / n_tok[tok_adapter]
+
+
+def _route_packs(lm, packs, group, P, row_seeds=None):
+    idx = torch.tensor([packs[i][0] for i in group], device=lm.device)
+    return idx, lm.model.lora_router.route(idx if P > 1 else None, row_seeds)
+
+
+@torch.no_grad()
+def validation_losses(lm, val: list[list[Encoded]], adapters: list[int], budget: int) -> dict[int, float]:
+    """Mean per-token loss of each listed adapter on its own validation rows (eval mode: no dropout)."""
+    P = len(val)
+    packs = [(p, pk) for p in adapters for pk in pack_rows(val[p], budget)]
+    nll, count = torch.zeros(P, dtype=torch.float64), torch.zeros(P, dtype=torch.float64)
+    lm.model.eval()
+    try:
+        for group in micro_batches([pk for _, pk in packs], budget):
+            idx, routing = _route_packs(lm, packs, group, P)
+            batch = packed_batch([packs[i][1] for i in group], lm.tokenizer.pad_token_id, lm.device)
+            with routing, lm.autocast():
+                logp, row = logprobs_at(lm.model, *batch)
+            owner = idx[row].cpu()
+            nll.index_add_(0, owner, -logp.double().cpu())
+            count.index_add_(0, owner, torch.ones(len(owner), dtype=torch.float64))
+    finally:
+        lm.model.train()
+    return {p: float(nll[p] / count[p]) for p in adapters if count[p] > 0}
+
+
 def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seeds: list[int] | None = None,
-                           progress=None, phase: str = "train") -> TrainStats:
-    """Train adapter p of the model's LoRA layers on data[p], all adapters in one batched pass."""
+                           val: list[list[Encoded]] | None = None, progress=None,
+                           phase: str = "train") -> TrainStats:
+    """Train adapter p of the model's LoRA layers on data[p], all adapters in one batched pass.
+
+    With val (val[p]: adapter p's validation rows) and cfg.patience > 0, each adapter stops on its own
+    and ends in its best-validation state; adapters without validation rows train cfg.epochs epochs.
+    """
     model, router = lm.model, lm.model.lora_router
     layers = list(lora_layers(model).values())
     params = [p for l in layers for p in (l.lora_A, l.lora_B)]
     P = len(data)
     if layers[0].n_adapters != P:
         raise ValueError(f"model has {layers[0].n_adapters} adapters, data for {P}")
+    if val is not None and len(val) != P:
+        raise ValueError(f"validation data for {len(val)} adapters, training data for {P}")
     seeds = list(range(P)) if seeds is None else seeds
     for p in params:
         p.requires_grad_(True)
     opt = StackedAdamW(params, P, cfg.lr, cfg.weight_decay)
     bs = cfg.batch_size
     budget = cfg.micro_batch_tokens or AUTO_MICRO_BATCH_TOKENS.get(lm.device.type, 4096)
-    steps_per_epoch = max(math.ceil(len(d) / bs) for d in data)
-    total = steps_per_epoch * cfg.epochs
-    stats = TrainStats()
+    early = val is not None and cfg.patience > 0
+    watched = [early and bool(val[p]) for p in range(P)]
+    training = [bool(d) for d in data]
+    best_loss, bad = [math.inf] * P, [0] * P
+    best = [torch.empty_like(t) if any(watched) else None for t in params]  # best-validation states
+    stats = TrainStats(epochs=[0] * P, best_epoch=[0] * P)
+    total = max(math.ceil(len(d) / bs) for d in data) * cfg.epochs  # an upper bound: adapters may stop early
     model.train()
     attention = model.config._attn_implementation
     if lm.device.type == "cpu" and attention == "sdpa":
-        # on CPU eager attention trains packed rows ~12% faster than sdpa (32 personas, smollm2-135m), for
-        # ~25% more activation memory; generation keeps sdpa, which is faster for it
+        # on CPU eager attention trains packed rows ~12% faster than sdpa in bf16 (AMX; 32 personas,
+        # smollm2-135m) and as fast in fp32 (AVX2), for ~25% more activation memory; generation keeps sdpa
         model.set_attn_implementation("eager")
     t0 = time.time()
     try:
         for epoch in range(cfg.epochs):
-            orders = [epoch_order(len(d), seeds[p], epoch) for p, d in enumerate(data)]
-            for t in range(steps_per_epoch):
+            now = [p for p in range(P) if training[p]]
+            if not now:
+                break
+            orders = {p: epoch_order(len(data[p]), seeds[p], epoch) for p in now}
+            for t in range(max(math.ceil(len(data[p]) / bs) for p in now)):
                 n_tok = torch.zeros(P)
-                packs = []  # (adapter, Packed)
-                for p in range(P):
+                packs, pack_seeds = [], []  # (adapter, Packed), and the seed of each pack's dropout stream
+                for p in now:
                     rows = [data[p][i] for i in orders[p][t * bs:(t + 1) * bs]]
                     n_tok[p] = sum(len(s.ids) - s.n_prompt for s in rows)
-                    packs += [(p, pk) for pk in pack_rows(rows, budget)] if rows else []
+                    for k, pk in enumerate(pack_rows(rows, budget) if rows else []):
+                        packs.append((p, pk))
+                        pack_seeds.append(stream_seed(seeds[p], "dropout", epoch, t, k))
                 active = n_tok > 0
                 loss_sum = torch.zeros(P)
                 for p in params:
                     p.grad = None
                 for group in micro_batches([pk for _, pk in packs], budget):
-                    idx = torch.tensor([packs[i][0] for i in group], device=lm.device)
+                    idx, routing = _route_packs(lm, packs, group, P, [pack_seeds[i] for i in group])
                     batch = packed_batch([packs[i][1] for i in group], lm.tokenizer.pad_token_id, lm.device)
-                    with router.route(idx if P > 1 else None), lm.autocast():
+                    with routing, lm.autocast():
                         logp, row = logprobs_at(model, *batch)
                     tok_adapter = idx[row]
-                    weight = 1.0 / n_tok.to(lm.device)[tok_adapter]
-                    loss = -(logp * weight).sum()
+                    loss = -(logp * loss_weights(n_tok.to(lm.device), tok_adapter)).sum()
                     loss.backward()
                     loss_sum.index_add_(0, tok_adapter.cpu(), -logp.detach().float().cpu())
                     stats.tokens += sum(packs[i][1].n_tokens for i in group)
                     stats.target_tokens += len(logp)
-                clip_per_adapter(params, cfg.max_grad_norm)
+                if cfg.max_grad_norm > 0:
+                    clip_per_adapter(params, cfg.max_grad_norm)
                 opt.step(active)
                 stats.steps += 1
                 step_loss = float((loss_sum[active] / n_tok[active]).mean())
                 stats.losses.append(step_loss)
                 if progress:
-                    progress(phase, stats.steps, total, loss=step_loss)
+                    progress(phase, min(stats.steps, total), total, loss=step_loss)
+            for p in now:
+                stats.epochs[p] += 1
+            check = [p for p in now if watched[p]]
+            if check:
+                v0 = time.time()
+                losses = validation_losses(lm, val, check, budget)
+                stats.validation_seconds += time.time() - v0
+                stats.val_losses.append(losses)
+                improved = [p for p in check if losses[p] < best_loss[p]]
+                for p in check:
+                    if p in improved:
+                        best_loss[p], bad[p], stats.best_epoch[p] = losses[p], 0, epoch + 1
+                    else:
+                        bad[p] += 1
+                        training[p] = bad[p] < cfg.patience
+                if improved:
+                    keep = torch.tensor(improved)
+                    with torch.no_grad():
+                        for b, t_ in zip(best, params):
+                            b.index_copy_(0, keep.to(t_.device), t_.index_select(0, keep.to(t_.device)))
+        if any(watched):  # every watched adapter ends in its best state
+            keep = torch.tensor([p for p in range(P) if watched[p] and stats.best_epoch[p] > 0])
+            with torch.no_grad():
+                for b, t_ in zip(best, params):
+                    t_.index_copy_(0, keep.to(t_.device), b.index_select(0, keep.to(t_.device)))
+        if progress:
+            progress(phase, total, total)
     finally:
         model.set_attn_implementation(attention)
         model.eval()

@@ -12,7 +12,9 @@ import pandas as pd
 
 from engine import stats, store
 
-METRICS = ("score", "embedding_similarity", "device_precision", "numerical_precision", "param_f1", "accuracy")
+METRICS = ("score", "action_f1", "param_f1", "device_precision", "numerical_precision", "embedding_similarity",
+           "accuracy")
+KINDS = ("all", "personal", "general")  # which test targets a figure is over
 
 
 def store_version(path) -> tuple:
@@ -46,8 +48,8 @@ def run_label(row) -> str:
 
 
 def table_counts(path=None) -> dict:
-    tables = ("runs", "method_results", "persona_results", "predictions", "personas", "cluster_k", "merge_weights",
-              "jobs")
+    tables = ("runs", "method_results", "persona_results", "persona_kind_results", "predictions", "personas",
+              "cluster_k", "merge_weights", "persona_blind", "jobs")
     df = store.query(" UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in tables), path=path)
     return dict(zip(df.t, df.n.astype(int)))
 
@@ -61,19 +63,45 @@ def available_metrics(run_ids, path=None) -> list[str]:
     return [m for m in METRICS if len(df) and df[m].iloc[0] > 0] or ["score"]
 
 
-def persona_scores(run_ids, metric: str = "score", path=None) -> pd.DataFrame:
-    """Long frame run_id, method, persona_id, score (= the chosen metric)."""
+def _scores_source(metric: str, kind: str) -> tuple[str, str]:
+    """(table, extra WHERE) of per-persona figures over the test targets of `kind`."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}")
-    df = store.query(f"SELECT run_id, method, persona_id, {metric} AS score FROM persona_results "
-                     "WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, method, persona_id", [_ids(run_ids)], path)
-    return df
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    return ("persona_results", "") if kind == "all" else ("persona_kind_results", f"AND kind = '{kind}'")
+
+
+def persona_scores(run_ids, metric: str = "score", path=None, kind: str = "all") -> pd.DataFrame:
+    """Long frame run_id, method, persona_id, score (= the chosen metric over the test targets of `kind`)."""
+    table, where = _scores_source(metric, kind)
+    return store.query(f"SELECT run_id, method, persona_id, {metric} AS score FROM {table} "
+                       f"WHERE run_id IN (SELECT unnest(?)) {where} ORDER BY run_id, method, persona_id",
+                       [_ids(run_ids)], path)
+
+
+def blind_ceiling(run_ids, metric: str = "score", path=None, kind: str = "all") -> pd.DataFrame:
+    """Per run: the persona-blind ceiling (mean over personas of the data's persona-blind replies' metric);
+    no row for runs whose data has no persona-blind replies."""
+    _scores_source(metric, kind)
+    return store.query(f"SELECT run_id, avg({metric}) AS ceiling, count(*) AS n_personas FROM persona_blind "
+                       "WHERE run_id IN (SELECT unnest(?)) AND kind = ? GROUP BY run_id ORDER BY run_id",
+                       [_ids(run_ids), kind], path)
+
+
+def _stages_text(details_json) -> str:
+    import json
+    try:
+        stages = json.loads(details_json or "{}").get("stages") or {}
+    except ValueError:
+        return ""
+    return " + ".join(f"{k} {v:.0f} s" for k, v in stages.items()) if len(stages) > 1 else ""
 
 
 def compare_table(run_ids, reference: str = "unified", metric: str = "score", methods=None,
-                  path=None) -> pd.DataFrame:
-    """engine.stats.method_table per (run, method) joined with time, parameters and run names."""
-    scores = persona_scores(run_ids, metric, path)
+                  path=None, kind: str = "all") -> pd.DataFrame:
+    """engine.stats.method_table per (run, method) joined with time (every stage), epochs, parameters, names."""
+    scores = persona_scores(run_ids, metric, path, kind)
     if methods:
         scores = scores[scores.method.isin(list(methods) + [reference])]
     table = stats.method_table(scores, reference=reference)
@@ -81,10 +109,11 @@ def compare_table(run_ids, reference: str = "unified", metric: str = "score", me
         table = table[table.method.isin(list(methods))]
     info = store.query(
         "SELECT m.run_id, m.method, m.train_seconds, m.eval_seconds, m.trainable_params, m.peak_mem_mb, "
-        "m.n_adapters, m.device, r.name AS run_name, r.model, r.seed FROM method_results m JOIN runs r USING (run_id) "
-        "WHERE m.run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
+        "m.n_adapters, m.device, m.epochs_trained, m.details_json, r.name AS run_name, r.model, r.seed, r.metric "
+        "FROM method_results m JOIN runs r USING (run_id) WHERE m.run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
     out = table.merge(info, on=["run_id", "method"], how="left")
     out["total_seconds"] = out.train_seconds.fillna(0) + out.eval_seconds.fillna(0)
+    out["stages"] = out.pop("details_json").map(_stages_text)
     return out
 
 
@@ -101,8 +130,9 @@ def persona_detail(run_id, persona_id, path=None) -> dict:
         "score, n_test) FROM persona_results p JOIN (SELECT method, avg(score) AS mean_score FROM persona_results "
         "WHERE run_id = ? GROUP BY method) a USING (method) WHERE p.run_id = ? AND p.persona_id = ? ORDER BY method",
         [run_id, run_id, persona_id], path)
-    preds = store.query("SELECT method, example_id, kind, context, reference, prediction, score FROM predictions "
-                        "WHERE run_id = ? AND persona_id = ? ORDER BY example_id, method", [run_id, persona_id], path)
+    preds = store.query("SELECT method, example_id, kind, context, reference, persona_blind, prediction, score "
+                        "FROM predictions WHERE run_id = ? AND persona_id = ? ORDER BY example_id, method",
+                        [run_id, persona_id], path)
     merge = store.query("SELECT method, neighbour_id, weight, val_score, centrality, similarity FROM merge_weights "
                         "WHERE run_id = ? AND persona_id = ? ORDER BY method, weight DESC", [run_id, persona_id], path)
     return {"profile": prof.iloc[0].to_dict() if len(prof) else None, "scores": scores, "predictions": preds,

@@ -69,54 +69,74 @@ if not methods_avail:
     st.page_link(ui.PAGES["jobs"], label="Open Jobs", icon=":material/pending_actions:")
     st.stop()
 
-c1, c2, c3 = st.columns([3, 1, 1])
+c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
 want_methods = [m for m in ui.qp_list("methods") if m in methods_avail] or methods_avail
 methods = c1.multiselect("Methods", methods_avail, default=want_methods)
 ref_q = st.query_params.get("ref")
 ref_default = ref_q if ref_q in methods_avail else ("unified" if "unified" in methods_avail else methods_avail[0])
 reference = c2.selectbox("Reference (Δ vs)", methods_avail, index=methods_avail.index(ref_default))
+primary = sorted({m for m in runs[runs.run_id.isin(run_ids)].get("metric", []) if isinstance(m, str)})
 metric_q = st.query_params.get("metric")
-metric = c3.selectbox("Metric", metrics, index=metrics.index(metric_q) if metric_q in metrics else 0)
+metric = c3.selectbox("Metric", metrics, index=metrics.index(metric_q) if metric_q in metrics else 0,
+                      format_func=lambda m: f"score (= {' / '.join(primary)})" if m == "score" and primary else m)
+kind_labels = {"all": "all targets", "personal": "personal", "general": "general"}
+kind_q = st.query_params.get("kind")
+kind = c4.radio("Test targets", list(kind_labels), index=list(kind_labels).index(kind_q) if kind_q in kind_labels else 0,
+                format_func=kind_labels.get, horizontal=True, key="kind",
+                help="personal: requests whose right reply depends on the persona's habits; general: the request "
+                     "names what to do")
 ui.set_qp(runs=run_ids, methods=None if set(methods) == set(methods_avail) else methods,
-          ref=None if reference == "unified" else reference, metric=None if metric == "score" else metric)
+          ref=None if reference == "unified" else reference, metric=None if metric == "score" else metric,
+          kind=None if kind == "all" else kind)
 if not methods:
     st.stop()
 
-table = ui.read("compare_table", run_ids, reference=reference, metric=metric, methods=methods)
+table = ui.read("compare_table", run_ids, reference=reference, metric=metric, methods=methods, kind=kind)
 if table.empty:
-    st.info(f"No persona has a {metric} value for these methods.")
+    st.info(f"No persona has a {metric} value on {kind_labels[kind]} test targets for these methods.")
     st.stop()
-scores = ui.read("persona_scores", run_ids, metric)
+scores = ui.read("persona_scores", run_ids, metric, kind=kind)
 scores = scores[scores.method.isin(methods)]
+ceiling = ui.read("blind_ceiling", run_ids, metric, kind=kind)
 multi = len(run_ids) > 1
 table["run"] = table.run_id.map(lambda r: f"{r[-6:]} · {runs.set_index('run_id').name.get(r, '')}")
 scores["run"] = scores.run_id.map(dict(zip(table.run_id, table.run)))
+ceiling["run"] = ceiling.run_id.map(dict(zip(table.run_id, table.run)))
 
 # ----------------------------------------------------------------------------- table
 st.subheader("Methods")
-st.caption(f"{metric} per persona (mean over its test examples), then mean and std **over personas**; "
-           f"95% bootstrap CI; Δ = paired difference vs **{reference}** with its bootstrap CI and Wilcoxon p; "
-           "helped / hurt = personas better / worse than the reference.")
-show = table[["run", "method", "n_personas", "mean", "std", "ci_low", "ci_high", "delta", "delta_ci_low",
-              "delta_ci_high", "wilcoxon_p", "helped", "hurt", "train_seconds", "eval_seconds",
-              "trainable_params", "peak_mem_mb"]].copy()
+st.caption(f"{metric} per persona (mean over its {kind_labels[kind]} test examples), then mean and std **over "
+           f"personas** with the 95% t-interval; Δ = paired difference vs **{reference}** with its t-interval and "
+           "Wilcoxon p; helped / hurt / tied = personas better / worse / equal (within 1e-9) vs the reference. "
+           "train s counts every stage a method needs, reused ones included. — = undefined (one persona).")
+if len(ceiling):
+    st.caption("Persona-blind ceiling (the data's persona-blind replies, scored like a method): "
+               + ", ".join(f"{c:.3f}" + (f" ({r})" if multi else "") for c, r in zip(ceiling.ceiling, ceiling.run))
+               + " — a method above it uses what it knows of the persona.")
+cols = ["run", "method", "n_personas", "mean", "std", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
+        "wilcoxon_p", "helped", "hurt", "tied", "train_seconds", "eval_seconds", "epochs_trained", "stages",
+        "trainable_params", "peak_mem_mb"]
+show = table[cols].copy()
 if not multi:
     show = show.drop(columns="run")
-pct = st.column_config.NumberColumn(format="%.4f")
-st.dataframe(show, hide_index=True, width="stretch", key="compare_table", height=min(36 * (len(show) + 1) + 4, 640),
-             column_config={
-    "n_personas": st.column_config.NumberColumn("personas"), "mean": pct, "std": pct,
-    "ci_low": st.column_config.NumberColumn("CI low", format="%.4f"),
-    "ci_high": st.column_config.NumberColumn("CI high", format="%.4f"),
-    "delta": st.column_config.NumberColumn(f"Δ vs {reference}", format="%+.4f"),
-    "delta_ci_low": st.column_config.NumberColumn("Δ CI low", format="%+.4f"),
-    "delta_ci_high": st.column_config.NumberColumn("Δ CI high", format="%+.4f"),
-    "wilcoxon_p": st.column_config.NumberColumn("Wilcoxon p", format="%.3g"),
-    "train_seconds": st.column_config.NumberColumn("train s", format="%.1f"),
-    "eval_seconds": st.column_config.NumberColumn("eval s", format="%.1f"),
-    "trainable_params": st.column_config.NumberColumn("trainable params", format="%d"),
+formats = {"mean": "{:.4f}", "std": "{:.4f}", "ci_low": "{:.4f}", "ci_high": "{:.4f}", "delta": "{:+.4f}",
+           "delta_ci_low": "{:+.4f}", "delta_ci_high": "{:+.4f}", "wilcoxon_p": "{:.3g}", "train_seconds": "{:.1f}",
+           "eval_seconds": "{:.1f}", "epochs_trained": "{:.1f}", "trainable_params": "{:,.0f}", "peak_mem_mb": "{:.0f}"}
+st.dataframe(show.style.format(formats, na_rep="—"), hide_index=True, width="stretch", key="compare_table",
+             height=min(36 * (len(show) + 1) + 4, 640), column_config={
+    "n_personas": st.column_config.NumberColumn("personas"),
+    "ci_low": st.column_config.NumberColumn("CI low"), "ci_high": st.column_config.NumberColumn("CI high"),
+    "delta": st.column_config.NumberColumn(f"Δ vs {reference}"),
+    "delta_ci_low": st.column_config.NumberColumn("Δ CI low"), "delta_ci_high": st.column_config.NumberColumn("Δ CI high"),
+    "wilcoxon_p": st.column_config.NumberColumn("Wilcoxon p"),
+    "train_seconds": st.column_config.NumberColumn("train s", help="every stage the method needs, reused ones included"),
+    "eval_seconds": st.column_config.NumberColumn("eval s"),
+    "epochs_trained": st.column_config.NumberColumn(
+        "epochs", help="mean over adapters: each stops after `patience` epochs without a better validation loss"),
+    "stages": st.column_config.TextColumn("stages"),
+    "trainable_params": st.column_config.NumberColumn("trainable params"),
     "peak_mem_mb": st.column_config.NumberColumn(
-        "peak MB", format="%.0f", help="during this method: CUDA allocator peak, or the process's peak RSS on CPU"),
+        "peak MB", help="during this method: CUDA allocator peak, or the process's peak RSS on CPU"),
 })
 st.download_button("Download CSV", table.drop(columns=["run"]).to_csv(index=False).encode(),
                    file_name=f"compare-{'-'.join(r[-6:] for r in run_ids)}.csv", mime="text/csv")
@@ -144,10 +164,17 @@ points = alt.Chart(scores).mark_circle(size=38, opacity=0.75).encode(
     tooltip=["persona_id", "method", "run", alt.Tooltip("score:Q", format=".4f")],
 ).transform_calculate(jitter="sqrt(-2 * log(random())) * cos(2 * PI * random()) * 0.35").add_params(ppick)
 
+bar_layers = bars + errs
+if len(ceiling):
+    rule = alt.Chart(ceiling).mark_rule(strokeDash=[6, 4], color="gray").encode(
+        y="ceiling:Q", tooltip=["run", alt.Tooltip("ceiling:Q", title="persona-blind ceiling", format=".4f")])
+    label = alt.Chart(ceiling.head(1)).mark_text(align="left", dx=4, dy=-6, color="gray").encode(
+        y="ceiling:Q", text=alt.value("persona-blind ceiling"), x=alt.value(0))
+    bar_layers = bar_layers + rule + label
 c1, c2 = st.columns(2)
 with c1:
     st.markdown("**Mean with 95% CI** — click a bar to open that method")
-    ev_bar = st.altair_chart((bars + errs).properties(height=320), on_select="rerun", key="bar_chart",
+    ev_bar = st.altair_chart(bar_layers.properties(height=320), on_select="rerun", key="bar_chart",
                              width="stretch")
 with c2:
     st.markdown("**Per-persona scores** — click a point to open that persona")
@@ -194,6 +221,7 @@ mrun = c2.selectbox("Run", run_ids, index=run_ids.index(mrun_q) if mrun_q in run
                     format_func=lambda r: labels.get(r, r), key="detail_run") if multi else run_ids[0]
 ui.set_qp(method=method, mrun=mrun if multi else None)
 one = scores[(scores.run_id == mrun) & (scores.method == method)][["persona_id", "score"]]
+st.caption(f"{metric} on {kind_labels[kind]} test targets")
 ref = scores[(scores.run_id == mrun) & (scores.method == reference)][["persona_id", "score"]]
 one = one.merge(ref.rename(columns={"score": "reference"}), on="persona_id", how="left")
 one["delta"] = one.score - one.reference

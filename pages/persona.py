@@ -97,5 +97,7 @@ else:
             st.markdown("**Context**")
             st.text(first.context or "")
             st.markdown(f"**Reference:** {first.reference}")
+            if isinstance(first.get("persona_blind"), str) and first.persona_blind != first.reference:
+                st.caption(f"Persona-blind answer (what ignoring the persona gives): {first.persona_blind}")
             st.dataframe(e[["method", "prediction", "score"]], hide_index=True, width="stretch",
                          column_config={"score": st.column_config.NumberColumn(format="%.4f")})

@@ -50,17 +50,21 @@ def test_svd_is_the_best_rank_r_approximation(adapters):
 
 
 def test_ties_by_hand():
-    """Trim to top half by magnitude, elect the sign of Σ w·trimmed, weighted mean of the agreeing entries."""
+    """Trim to top half by magnitude, elect the sign of Σ w·kept, weighted mean of the agreeing kept entries;
+    an entry no adapter kept takes the same over the untrimmed values."""
     t1 = torch.tensor([[4.0, -1.0], [2.0, 0.5]])
     t2 = torch.tensor([[-3.0, -4.0], [1.0, 2.0]])
     w = torch.tensor([0.5, 0.5], dtype=torch.float64)
-    trimmed = torch.stack([M.trim_top(t1, 0.5), M.trim_top(t2, 0.5)]).double()
-    assert trimmed.abs().tolist() == [[[4, 0], [2, 0]], [[3, 4], [0, 0]]]
-    # signs of Σ w·trimmed: 4-3 > 0 → +, -4 → -, 2 → +, 0 → + (nothing agrees: 0)
-    assert M.sign_elect_mean(trimmed, w).tolist() == [[4, -4], [2, 0]]
+    tasks = torch.stack([t1, t2]).double()
+    kept = torch.stack([M.top_keep(t1, 0.5), M.top_keep(t2, 0.5)])
+    assert kept.tolist() == [[[True, False], [True, False]], [[True, True], [False, False]]]
+    # (0,0): kept 4 and -3, sign of 2 - 1.5 > 0 -> 4; (0,1): only -4; (1,0): only 2;
+    # (1,1): kept by neither -> over all: 0.5 and 2 agree on + -> their mean 1.25
+    assert M.sign_elect_mean(tasks, w, kept).tolist() == [[4, -4], [2, 1.25]]
     # as LoRA factors (rank 2 = full rank here, so the SVD step is exact)
-    A, B, kept = M.ties([torch.eye(2), torch.eye(2)], [t1, t2], [0.5, 0.5], rank=2, density=0.5)
-    assert torch.allclose(B @ A, torch.tensor([[4.0, -4.0], [2.0, 0.0]]), atol=1e-5) and kept == pytest.approx(1.0)
+    A, B, kept_energy = M.ties([torch.eye(2), torch.eye(2)], [t1, t2], [0.5, 0.5], rank=2, density=0.5)
+    assert torch.allclose(B @ A, torch.tensor([[4.0, -4.0], [2.0, 1.25]]), atol=1e-5)
+    assert kept_energy == pytest.approx(1.0)
 
 
 def test_ties_with_full_density_and_agreeing_signs_is_the_weighted_mean(adapters):
@@ -79,10 +83,23 @@ def test_dare_ties_is_seeded(adapters):
     a3, b3, _ = run(2)
     assert torch.equal(b1 @ a1, b2 @ a2) and not torch.allclose(b1 @ a1, b3 @ a3)
     assert a1.shape[0] == K * R  # ties variants keep the rank budget of `exact`
-    g = torch.Generator().manual_seed(0)
-    t = torch.ones(1000, dtype=torch.float64)
-    dropped = M.dare_drop(t, 0.3, g)
-    assert set(dropped.unique().tolist()) <= {0.0, 1 / 0.3} and abs(float(dropped.mean()) - 1.0) < 0.15
+    keep = M.dare_keep(torch.ones(10_000), 0.3, torch.Generator().manual_seed(0))
+    assert abs(float(keep.float().mean()) - 0.3) < 0.02
+
+
+@pytest.mark.parametrize("combination, density", [(c, 0.5) for c in M.COMBINATIONS] +
+                         [("ties", 0.2), ("dare_ties", 0.2), ("ties", 1.0), ("dare_ties", 1.0)])
+@pytest.mark.parametrize("weights", [[0.2] * 5, [0.4, 0.3, 0.15, 0.1, 0.05]])
+def test_five_identical_adapters_merge_to_the_same_update(combination, density, weights):
+    """Merging copies of one adapter must return it, whatever the combination: DARE's 1/density rescale
+    inside the disjoint mean returned 1.96x the update, TIES' trim 0.94x."""
+    g = torch.Generator().manual_seed(5)
+    A, B = torch.randn(4, 24, generator=g, dtype=torch.float64), torch.randn(20, 4, generator=g, dtype=torch.float64)
+    state = {"layer": (A, B)}
+    merged, kept = M.merge_adapters([state] * 5, weights, combination, r=4, density=density, seed=11)
+    A2, B2 = merged["layer"]
+    assert torch.allclose(B2 @ A2, B @ A, rtol=1e-6, atol=1e-8), float((B2 @ A2).norm() / (B @ A).norm())
+    assert kept == pytest.approx(1.0)
 
 
 def test_merge_adapters_and_zero_padding_are_exact(adapters):

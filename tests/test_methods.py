@@ -45,8 +45,34 @@ def test_every_method_scores_every_persona(run):
     assert (res.eval_seconds > 0).all() and (res.drop("base").train_seconds > 0).all()
     assert res.loc["base", "trainable_params"] == 0 and (res.drop("base").trainable_params > 0).all()
     assert res.loc["cluster", "n_adapters"] == 2 and res.loc["per_persona", "n_adapters"] == 4
-    details = json.loads(res.loc["merge:svd", "details_json"])
-    assert details["per_persona_reused"] and details["merged_rank"] == 4
+    details = {m: json.loads(res.loc[m, "details_json"]) for m in res.index}
+    assert details["merge:svd"]["merged_rank"] == 4
+
+
+def test_every_method_is_charged_for_every_stage_it_reuses(run):
+    """hybrid reuses unified's adapter and merges reuse per_persona's: their time still includes those stages."""
+    con, run_id = run
+    res = con.execute("SELECT method, train_seconds, details_json FROM method_results WHERE run_id = ?",
+                      [run_id]).df().set_index("method")
+    stages = {m: json.loads(d)["stages"] for m, d in res.details_json.items()}
+    assert stages["hybrid"]["unified"] == pytest.approx(stages["unified"]["train"], abs=1e-3)
+    for m in METHODS:
+        assert res.loc[m, "train_seconds"] == pytest.approx(sum(stages[m].values()), abs=0.01)
+        if m.startswith("merge:"):
+            assert stages[m]["per_persona"] == pytest.approx(stages["per_persona"]["train"], abs=1e-3)
+    epochs = json.loads(res.loc["per_persona", "details_json"])["epochs"]
+    assert epochs["cap"] == 1 and epochs["max"] == 1
+
+
+def test_results_split_by_kind_and_the_persona_blind_ceiling(run):
+    con, run_id = run
+    kinds = con.execute("SELECT method, kind, count(*) FROM persona_kind_results WHERE run_id = ? GROUP BY ALL",
+                        [run_id]).fetchall()
+    assert {m for m, _, _ in kinds} == set(METHODS) and {k for _, k, _ in kinds} <= {"personal", "general"}
+    blind = con.execute("SELECT kind, count(*), avg(score) FROM persona_blind WHERE run_id = ? GROUP BY kind",
+                        [run_id]).fetchall()
+    assert {k: n for k, n, _ in blind}["all"] == 4
+    assert con.execute("SELECT metric FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] == "action_f1"
 
 
 def test_personas_have_clusters_and_map(run):
@@ -80,16 +106,17 @@ def test_adapters_saved_for_every_trained_method(run):
 
 def test_quick_demo_learns_something(tmp_path):
     """The empty store's quick-demo button must show a working lab: every method scores every persona,
-    and training moves the toy model off the base (which answers with blank lines)."""
+    and training moves the toy model off the base (which answers with blank lines) towards the replies'
+    format (embedding similarity; a 2-layer random model does not get values right, so action_f1 stays low)."""
     from engine import store, views
     from engine.runner import execute_run
     spec = views.demo_spec("tiny")
     execute_run(spec, tmp_path / "results")
     store.ingest(tmp_path / "results", tmp_path / "store.duckdb")
-    means = store.query("SELECT method, avg(score) AS score, count(*) AS n FROM persona_results GROUP BY method",
-                        path=tmp_path / "store.duckdb").set_index("method")
+    means = store.query("SELECT method, avg(embedding_similarity) AS sim, count(*) AS n FROM persona_results "
+                        "GROUP BY method", path=tmp_path / "store.duckdb").set_index("method")
     assert set(means.index) == set(spec.methods) and (means.n == 6).all()
-    assert means.score["unified"] > means.score["base"] + 0.2
+    assert means.sim["unified"] > means.sim["base"] + 0.15
 
 
 def test_peak_memory_is_per_method_window():

@@ -3,9 +3,13 @@ import json
 
 import pytest
 
-from engine.data import dataset_from_records, load_jsonl
-from engine.simulator import (PARAMS, SIMULATOR_DEFAULTS, build_benchmark, format_sim_spec, parse_sim_spec,
-                              profile_hint_count, simulate, write_jsonl)
+import re
+
+import numpy as np
+
+from engine.data import dataset_from_records, load_jsonl, repeated_targets
+from engine.simulator import (CONSISTENCY, PARAMS, SCENES, SIMULATOR_DEFAULTS, VALUE_GRID, build_benchmark, format_sim_spec,
+                              parse_sim_spec, population_preferences, profile_hint_count, simulate, write_jsonl)
 from engine.smarthome import parse_actions
 
 SMALL = dict(personas=6, train_per_persona=8, val_per_persona=4, test_per_persona=4)
@@ -33,14 +37,44 @@ def test_record_format():
         assert r["kind"] in ("personal", "general") and r["split"] in ("train", "val", "test")
         assert len(r["messages"]) in (2, 4)
         assert [m["role"] for m in r["messages"]] == ["user", "assistant"] * (len(r["messages"]) // 2)
+        for m in r["messages"]:
+            assert set(m) == ({"role", "text", "persona_blind"} if m["role"] == "assistant" else {"role", "text"})
         for user, _ in exchanges(r):
-            assert len(user.split()) < 25
+            assert len(user.split()) < 30
     profiles = {}
     for r in records:
         assert profiles.setdefault(r["persona_id"], r["persona"]) == r["persona"]  # same text on every line
     assert list(profiles) == [f"p{i:03d}" for i in range(6)]
     for text in profiles.values():
         assert 1 <= text.count(".") <= 3
+
+
+def test_dialogues_are_varied_multi_turn_and_ask_when_values_are_missing():
+    records = simulate(personas=8, personal_fraction=0.5)
+    shapes = {re.sub(r"\d+", "#", m["text"]) for r in records for m in r["messages"] if m["role"] == "assistant"}
+    asks = {re.sub(r"\d+", "#", r["messages"][0]["text"]) for r in records if r["kind"] == "personal"}
+    assert len(shapes) > 150 and len(asks) > 60, (len(shapes), len(asks))
+    two = [r for r in records if len(r["messages"]) == 4]
+    assert 0.25 < len(two) / len(records) < 0.55
+    questions = [r for r in two if not parse_actions(r["messages"][1]["text"])]
+    assert questions and all(r["kind"] == "general" and r["messages"][1]["text"].endswith("?") for r in questions)
+
+
+def test_every_reply_says_exactly_its_actions(monkeypatch):
+    from engine import simulator
+    said = []
+    real = simulator.render_reply
+
+    def checked(rng, actions):
+        text = real(rng, actions)
+        said.append((text, set(actions)))
+        return text
+    monkeypatch.setattr(simulator, "render_reply", checked)
+    for seed in range(8):
+        build_benchmark(**SMALL, personal_fraction=0.5, archetypes=8, seed=seed)
+    assert len(said) > 1000
+    wrong = [(t, a, parse_actions(t)) for t, a in said if parse_actions(t) != a]
+    assert not wrong, wrong[:5]
 
 
 def test_counts_per_split():
@@ -83,31 +117,97 @@ def test_profile_fidelity_sets_number_of_true_hints(fidelity, hints):
         assert 1 <= p.profile.count(".") <= 3
 
 
-def test_general_replies_are_answerable_from_context():
+def test_general_replies_are_answerable_from_the_dialogue():
     _, records = build_benchmark(**SMALL, personal_fraction=0.0, seed=1)
+    kinds = set()
     for r in records:
-        for user, reply in exchanges(r):
-            assert parse_actions(reply)
-            assert parse_actions(user) >= parse_actions(reply), (user, reply)
+        m = r["messages"]
+        reply = parse_actions(m[1]["text"])
+        assert all(x["persona_blind"] == x["text"] for x in m if x["role"] == "assistant")
+        if not reply:  # a clarifying question: the values come in the user's answer
+            kinds.add("clarify")
+            assert parse_actions(m[0]["text"] + " " + m[2]["text"]) >= parse_actions(m[3]["text"]), m
+            continue
+        assert parse_actions(m[0]["text"]) >= reply, m
+        if len(m) == 4 and not parse_actions(m[2]["text"]):  # "a bit brighter": one grid step from before
+            kinds.add("follow_up")
+            (d, p, v), = parse_actions(m[3]["text"])
+            before = {(d2, p2): v2 for d2, p2, v2 in reply}[(d, p)]
+            grid = VALUE_GRID[(d, p)]
+            assert abs(grid.index(v) - grid.index(before)) == 1, m
+        elif len(m) == 4:
+            kinds.add("second request")
+            assert parse_actions(m[2]["text"]) >= parse_actions(m[3]["text"]), m
+    assert kinds == {"clarify", "follow_up", "second request"}
 
 
-def test_personal_replies_use_the_persona_preferences_and_the_request_names_none():
-    personas, records = build_benchmark(**SMALL, personal_fraction=1.0, seed=2)
-    prefs = {p.persona_id: p.preferences for p in personas}
+def _personal_exchanges(records):
     for r in records:
-        for user, reply in exchanges(r):
-            actions = parse_actions(reply)
-            assert actions and parse_actions(user) == set()
-            assert all(prefs[r["persona_id"]][(d, p)] == v for d, p, v in actions)
+        if r["kind"] == "personal":
+            m = r["messages"]
+            for i in range(0, len(m), 2):
+                yield r, m[i]["text"], m[i + 1]
+
+
+def test_personal_replies_follow_the_persona_and_the_blind_reply_the_population():
+    from engine.simulator import _personal_exchange
+    personas, _ = build_benchmark(**SMALL | {"personas": 12}, seed=2)
+    population = population_preferences(personas)
+    rng = np.random.default_rng(0)
+    usual, total, scenes = 0, 0, set()
+    for i in range(1500):
+        persona = personas[i % len(personas)]
+        user, reply, blind, scene, cue = _personal_exchange(rng, persona, population)
+        scenes.add(scene)
+        assert not parse_actions(user), user  # the request names no value
+        expected = SCENES[scene]["settings"](persona.preferences, cue)
+        assert parse_actions(blind) == {(d, p, v) for (d, p), v in SCENES[scene]["settings"](population, cue).items()}
+        got = parse_actions(reply)
+        assert {(d, p) for d, p, _ in got} == set(expected)
+        for d, p, v in got:
+            if (d, p) in SCENES[scene].get("fixed", ()):
+                assert v == expected[(d, p)]
+                continue
+            total += 1
+            usual += v == expected[(d, p)]
+            if v != expected[(d, p)]:  # a neighbour on the grid, or the persona's second favourite
+                grid = VALUE_GRID[(d, p)]
+                assert (abs(grid.index(v) - grid.index(expected[(d, p)])) == 1 if isinstance(v, int)
+                        else v == persona.second[(d, p)]), (user, reply)
+    assert scenes == set(SCENES)
+    assert abs(usual / total - CONSISTENCY) < 0.03, usual / total
 
 
 def test_personal_replies_differ_between_personas_of_different_archetypes():
     personas, records = build_benchmark(**SMALL, personal_fraction=1.0, archetypes=2, archetype_noise=0.0)
     replies = {}
-    for r in records:
-        for user, reply in exchanges(r):
-            replies.setdefault(user, {})[r["persona_id"]] = reply
+    for r, user, reply in _personal_exchanges(records):
+        replies.setdefault(user, {})[r["persona_id"]] = frozenset(parse_actions(reply["text"]))
     assert any(len(set(by_persona.values())) > 1 for by_persona in replies.values())
+
+
+@pytest.mark.parametrize("knobs", [
+    SIMULATOR_DEFAULTS,
+    {**SMALL, "personal_fraction": 1.0},
+    {**SMALL, "personal_fraction": 0.0},
+    {"personas": 2, "train_per_persona": 300, "val_per_persona": 50, "test_per_persona": 300, "personal_fraction": 1.0},
+    {"personas": 1, "train_per_persona": 1000, "val_per_persona": 0, "test_per_persona": 1000, "personal_fraction": 0.5},
+    {"personas": 30, "train_per_persona": 5, "test_per_persona": 5, "archetypes": 1, "archetype_noise": 0.0},
+])
+def test_no_val_or_test_target_repeats_a_train_target_of_its_persona(knobs):
+    ds = dataset_from_records(simulate(**knobs), "sim")
+    assert repeated_targets(ds, "test") == (0, len(ds.split("test")))
+    assert repeated_targets(ds, "val") == (0, len(ds.split("val")))
+
+
+def test_without_the_redraw_the_test_split_would_repeat_train_targets(monkeypatch):
+    """The check above can fail: with redraws switched off the same knobs do repeat train targets."""
+    from engine import simulator
+    knobs = {"personas": 2, "train_per_persona": 300, "val_per_persona": 0, "test_per_persona": 300,
+             "personal_fraction": 1.0}
+    monkeypatch.setattr(simulator, "target_keys", lambda messages: [])
+    n, total = repeated_targets(dataset_from_records(simulate(**knobs), "sim"), "test")
+    assert n > 0, (n, total)
 
 
 @pytest.mark.parametrize("knobs, message", [

@@ -71,30 +71,29 @@ REF = "Done: lights brightness 40, colour warm; ac temperature 21."
 
 
 @pytest.mark.parametrize("prediction, reference, expected", [
-    # exact match
-    (REF, REF, (1.0, 1.0, 1.0)),
-    # right devices, one wrong number: pred {l.b 50, l.c warm, ac.t 21}; 2 of 3 triples shared
-    ("Done: lights brightness 50, colour warm; ac temperature 21.", REF, (1.0, 1 / 2, 2 / 3)),
-    # a subset: pred {l.b 40}: precision 1, recall 1/3 -> F1 = 2*1/(1+3) = 0.5
-    ("Done: lights brightness 40.", REF, (1.0, 1.0, 0.5)),
-    # an extra device: pred devices {lights, ac, tv} -> 2/3; numeric {40, 21, tv 30} -> 2/3; F1 = 2*3/(4+3)
-    ("Done: lights brightness 40, colour warm; ac temperature 21; tv volume 30.", REF, (2 / 3, 2 / 3, 6 / 7)),
-    # wrong device entirely
-    ("Done: tv input netflix.", REF, (0.0, 0.0, 0.0)),
-    # empty prediction, non-empty reference -> 0 everywhere
-    ("Sorry, I can't do that.", REF, (0.0, 0.0, 0.0)),
-    # both empty -> 1 everywhere (nothing to do, nothing done)
-    ("Nothing to change.", "Hello!", (1.0, 1.0, 1.0)),
-    # non-empty prediction, empty reference -> precision 0 and F1 0
-    (REF, "Nothing to change.", (0.0, 0.0, 0.0)),
-    # prediction has no numeric triple but reference does -> numerical_precision 0
-    ("Done: lights colour warm.", REF, (1.0, 0.0, 0.5)),
-    # neither side has a numeric triple -> numerical_precision 1
-    ("Done: tv input netflix.", "Done: tv input youtube.", (1.0, 1.0, 0.0)),
+    # (device_precision, numerical_precision, param_f1, action_f1)
+    (REF, REF, (1.0, 1.0, 1.0, 1.0)),                                              # exact match
+    ("Done: ac temperature 21; lights colour warm, brightness 40.", REF, (1.0, 1.0, 1.0, 1.0)),   # reordered
+    ("Sure! The AC is set to 21 degrees, and the lights are at 40% in a warm tone.", REF,
+     (1.0, 1.0, 1.0, 1.0)),                                                        # paraphrased
+    # one value wrong: pred {l.b 50, l.c warm, ac.t 21}; same settings, 2 of 3 triples shared
+    ("Done: lights brightness 50, colour warm; ac temperature 21.", REF, (1.0, 1 / 2, 1.0, 2 / 3)),
+    # every value wrong, right devices and settings (a persona-blind answer): only param_f1 is fooled
+    ("Done: lights brightness 70, colour daylight; ac temperature 24.", REF, (1.0, 0.0, 1.0, 0.0)),
+    # a device missing: pred {l.b 40}: F1 = 2*1/(1+3) = 0.5 on both
+    ("Done: lights brightness 40.", REF, (1.0, 1.0, 0.5, 0.5)),
+    # an extra action: devices {lights, ac, tv} -> 2/3; numeric {40, 21, tv 30} -> 2/3; F1 = 2*3/(4+3)
+    ("Done: lights brightness 40, colour warm; ac temperature 21; tv volume 30.", REF, (2 / 3, 2 / 3, 6 / 7, 6 / 7)),
+    ("Done: tv input netflix.", REF, (0.0, 0.0, 0.0, 0.0)),                         # wrong device entirely
+    ("Sorry, I can't do that.", REF, (0.0, 0.0, 0.0, 0.0)),                         # nothing done
+    ("Nothing to change.", "Hello!", (1.0, 1.0, 1.0, 1.0)),                         # nothing to do, nothing done
+    (REF, "Nothing to change.", (0.0, 0.0, 0.0, 0.0)),                              # done what was not asked
+    ("Done: lights colour warm.", REF, (1.0, 0.0, 0.5, 0.5)),                       # no numeric triple predicted
+    ("Done: tv input netflix.", "Done: tv input youtube.", (1.0, 1.0, 1.0, 0.0)),   # no numeric on either side
 ])
 def test_action_metrics_hand_computed(prediction, reference, expected):
     m = action_metrics(prediction, reference)
-    assert set(m) == {"device_precision", "numerical_precision", "param_f1"}
-    got = (m["device_precision"], m["numerical_precision"], m["param_f1"])
+    assert set(m) == {"device_precision", "numerical_precision", "param_f1", "action_f1"}
+    got = (m["device_precision"], m["numerical_precision"], m["param_f1"], m["action_f1"])
     assert got == pytest.approx(expected)
     assert all(0.0 <= v <= 1.0 for v in got)
