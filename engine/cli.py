@@ -246,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--method", required=True)
     ex.add_argument("--persona", help="persona id (per-persona, hybrid, cluster and merge methods)")
     ex.add_argument("--out", required=True)
+    ex.add_argument("--base-out", help="also write the base weights exactly as the run used them (e.g. SmolLM2's "
+                                       "Q4_1 GGUF dequantized) to this folder; the adapter's config points to it")
     ex.add_argument("--store", default=None)
     ex.set_defaults(fn=cmd_export)
     return p

@@ -28,8 +28,6 @@ from safetensors.torch import load_file, save_file
 from engine.merge import merge_adapters
 from engine.store import method_dirname
 
-# registry name -> the Hugging Face id the same weights are published under (for base_model_name_or_path)
-HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 class ExportError(ValueError):
@@ -39,7 +37,8 @@ class ExportError(ValueError):
 # ----------------------------------------------------------------------------- the run's own format
 
 def save_adapters(folder, states: list[dict], names: list[str], routing: dict[str, int], cfg, base_model: str,
-                  base_state: dict | None = None, merge: dict | None = None, link_from=None) -> Path:
+                  base_state: dict | None = None, merge: dict | None = None, link_from=None,
+                  base_provenance: str | None = None, base_precision: str = "fp32") -> Path:
     """Write stacked adapters + metadata (one helper for every method). Returns the safetensors path.
 
     link_from: an identical adapters.safetensors already written in this run (merge methods reuse
@@ -67,7 +66,9 @@ def save_adapters(folder, states: list[dict], names: list[str], routing: dict[st
         save_file(tensors, str(tmp))
     os.replace(tmp, path)
     meta = {
-        "format": "persona-lora-lab adapters v1", "base_model": base_model, "r": cfg.r, "alpha": cfg.alpha,
+        "format": "persona-lora-lab adapters v1", "base_model": base_model,
+        "base_provenance": base_provenance or base_model, "base_precision": base_precision,
+        "r": cfg.r, "alpha": cfg.alpha,
         "scaling": cfg.alpha / cfg.r, "targets": list(cfg.targets), "layers": layers, "adapters": list(names),
         "routing": routing,
         "base_adapter": None if base_state is None else {
@@ -131,13 +132,16 @@ def peft_state_dict(state: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_peft_folder(out, state: dict, scaling: float, targets, base_model: str, note: str = "") -> Path:
+def write_peft_folder(out, state: dict, scaling: float, targets, base_model: str, note: str = "",
+                      base_path: str | None = None) -> Path:
+    """A PEFT LoRA folder; base_model_name_or_path is `base_path` (the lab's own base weights, exported with
+    export_base) when given, else the lab's model name: never a hub checkpoint the lab did not run."""
     from peft import LoraConfig
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rank = next(iter(state.values()))[0].shape[0]
     config = LoraConfig(r=rank, lora_alpha=scaling * rank, target_modules=list(targets), lora_dropout=0.0,
-                        bias="none", task_type="CAUSAL_LM", base_model_name_or_path=HUB_IDS.get(base_model, base_model))
+                        bias="none", task_type="CAUSAL_LM", base_model_name_or_path=base_path or base_model)
     config.save_pretrained(str(out))
     save_file(peft_state_dict(state), str(out / "adapter_model.safetensors"))
     (out / "README.md").write_text(f"# LoRA adapter exported by Persona LoRA Lab\n\nbase model: {base_model}\n"
@@ -145,20 +149,39 @@ def write_peft_folder(out, state: dict, scaling: float, targets, base_model: str
     return out
 
 
-def export_adapter(artifacts_dir, method: str, persona: str | None, out) -> Path:
+def export_base(model_name: str, precision: str, out) -> Path:
+    """The base weights exactly as the lab computed with them (e.g. SmolLM2's Q4_1 GGUF dequantized, in the
+    run's precision) as a local transformers folder: PeftModel.from_pretrained on it answers as the lab did."""
+    from safetensors.torch import save_model
+
+    from engine.models import load_model, provenance
+    lm = load_model(model_name, device="cpu", precision=precision)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lm.model.config.torch_dtype = next(lm.model.parameters()).dtype
+    lm.model.config.save_pretrained(str(out))
+    lm.model.generation_config.save_pretrained(str(out))
+    lm.tokenizer.save_pretrained(str(out))
+    save_model(lm.model, str(out / "model.safetensors"))  # gguf-loaded models refuse save_pretrained
+    (out / "README.md").write_text(f"# Base model weights used by Persona LoRA Lab\n\n{provenance(model_name, precision)}\n")
+    return out
+
+
+def export_adapter(artifacts_dir, method: str, persona: str | None, out, base_path: str | None = None) -> Path:
     """Write the adapter `persona` is answered with under `method` as a PEFT LoRA folder at `out`."""
     folder = Path(artifacts_dir) / method_dirname(method)
     if not (folder / "adapters.json").exists():
         raise ExportError(f"no saved adapters for method '{method}' in {artifacts_dir}"
                           + (" (the base method has none)" if method == "base" else ""))
     state, meta, label = persona_adapter(folder, persona)
-    note = f"method {method}, adapter: {label}."
+    note = (f"method {method}, adapter: {label}.\n\nTrained and evaluated on: "
+            f"{meta.get('base_provenance') or meta['base_model']}.")
     if meta.get("base_adapter"):
         note += ("\n\nHYBRID: the per-persona adapters belong on the base model with the unified adapter merged "
                  "in. Export it (same method, no persona), load it with PeftModel.from_pretrained(base, dir), "
                  "call merge_and_unload(), then load this adapter on the result."
                  if persona else "\n\nThis is hybrid's unified adapter; it goes on the plain base model.")
-    return write_peft_folder(out, state, meta["scaling"], meta["targets"], meta["base_model"], note)
+    return write_peft_folder(out, state, meta["scaling"], meta["targets"], meta["base_model"], note, base_path)
 
 
 def cmd_export(args) -> int:
@@ -172,10 +195,15 @@ def cmd_export(args) -> int:
     if not artifacts or not (Path(artifacts) / "adapters").exists():
         print(f"export: run '{args.run}' has no saved adapters (looked in {artifacts}/adapters)", file=sys.stderr)
         return 2
+    base_path = str(Path(args.base_out).resolve()) if args.base_out else None
     try:
-        out = export_adapter(Path(artifacts) / "adapters", args.method, args.persona, args.out)
+        out = export_adapter(Path(artifacts) / "adapters", args.method, args.persona, args.out, base_path)
     except ExportError as e:
         print(f"export: {e}", file=sys.stderr)
         return 2
+    if args.base_out:
+        run = store.query("SELECT model, config_json FROM runs WHERE run_id = ?", [args.run], path=args.store).iloc[0]
+        resolved = (json.loads(run.config_json or "{}").get("precision_resolved") or {}).get("precision", "fp32")
+        print(export_base(run.model, resolved, args.base_out))
     print(out)
     return 0

@@ -19,6 +19,7 @@ from engine.evaluate import evaluate, persona_means
 from engine.export import save_adapters
 from engine.lora import (adapter_state, inject_lora, load_adapter_states, lora_layers, merged_adapter,
                          remove_lora, stream_seed, trainable_parameters_per_adapter)
+from engine.models import provenance
 from engine.store import method_dirname
 from engine.train import ConfigError, TrainConfig, encode_example, train_adapters_batched
 
@@ -113,7 +114,8 @@ def save(ctx, method: str, states: list[dict], names: list[str], routing: dict[s
     if ctx.artifacts_dir is None:
         return None
     return save_adapters(Path(ctx.artifacts_dir) / method_dirname(method), states, names, routing, ctx.cfg,
-                         ctx.lm.name, **extra)
+                         ctx.lm.name, base_provenance=provenance(ctx.lm.name, ctx.lm.precision),
+                         base_precision=ctx.lm.precision, **extra)
 
 
 def _output(ctx, stats, preds, eval_seconds, n_adapters, stages: dict | None = None, state: dict | None = None,

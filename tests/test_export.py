@@ -137,3 +137,49 @@ def test_cli_export_from_a_run(tmp_path):
            ["--run", run_id, "--method", "base"]]
     for b in bad:
         assert cli.main(["export", *b, "--out", str(tmp_path / "x"), "--store", db]) == 2, b
+
+
+def test_exported_base_and_adapter_answer_exactly_as_the_lab(tmp_path):
+    """`export --base-out` writes the weights the run used; transformers + PEFT on that folder, with nothing
+    from the lab, give the lab's logits and greedy replies; the adapter's config points at that folder and
+    its README names the real base."""
+    import json
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from engine.evaluate import generate_replies
+    from engine.export import load_adapters
+    from engine.data import load_dataset
+    from engine.runner import RunSpec, execute_run
+    db = str(tmp_path / "store.duckdb")
+    spec = RunSpec(data="sim:personas=2,train_per_persona=2,val_per_persona=1,test_per_persona=1",
+                   model="tiny-random", methods=["per_persona"], train={"epochs": 2, "max_new_tokens": 6, "r": 4,
+                                                                        "lr": 5e-2})
+    execute_run(spec, store.runs_dir(db) / "r1", run_id="r1")
+    store.ingest(store.runs_dir(db) / "r1", db)
+    pid = store.query("SELECT persona_id FROM personas ORDER BY persona_id LIMIT 1", path=db).persona_id[0]
+    base_dir, out = tmp_path / "base", tmp_path / "adapter"
+    assert cli.main(["export", "--run", "r1", "--method", "per_persona", "--persona", pid, "--out", str(out),
+                     "--base-out", str(base_dir), "--store", db]) == 0
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base_dir.resolve())
+    assert "random-initialised" in (out / "README.md").read_text()
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_dir)), str(out)).eval()
+    lm = load_model("tiny-random", precision="fp32")
+    meta, adapters, _ = load_adapters(store.runs_dir(db) / "r1" / "adapters" / "per_persona")
+    state = adapters[meta["routing"][pid]]
+    tests = load_dataset(spec.data).split("test")
+    cfg = TrainConfig(max_new_tokens=6)
+    ids, attn = _inputs(lm)
+    inject_lora(lm.model, 1, meta["r"], meta["alpha"], 0.0, meta["targets"])
+    try:
+        load_adapter_states(lm.model, [state])
+        with torch.no_grad():
+            ours = lm.model(input_ids=ids, attention_mask=attn).logits
+        ours_replies = generate_replies(lm, tests, None, cfg)
+    finally:
+        remove_lora(lm.model)
+    with torch.no_grad():
+        theirs = model(input_ids=ids, attention_mask=attn).logits
+        plain = lm.model(input_ids=ids, attention_mask=attn).logits
+    assert (ours - theirs).abs().max() < TOL and (ours - plain).abs().max() > 1e-2  # the adapter matters
+    as_lab = type(lm)(lm.name, model, lm.tokenizer, lm.device, None)
+    assert generate_replies(as_lab, tests, None, cfg) == ours_replies

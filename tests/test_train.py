@@ -126,3 +126,47 @@ def test_generation_step_through_distinct_adapters_equals_per_row():
             y = layer(x)
         want = torch.einsum("noi,nti->nto", expected, x) + layer.base.bias
         assert torch.allclose(y, want, atol=1e-5), (T, (y - want).abs().max())
+
+
+def test_init_shared_starts_every_adapter_from_one_A_and_independent_from_its_own(lm):
+    inject_lora(lm.model, 3, 4, 8.0, 0.0, ("q_proj",), seed=7, init="shared")
+    layer = next(iter(lora_layers(lm.model).values()))
+    A = layer.lora_A.detach().clone()
+    remove_lora(lm.model)
+    assert torch.equal(A[0], A[1]) and torch.equal(A[1], A[2]) and A.abs().sum() > 0
+    inject_lora(lm.model, 3, 4, 8.0, 0.0, ("q_proj",), seed=7, init="independent", adapter_seeds=[5, 6, 7])
+    B = next(iter(lora_layers(lm.model).values())).lora_A.detach().clone()
+    remove_lora(lm.model)
+    assert not torch.equal(B[0], B[1])
+    inject_lora(lm.model, 1, 4, 8.0, 0.0, ("q_proj",), seed=99, init="independent", adapter_seeds=[6])
+    alone = next(iter(lora_layers(lm.model).values())).lora_A.detach().clone()
+    remove_lora(lm.model)
+    assert torch.equal(alone[0], B[1])  # an adapter's A depends on its own seed only
+    with pytest.raises(ConfigError, match="init"):
+        TrainConfig(init="random")
+
+
+def test_early_stopping_stops_each_adapter_and_keeps_its_best_state(lm):
+    """Per adapter: training stops after `patience` epochs without a better validation loss, and the adapter
+    ends in the state of its best epoch (its validation loss then is the best one recorded)."""
+    from engine.train import validation_losses
+    # validation replies unlike the training ones: after the shared format is learnt, validation loss rises
+    exs = [Example(f"e{i}", "p", "train", None, context=(("user", f"colour {i}"),), target="Red red red red.")
+           for i in range(8)]
+    val_exs = [Example(f"v{i}", "p", "val", None, context=(("user", f"colour {i}?"),), target="Blue, blue.")
+               for i in range(2)]
+    cfg = TrainConfig(epochs=8, patience=1, batch_size=2, lr=5e-2, dropout=0.0, r=4)
+    enc = lambda xs: [encode_example(lm.tokenizer, e, cfg) for e in xs]
+    data, val = [enc(exs[:6]), enc(exs[6:])], [enc(val_exs), enc(val_exs[:1])]
+    inject_lora(lm.model, 2, cfg.r, cfg.alpha, 0.0, cfg.targets, seed=0)
+    try:
+        stats = train_adapters_batched(lm, data, cfg, val=val)
+        final = validation_losses(lm, val, [0, 1], 4096)
+    finally:
+        remove_lora(lm.model)
+    for p in range(2):
+        history = [v[p] for v in stats.val_losses if p in v]
+        assert len(history) == stats.epochs[p] and stats.epochs[p] < cfg.epochs  # it stopped early
+        best = min(range(len(history)), key=history.__getitem__)
+        assert stats.best_epoch[p] == best + 1 and stats.epochs[p] - stats.best_epoch[p] == cfg.patience
+        assert final[p] == pytest.approx(history[best], rel=1e-5)  # the best state, not the last
