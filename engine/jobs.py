@@ -94,7 +94,12 @@ def check_spec(spec) -> None:
             raise ConfigError(f"device: {e}") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device: {spec.device} asked for but no CUDA device is available")
-    load_dataset(spec.data, context_window=cfg.context_window)  # DataError with FILE:LINE problems
+    dataset = load_dataset(spec.data, context_window=cfg.context_window)  # DataError with FILE:LINE problems
+    from engine.evaluate import primary_metric
+    try:
+        primary_metric(dataset, spec.metric)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def submit(spec, kind: str = "run", jobs_dir=None, store_file=None, spawn: bool = True) -> str:

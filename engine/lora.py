@@ -69,9 +69,12 @@ def dropout_mask_rows(x: torch.Tensor, p: float, row_seeds: list[int], salt: int
     so a row's mask does not depend on which other rows share its batch."""
     dropped = min(65535, round(p * 65536))
     n = x[0].numel()
+    bits = torch.empty((len(row_seeds), (n + 3) // 4), dtype=torch.int64, device=x.device)
     g = torch.Generator(device=x.device)
-    keep = torch.stack([_keep(n, dropped, x.device, g.manual_seed(stream_seed(seed, salt))) for seed in row_seeds])
-    return x * keep.view(x.shape), 65536 / (65536 - dropped)
+    for row, seed in zip(bits, row_seeds):  # the only per-row work: the (serial) draws; one compare below
+        row.random_(-2**63, 2**63 - 1, generator=g.manual_seed(stream_seed(seed, salt)))
+    keep = bits.view(torch.int16)[:, :n] >= dropped - 32768
+    return x * keep.reshape(x.shape), 65536 / (65536 - dropped)
 
 
 class _Rows(torch.autograd.Function):

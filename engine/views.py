@@ -239,17 +239,23 @@ def train_passes(methods) -> float:
 
 def estimate_seconds(dataset, model: str, methods, cfg, device: str | None = None, path=None,
                      precision: str = "auto") -> dict:
-    """Run time ≈ load + train tokens × passes / tokens-per-s + test targets × methods × s-per-target.
+    """Run time ≈ load + train tokens × passes / tokens-per-s + test targets × methods × s-per-target: at most,
+    since adapters stop early when their validation loss stops improving.
 
-    train tokens = Σ over train targets of min(max_length, characters of prompt + reply / 3.5) × epochs.
+    train tokens = Σ over train targets of min(max_length, characters of prompt + reply / 3.5) × the epochs cap,
+    plus a third of that over the validation targets for the validation pass after each epoch.
     Speeds, in order: the medians measured for this model (and precision) in the store; on CPU, this
     machine's calibrated speed for the model (`calibrated_speeds`); the defaults above.
     """
-    train = dataset.split("train")
     sys_len = len(cfg.system_prompt or "")
-    tokens_one_epoch = sum(min(cfg.max_length, (sys_len + sum(len(t) for _, t in e.context) + len(e.target or "")
-                                                + len(e.prompt or "") + 40) / CHARS_PER_TOKEN) for e in train)
+
+    def tokens(split):
+        return sum(min(cfg.max_length, (sys_len + sum(len(t) for _, t in e.context) + len(e.target or "")
+                                        + len(e.prompt or "") + 40) / CHARS_PER_TOKEN) for e in dataset.split(split))
+    # an epoch: a training pass, then a forward-only validation pass (about a third of a training token's cost)
+    tokens_one_epoch = tokens("train") + tokens("val") / 3
     n_test = len(dataset.split("test"))
+    n_val_scored = len(dataset.split("val")) if any(m.startswith("merge") for m in methods) else 0
     gpu = str(device or "").startswith("cuda")
     calibrated = None if gpu else calibrated_speeds(model, precision)
     speeds = {"train_tokens_per_s": None, "eval_s_per_target": None}
@@ -263,7 +269,7 @@ def estimate_seconds(dataset, model: str, methods, cfg, device: str | None = Non
     spt = speeds["eval_s_per_target"] or fallback["eval_s_per_target"]
     passes = train_passes(methods)
     train_s = tokens_one_epoch * cfg.epochs * passes / tps
-    eval_s = n_test * len(list(methods)) * spt
+    eval_s = (n_test * len(list(methods)) + n_val_scored) * spt  # merges score the per-persona adapters on val once
     return {"seconds": LOAD_SECONDS + train_s + eval_s, "train_seconds": train_s, "eval_seconds": eval_s,
             "train_tokens": tokens_one_epoch * cfg.epochs * passes, "tokens_per_second": tps,
             "eval_s_per_target": spt, "measured": source == "measured", "source": source,

@@ -6,7 +6,9 @@ import streamlit as st
 
 import ui
 from engine import jobs, views
-from engine.data import DataError, load_dataset
+from engine.data import DataError, load_dataset, repeated_targets
+from engine.evaluate import ALL_METRICS, primary_metric
+from engine.lora import INITS
 from engine.methods import known_methods
 from engine.models import REGISTRY
 from engine.runner import RunSpec
@@ -27,7 +29,9 @@ def check_dataset(source: str, stamp, context_window: int):
     except ValueError as e:  # simulator knobs
         return None, [str(e)]
     counts = {s: len(ds.split(s)) for s in ("train", "val", "test")}
-    return {"task": ds.task, "personas": len(ds.personas), **counts, "hash": ds.hash[:12]}, None
+    repeats, _ = repeated_targets(ds, "test")
+    return {"task": ds.task, "personas": len(ds.personas), **counts, "hash": ds.hash[:12], "repeats": repeats,
+            "metric": primary_metric(ds)}, None
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -115,7 +119,12 @@ if on_cpu and model:
     elif precision == "bf16" and chosen["calibration"] and chosen["calibration"]["choice"] == "fp32":
         c4.warning(f"bf16 is slow here: {chosen['reason']}")
 seeds_text = c5.text_input("Seed(s)", "0", key="seeds", help="Several seeds, comma-separated, start one job each.")
-name = st.text_input("Run name (optional)", key="run_name")
+c6, c7 = st.columns([2, 1])
+name = c6.text_input("Run name (optional)", key="run_name")
+metric_choice = c7.selectbox("Primary metric (score)", ["auto"] + list(ALL_METRICS), key="metric",
+                             help="auto: action_f1 for smart-home dialogue data, embedding_similarity for other "
+                                  "dialogue data, accuracy for choice data")
+metric = None if metric_choice == "auto" else metric_choice
 
 # ----------------------------------------------------------------------------- hyperparameters
 defaults = TrainConfig()
@@ -131,6 +140,10 @@ with st.expander("Hyperparameters (LoRA and training)"):
                 val = tuple(x.strip() for x in t.split(",") if x.strip())
             elif f.name == "system_prompt":
                 continue
+            elif f.name == "init":
+                val = st.selectbox("init", INITS, key="hp_init",
+                                   help="shared: every adapter starts from one A, as P runs of one script with one "
+                                        "seed would; independent: each adapter draws its own A")
             elif isinstance(v, int) and not isinstance(v, bool):
                 val = int(st.number_input(f.name, value=v, step=1, key=f"hp_{f.name}"))
             elif isinstance(v, float):
@@ -183,7 +196,10 @@ else:
     elif summary:
         st.success(f"Dataset OK: {summary['task']} task, {summary['personas']} personas, "
                    f"{summary['train']} train / {summary['val']} val / {summary['test']} test targets "
-                   f"(hash {summary['hash']}).")
+                   f"(hash {summary['hash']}); score = {metric or summary['metric']}.")
+        if summary["repeats"]:
+            st.warning(f"{summary['repeats']} of {summary['test']} test targets repeat, context and reply, a train "
+                       "target of their persona: those measure memory, not generalisation.")
 for p in problems:
     if p != "dataset":
         st.error(p)
@@ -192,7 +208,7 @@ if summary and cfg and methods and model and seeds:
     cfg_items = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(cfg.to_dict().items()))
     est = estimate(source, _stamp(source), model, tuple(methods), cfg_items, device, precision, ui.store_file(),
                    views.store_version(ui.store_file()))
-    st.metric("Estimated time", f"{views.fmt_seconds(est['seconds'])} per seed"
+    st.metric("Estimated time (at most)", f"{views.fmt_seconds(est['seconds'])} per seed"
               + (f" · {views.fmt_seconds(est['seconds'] * len(seeds))} for {len(seeds)} seeds" if len(seeds) > 1
                  else ""))
     speed_from = {"measured": "measured on earlier runs of this model",
@@ -208,7 +224,7 @@ if st.button("Start", type="primary", key="start", disabled=bool(problems) or so
     for seed in seeds:
         spec = RunSpec(data=source, model=model, methods=list(methods), seed=seed, name=name or None,
                        device=None if device == "auto" else device, precision=precision, train=train,
-                       options=options)
+                       options=options, metric=metric)
         try:
             started.append(jobs.submit(spec, store_file=ui.store_file(), jobs_dir=ui.jobs_dir()))
         except DataError as e:

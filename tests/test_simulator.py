@@ -251,3 +251,17 @@ def test_output_loads_through_the_data_contract(tmp_path):
     from_file = load_jsonl(path)
     assert from_file.examples == ds.examples
     assert json.loads(path.read_text(encoding="utf-8").splitlines()[0]) == records[0]
+
+
+def test_persona_blind_ceiling_is_far_below_a_personalized_reply_on_personal_targets():
+    """On the default benchmark the persona-blind replies, scored like a method, leave personal targets far
+    from 1 on the primary metric (a perfect personalized reply is the reference: 1), and lose nothing on
+    general ones."""
+    from engine.evaluate import persona_blind_scores, primary_metric
+    ds = dataset_from_records(simulate(**SIMULATOR_DEFAULTS), "sim")
+    assert primary_metric(ds) == "action_f1"
+    blind = persona_blind_scores(ds, "action_f1")
+    per_kind = blind.groupby(["kind", "persona_id"]).score.mean().groupby("kind").mean()
+    assert per_kind["general"] == 1.0
+    assert per_kind["personal"] < 0.7, per_kind  # >= 0.3 below a perfect personalized reply
+    assert blind.embedding_similarity[blind.kind == "personal"].mean() > 0.9  # what the old headline metric saw
