@@ -76,9 +76,10 @@ def main():
         train_adapters_batched(lm, [data[:cfg.batch_size]], cfg)  # warm-up
         stats = train_adapters_batched(lm, [data], cfg)
         remove_lora(lm.model)
-        label = "bf16 autocast" if lm.autocast_dtype else "fp32"
+        label = f"{precision} -> {lm.precision}"
         print(f"lab trainer, {label:13s} {stats.tokens_per_second:7.0f} tokens/s  ({stats.seconds:.1f} s, "
-              f"loss {stats.losses[0]:.3f} -> {stats.losses[-1]:.3f})")
+              f"loss {stats.losses[0]:.3f} -> {stats.losses[-1]:.3f})" + (f"  [{lm.precision_reason}]"
+                                                                         if precision == "auto" else ""))
 
 
 if __name__ == "__main__":

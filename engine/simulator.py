@@ -391,64 +391,63 @@ SCENES = {
 
 _INPUT_NAMES = {"hdmi1": ("HDMI 1", "HDMI one"), "hdmi2": ("HDMI 2", "HDMI two"), "netflix": ("Netflix",),
                 "youtube": ("YouTube",), "antenna": ("the antenna", "the aerial")}
-_SECURITY = {"armed": ("the alarm is armed", "I've armed the security system", "security armed"),
-             "home": ("the alarm is in home mode", "security set to home mode"),
-             "disarmed": ("the alarm is disarmed", "I've disarmed the security system", "security disarmed")}
+# device -> the settings a clause names -> phrasings; {param} is its value, {source} the TV input's spoken name
+REPLIES = {
+    "lights": {
+        ("brightness", "colour"): ("the lights are at {brightness}% in {colour}",
+                                   "lights set to {brightness} percent, {colour} colour",
+                                   "I've set the lights to {brightness}% with a {colour} tone",
+                                   "lighting at {brightness}%, {colour}"),
+        ("brightness",): ("the lights are at {brightness}%", "brightness set to {brightness} percent",
+                          "I've put the lights at {brightness}%", "lights at {brightness}%"),
+        ("colour",): ("the lights are now {colour}", "light colour set to {colour}",
+                      "I've switched the lights to {colour}"),
+    },
+    "ac": {
+        ("temperature", "mode"): ("the AC is on {mode} mode at {temperature} degrees",
+                                  "air conditioning set to {temperature}°C in {mode} mode",
+                                  "I've put the AC in {mode} mode at {temperature} degrees",
+                                  "AC: {mode} mode, {temperature} degrees"),
+        ("temperature",): ("the AC is set to {temperature} degrees", "temperature set to {temperature}°C",
+                           "I've set the thermostat to {temperature} degrees"),
+        ("mode",): ("the AC is in {mode} mode", "I've switched the AC to {mode} mode", "air conditioner mode: {mode}"),
+    },
+    "speaker": {
+        ("volume", "equalizer"): ("the speaker is playing at volume {volume} with the {equalizer} equalizer",
+                                  "music at volume {volume}, {equalizer} EQ",
+                                  "I've set the speaker to {volume} with a {equalizer} equaliser"),
+        ("volume",): ("the speaker volume is {volume}", "music volume set to {volume}",
+                      "I've turned the speaker to {volume}"),
+        ("equalizer",): ("the speaker equalizer is on {equalizer}", "EQ set to {equalizer} on the speaker",
+                         "I've switched the speaker to the {equalizer} equaliser"),
+    },
+    "tv": {
+        ("volume", "input"): ("the TV is on {source} at volume {volume}", "TV switched to {source}, volume {volume}",
+                              "I've put {source} on the TV at volume {volume}"),
+        ("volume",): ("the TV volume is {volume}", "TV volume set to {volume}", "I've turned the TV to volume {volume}"),
+        ("input",): ("the TV is on {source}", "TV switched to {source}", "I've put the TV on {source}"),
+    },
+    "security": {  # by mode: the phrasings differ per value
+        "armed": ("the alarm is armed", "I've armed the security system", "security armed"),
+        "home": ("the alarm is in home mode", "security set to home mode"),
+        "disarmed": ("the alarm is disarmed", "I've disarmed the security system", "security disarmed"),
+    },
+}
 
 
-def _lights_clause(rng, s):
-    if len(s) == 2:
-        return _pick(rng, (f"the lights are at {s['brightness']}% in {s['colour']}",
-                           f"lights set to {s['brightness']} percent, {s['colour']} colour",
-                           f"I've set the lights to {s['brightness']}% with a {s['colour']} tone",
-                           f"lighting at {s['brightness']}%, {s['colour']}"))
+def _phrase(rng, table, device, s):
+    """One phrasing from `table` of the settings `s` (param -> value) of one device, filled in."""
+    if device == "security":
+        return _pick(rng, table["security"][s["mode"]])
+    key = tuple(p for p in DEVICES[device] if p in s)
+    values = dict(s)
+    if "input" in s:
+        values["source"] = _pick(rng, _INPUT_NAMES[s["input"]])
     if "brightness" in s:
-        return _pick(rng, (f"the lights are at {s['brightness']}%", f"brightness set to {s['brightness']} percent",
-                           f"I've put the lights at {s['brightness']}%", f"lights at {s['brightness']}%"))
-    return _pick(rng, (f"the lights are now {s['colour']}", f"light colour set to {s['colour']}",
-                       f"I've switched the lights to {s['colour']}"))
+        values["verb"] = "dim" if s["brightness"] < 50 else "brighten"
+    return _pick(rng, table[device][key]).format(**values)
 
 
-def _ac_clause(rng, s):
-    if len(s) == 2:
-        return _pick(rng, (f"the AC is on {s['mode']} mode at {s['temperature']} degrees",
-                           f"air conditioning set to {s['temperature']}°C in {s['mode']} mode",
-                           f"I've put the AC in {s['mode']} mode at {s['temperature']} degrees",
-                           f"AC: {s['mode']} mode, {s['temperature']} degrees"))
-    if "temperature" in s:
-        return _pick(rng, (f"the AC is set to {s['temperature']} degrees", f"temperature set to {s['temperature']}°C",
-                           f"I've set the thermostat to {s['temperature']} degrees"))
-    return _pick(rng, (f"the AC is in {s['mode']} mode", f"I've switched the AC to {s['mode']} mode",
-                       f"air conditioner mode: {s['mode']}"))
-
-
-def _speaker_clause(rng, s):
-    if len(s) == 2:
-        return _pick(rng, (f"the speaker is playing at volume {s['volume']} with the {s['equalizer']} equalizer",
-                           f"music at volume {s['volume']}, {s['equalizer']} EQ",
-                           f"I've set the speaker to {s['volume']} with a {s['equalizer']} equaliser"))
-    if "volume" in s:
-        return _pick(rng, (f"the speaker volume is {s['volume']}", f"music volume set to {s['volume']}",
-                           f"I've turned the speaker to {s['volume']}"))
-    return _pick(rng, (f"the speaker equalizer is on {s['equalizer']}", f"EQ set to {s['equalizer']} on the speaker",
-                       f"I've switched the speaker to the {s['equalizer']} equaliser"))
-
-
-def _tv_clause(rng, s):
-    if len(s) == 2:
-        name = _pick(rng, _INPUT_NAMES[s["input"]])
-        return _pick(rng, (f"the TV is on {name} at volume {s['volume']}",
-                           f"TV switched to {name}, volume {s['volume']}",
-                           f"I've put {name} on the TV at volume {s['volume']}"))
-    if "volume" in s:
-        return _pick(rng, (f"the TV volume is {s['volume']}", f"TV volume set to {s['volume']}",
-                           f"I've turned the TV to volume {s['volume']}"))
-    name = _pick(rng, _INPUT_NAMES[s["input"]])
-    return _pick(rng, (f"the TV is on {name}", f"TV switched to {name}", f"I've put the TV on {name}"))
-
-
-_CLAUSES = {"lights": _lights_clause, "ac": _ac_clause, "speaker": _speaker_clause, "tv": _tv_clause,
-            "security": lambda rng, s: _pick(rng, _SECURITY[s["mode"]])}
 _OPENERS = ("Sure! ", "Done. ", "Okay, ", "All set: ", "Got it. ", "No problem. ", "")
 _CLOSERS = ("", "", " Enjoy!", " Anything else?", " Let me know if you want changes.")
 
@@ -458,7 +457,7 @@ def render_reply(rng, actions):
     by_device = {}
     for device, param, value in actions:
         by_device.setdefault(device, {})[param] = value
-    clauses = [_CLAUSES[d](rng, s) for d, s in by_device.items()]
+    clauses = [_phrase(rng, REPLIES, d, s) for d, s in by_device.items()]
     body = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
     opener = _pick(rng, _OPENERS)
     body = body[0].upper() + body[1:] if opener in ("", "Sure! ", "Done. ", "Got it. ", "No problem. ") else body
@@ -476,43 +475,38 @@ def actions_of(settings):
 _POLITE = ("", "Please ", "Could you ", "Hey, ", "Hi, can you ")
 
 
-def _request_clause(rng, device, s):
-    """An explicit request for one device, naming every value (s: param -> value)."""
-    if device == "lights":
-        if len(s) == 2:
-            return _pick(rng, (f"set the lights to {s['brightness']}% and {s['colour']}",
-                               f"make the lights {s['colour']} at {s['brightness']} percent"))
-        if "brightness" in s:
-            verb = "dim" if s["brightness"] < 50 else "brighten"
-            return _pick(rng, (f"{verb} the lights to {s['brightness']}%", f"set the lights to {s['brightness']} percent",
-                               f"put the brightness at {s['brightness']}"))
-        return _pick(rng, (f"make the lights {s['colour']}", f"change the light colour to {s['colour']}"))
-    if device == "ac":
-        if len(s) == 2:
-            return _pick(rng, (f"set the AC to {s['temperature']} degrees in {s['mode']} mode",
-                               f"put the air conditioner on {s['mode']} at {s['temperature']} degrees"))
-        if "temperature" in s:
-            return _pick(rng, (f"set the AC to {s['temperature']} degrees", f"put the thermostat on {s['temperature']}"))
-        return _pick(rng, (f"switch the AC to {s['mode']} mode", f"put the air conditioner in {s['mode']} mode"))
-    if device == "speaker":
-        if len(s) == 2:
-            return _pick(rng, (f"play the speaker at volume {s['volume']} with the {s['equalizer']} equalizer",
-                               f"put music on at {s['volume']} with {s['equalizer']} EQ"))
-        if "volume" in s:
-            return _pick(rng, (f"set the speaker volume to {s['volume']}", f"turn the music to {s['volume']}"))
-        return f"set the speaker equalizer to {s['equalizer']}"
-    if device == "tv":
-        name = _pick(rng, _INPUT_NAMES[s["input"]]) if "input" in s else None
-        if len(s) == 2:
-            return _pick(rng, (f"put the TV on {name} at volume {s['volume']}", f"switch the TV to {name}, volume {s['volume']}"))
-        if "volume" in s:
-            return _pick(rng, (f"set the TV volume to {s['volume']}", f"turn the TV to {s['volume']}"))
-        return _pick(rng, (f"switch the TV to {name}", f"put {name} on the TV"))
-    if device == "security":
-        return {"armed": _pick(rng, ("arm the security system", "arm the alarm")),
-                "disarmed": _pick(rng, ("disarm the alarm", "disarm the security system")),
-                "home": "set the alarm to home mode"}[s["mode"]]
-    raise KeyError(device)
+# the same for requests that name every value
+REQUESTS = {
+    "lights": {
+        ("brightness", "colour"): ("set the lights to {brightness}% and {colour}",
+                                   "make the lights {colour} at {brightness} percent"),
+        ("brightness",): ("{verb} the lights to {brightness}%", "set the lights to {brightness} percent",
+                          "put the brightness at {brightness}"),
+        ("colour",): ("make the lights {colour}", "change the light colour to {colour}"),
+    },
+    "ac": {
+        ("temperature", "mode"): ("set the AC to {temperature} degrees in {mode} mode",
+                                  "put the air conditioner on {mode} at {temperature} degrees"),
+        ("temperature",): ("set the AC to {temperature} degrees", "put the thermostat on {temperature}"),
+        ("mode",): ("switch the AC to {mode} mode", "put the air conditioner in {mode} mode"),
+    },
+    "speaker": {
+        ("volume", "equalizer"): ("play the speaker at volume {volume} with the {equalizer} equalizer",
+                                  "put music on at {volume} with {equalizer} EQ"),
+        ("volume",): ("set the speaker volume to {volume}", "turn the music to {volume}"),
+        ("equalizer",): ("set the speaker equalizer to {equalizer}",),
+    },
+    "tv": {
+        ("volume", "input"): ("put the TV on {source} at volume {volume}", "switch the TV to {source}, volume {volume}"),
+        ("volume",): ("set the TV volume to {volume}", "turn the TV to {volume}"),
+        ("input",): ("switch the TV to {source}", "put {source} on the TV"),
+    },
+    "security": {
+        "armed": ("arm the security system", "arm the alarm"),
+        "disarmed": ("disarm the alarm", "disarm the security system"),
+        "home": ("set the alarm to home mode",),
+    },
+}
 
 
 def _sentence(rng, clauses):
@@ -597,14 +591,14 @@ def _general_dialogue(rng, two):
         return [_user(_pick(rng, asks)), _assistant(question, question),
                 _user(answer), _assistant(reply, reply)]
     settings = _random_settings(rng)
-    text = _sentence(rng, [_request_clause(rng, d, s) for d, s in _by_device(settings).items()])
+    text = _sentence(rng, [_phrase(rng, REQUESTS, d, s) for d, s in _by_device(settings).items()])
     reply = render_reply(rng, actions_of(settings))
     messages = [_user(text), _assistant(reply, reply)]
     if kind == "follow_up":
         adjustable = [p for p in settings if p in _FOLLOW_UPS]
         if not adjustable:  # nothing numeric to nudge: a second, unrelated request instead
             settings = _random_settings(rng)
-            text = _sentence(rng, [_request_clause(rng, d, s) for d, s in _by_device(settings).items()])
+            text = _sentence(rng, [_phrase(rng, REQUESTS, d, s) for d, s in _by_device(settings).items()])
         else:
             param = _pick(rng, adjustable)
             grid = VALUE_GRID[param]
