@@ -79,9 +79,13 @@ def train_groups(ctx, groups: list[list], val_groups: list[list], keys: list[str
     seeds = adapter_seeds(ctx, keys)
     inject_lora(ctx.lm.model, len(groups), ctx.cfg.r, ctx.cfg.alpha, ctx.cfg.dropout, ctx.cfg.targets, seed=ctx.seed,
                 init=ctx.cfg.init, adapter_seeds=seeds)
-    data = [_encoded(ctx, g) for g in groups]
-    val = [_encoded(ctx, g) for g in val_groups]
-    return train_adapters_batched(ctx.lm, data, ctx.cfg, seeds=seeds, val=val, progress=ctx.progress, phase=phase)
+    try:
+        data = [_encoded(ctx, g) for g in groups]
+        val = [_encoded(ctx, g) for g in val_groups]
+        return train_adapters_batched(ctx.lm, data, ctx.cfg, seeds=seeds, val=val, progress=ctx.progress, phase=phase)
+    except BaseException:
+        remove_lora(ctx.lm.model)  # the caller removes them after reading the adapters; on failure, nobody would
+        raise
 
 
 def evaluate_routed(ctx, adapter_of: dict[str, int] | None, phase: str):
