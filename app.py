@@ -18,6 +18,7 @@ pages = [
     st.Page(ui.PAGES["clusters"], title="Clusters", icon=":material/scatter_plot:"),
 ]
 page = st.navigation(pages)
+ui.remember_page(page)
 
 with st.sidebar:
     st.markdown("### :material/science: Persona LoRA Lab")
@@ -28,6 +29,7 @@ with st.sidebar:
 
     @st.fragment(run_every=3)
     def job_summary():
+        ui.recover_stale_tick()
         polled = ui.poll_jobs()
         active = [j for j in polled["jobs"] if j["status"] in ("queued", "running")]
         if active:
@@ -42,4 +44,7 @@ with st.sidebar:
 
     job_summary()
 
-page.run()
+try:
+    page.run()
+finally:  # also when the page stops early or switches: the query parameters it leaves are the ones shown
+    ui.remember_page(page)

@@ -89,6 +89,31 @@ def fmt_p(p) -> str:
     return "–" if p is None or p != p else (f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}")
 
 
+def remember_page(page) -> None:
+    """Record, on every full run, the page the browser now shows and its query parameters (recover_stale_tick)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        st.session_state["_pll_page"] = {"hash": ctx.page_script_hash, "page": page,
+                                         "query": st.query_params.to_dict()}
+
+
+def recover_stale_tick() -> None:
+    """Call first in a run_every fragment that lives on every page.
+
+    After a server-side st.switch_page the browser keeps ticking its fragment timers until the new page's
+    first message arrives; a tick sent in that window names the old page. Streamlit runs it as a fragment
+    run of the old page and the browser, now on the new page, clears its main area for it: the page stays
+    blank until the next full run (the blank Compare page of a busy machine, where that window is long).
+    Such a tick is answered with a full run of the page the browser really shows.
+    """
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    shown = st.session_state.get("_pll_page")
+    ctx = get_script_run_ctx()
+    if shown and ctx is not None and ctx.page_script_hash != shown["hash"]:
+        st.switch_page(shown["page"], query_params=shown["query"])
+
+
 def page_setup():
     """Call first in every page. On a fresh server, the very first request to a page URL (a shared link) runs
     that page file alone in Streamlit's legacy pages/ mode, without app.py; rerunning once goes through

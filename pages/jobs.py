@@ -69,8 +69,9 @@ def live():
                 except Exception as e:
                     st.error(f"{type(e).__name__}: {e}")
                 st.rerun(scope="fragment")
-            if j.get("run_id") in ingested_runs and c3.button("Open results", key=f"open_{jid}"):
-                st.switch_page(ui.PAGES["compare"], query_params={"runs": j["run_id"]})
+            if j.get("run_id") in ingested_runs:  # a link: the browser stops this page's timers before it leaves
+                c3.page_link(ui.PAGES["compare"], label="Open results", icon=":material/leaderboard:",
+                             query_params={"runs": j["run_id"]})
             st.code(jobs.log_tail(jid, ui.jobs_dir(), 25) or "(no log yet)", language=None)
 
 

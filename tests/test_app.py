@@ -162,7 +162,8 @@ def test_jobs_page(full, monkeypatch):
     table = at.dataframe[0].value
     assert full["job"] in set(table.job) and set(table.status) == {"done"}
     assert at.button(key=f"retry_{full['job']}")
-    assert at.button(key=f"open_{full['job']}")
+    links = [e for e in at.get("page_link") if "Open results" in e.proto.label]
+    assert links and f"runs={store.list_runs(full['store']).run_id[0]}" == links[0].proto.query_string  # a link, not a switch
     assert "done" in "\n".join(str(c.value) for c in at.code)  # the log tail
 
 

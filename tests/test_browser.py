@@ -106,7 +106,7 @@ def _flow(server, pg):
     assert not pg.get_by_text(re.compile(r"· failed ·")).count()
 
     # ------------------------------------------------------------------ Compare: the run's charts
-    pg.get_by_role("button", name="Open results").first.click()
+    pg.get_by_role("link", name=re.compile("Open results")).first.click()
     pg.get_by_text("Compare methods").wait_for()
     pg.get_by_text("Mean with 95% CI").wait_for()
     charts = pg.get_by_test_id("stVegaLiteChart")
@@ -148,5 +148,86 @@ def test_deep_link_on_a_fresh_server(tmp_path, page):
         page.get_by_text("Store (DuckDB file)").wait_for()
         nav_text = page.get_by_test_id("stSidebarNav").inner_text()
         assert "Compare" in nav_text and "Clusters" in nav_text and "app" not in nav_text.split()
+    finally:
+        stop_server(p, info)
+
+
+class HeldStream:
+    """Holds the server's websocket messages to the browser for a while, then delivers them in order.
+
+    A busy machine does this by itself (the browser reads the new page's first message late); holding makes
+    the window in which the browser's fragment timers still tick for the old page long enough to be sure.
+    """
+
+    def __init__(self, pg):
+        self.held, self.holding, self.sent_while_holding = [], False, 0
+        pg.route_web_socket(re.compile(r".*/_stcore/stream"), self._route)
+
+    def _route(self, ws):
+        server = ws.connect_to_server()
+
+        def up(msg):
+            if self.holding:
+                self.sent_while_holding += 1
+            server.send(msg)
+
+        def down(msg):
+            if self.holding:
+                self.held.append((ws, msg))
+            else:
+                ws.send(msg)
+        ws.on_message(up)
+        server.on_message(down)
+
+    def hold(self):
+        self.holding, self.sent_while_holding = True, 0
+
+    def release(self):
+        self.holding = False
+        for ws, msg in self.held:
+            ws.send(msg)
+        self.held.clear()
+
+
+def test_page_switch_with_ticking_fragments_draws_the_new_page(tmp_path):
+    """Open results (Jobs, whose list refreshes every 2 s) and a persona row click (Compare; the sidebar refreshes
+    every 3 s) while the browser receives nothing for 3.5 s: the new page is drawn, not left blank."""
+    from engine import jobs
+    from engine.runner import RunSpec
+    p, info = start_server(tmp_path)
+    try:
+        jd = Path(info["env"]["PLL_JOBS"])
+        j = jobs.submit(RunSpec(data="sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1",
+                                model="tiny-random", methods=["base", "unified"], device="cpu",
+                                train={"epochs": 1, "max_new_tokens": 2}), jobs_dir=jd, store_file=info["env"]["PLL_STORE"])
+        with browser_page() as pg:
+            stream = HeldStream(pg)
+            pg.goto(f"{info['url']}/jobs")
+            pg.get_by_text(re.compile(r"· done ·")).first.wait_for(timeout=180_000)
+            assert jobs.job_info(j, jd)["status"] == "done"
+            link = pg.get_by_text("Open results", exact=True)
+            settle(pg)
+            stream.hold()
+            link.first.click()
+            pg.wait_for_timeout(3500)
+            stream.release()
+            pg.get_by_text("Mean with 95% CI").wait_for(timeout=30_000)
+            pg.wait_for_function("() => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= 3",
+                                 timeout=30_000)
+            settle(pg, 4000)  # a late tick would blank the page now: it must still be there
+            assert pg.get_by_test_id("stVegaLiteChart").count() >= 3
+
+            grid = pg.locator(".st-key-persona_rows [data-testid='stDataFrame']")
+            grid.scroll_into_view_if_needed()
+            grid.locator("canvas").first.wait_for()
+            settle(pg)
+            stream.hold()
+            grid.click(position={"x": 18, "y": 35 + 17})
+            pg.wait_for_timeout(3500)
+            assert stream.sent_while_holding > 0  # the browser did send messages (ticks) for the old page
+            stream.release()
+            pg.get_by_text("Scores across methods").wait_for(timeout=30_000)
+            settle(pg, 4000)
+            assert pg.get_by_text("Scores across methods").count()
     finally:
         stop_server(p, info)
