@@ -25,7 +25,10 @@ with st.sidebar:
     if "store_path" not in st.session_state:
         st.session_state.store_path = store.store_path()
     st.text_input("Store (DuckDB file)", key="store_path",
-                  help="Default: $PLL_STORE or store.duckdb. Jobs live in $PLL_JOBS or jobs/ beside the store.")
+                  help="Default: $PLL_STORE or store.duckdb. Jobs live in $PLL_JOBS or jobs/ beside the store. "
+                       "Other stores: inside the data folder ($PLL_HOME).")
+    if ui.store_path_problem():
+        st.error(f"{ui.store_path_problem()}; showing {ui.store_file()}", icon=":material/block:")
 
     @st.fragment(run_every=3)
     def job_summary():
@@ -37,8 +40,13 @@ with st.sidebar:
             for j in active[:3]:
                 p = (j.get("progress") or {}).get("fraction") or 0.0
                 st.progress(min(1.0, float(p)), text=f"{j['job_id'][-6:]} · {j['status']}")
-        if polled.get("busy"):
+        if polled.get("store_error"):
+            st.error(polled["store_error"], icon=":material/error:")
+        elif polled.get("busy"):
             st.caption("store busy — retrying")
+        troubled = [j for j in polled["jobs"] if j.get("poll_error")]
+        if troubled:
+            st.caption(f":material/warning: {len(troubled)} job(s) with results that could not be stored — see Jobs")
         if polled["ingested"]:  # new results: redraw the page so they show
             st.rerun(scope="app")
 
