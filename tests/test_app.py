@@ -133,6 +133,7 @@ def test_launch(full, monkeypatch):
 def test_launch_bad_file_shows_problems_and_starts_nothing(full, tmp_path, monkeypatch):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"persona_id": "p1"}\nnot json\n')
+    monkeypatch.setenv("PLL_HOME", str(tmp_path))  # the dashboard opens paths inside its data folder only
     at = app(full, "launch", monkeypatch)
     at.radio(key="data_kind").set_value("JSONL file path").run()
     at.text_input(key="data_path").input(str(bad)).run()

@@ -325,3 +325,40 @@ def test_a_store_path_outside_the_data_folder_is_not_opened(home, monkeypatch):
     assert not at.exception
     assert "outside the data folder" in "\n".join(str(e.value) for e in at.sidebar.error)
     assert not typed.parent.exists()  # neither the file nor its folder was created
+
+
+# ----------------------------------------------------------------------------- what the dashboard shows of the data
+
+def test_clusters_page_says_why_a_run_has_no_map(lab, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("PLL_STORE", str(lab["store"]))
+    monkeypatch.setenv("PLL_JOBS", str(lab["dir"] / "jobs"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("pages/clusters.py")
+    at.run()
+    assert not at.exception
+    shown = "\n".join(str(e.value) for e in list(at.markdown) + list(at.info))
+    assert lab["run"] in shown and "do not read profile texts" in shown and "`cluster`" in shown
+
+
+def test_profile_and_reply_text_is_not_rendered_as_markdown(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_pages import build_store
+    from streamlit.testing.v1 import AppTest
+    db = str(tmp_path / "store.duckdb")
+    run = build_store(db, n_personas=3, n_methods=2, n_runs=1, work_dir=tmp_path / "w")[0]
+    evil = "![x](http://evil.example/x.png) **bold** [click](http://evil.example)"
+    with store.connect(db) as con:
+        con.execute("UPDATE personas SET profile = ?", [evil])
+        con.execute("UPDATE predictions SET reference = ?", [evil])
+    monkeypatch.setenv("PLL_STORE", db)
+    monkeypatch.setenv("PLL_JOBS", str(tmp_path / "jobs"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params["run"], at.query_params["persona"] = run, "p001"
+    at.switch_page("pages/persona.py")
+    at.run()
+    assert not at.exception
+    assert evil in [str(t.value) for t in at.text]  # shown as it is
+    rendered = "\n".join(str(m.value) for m in at.markdown) + "\n".join(e.label for e in at.expander)
+    assert "](http://evil.example" not in rendered and "**bold**" not in rendered
+    assert "Reference:" in rendered

@@ -274,3 +274,31 @@ def test_page_switch_with_ticking_fragments_draws_the_new_page(tmp_path, page):
             pg.close()
     finally:
         stop_server(p, info)
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses listening on `port` (from /proc/net/tcp and tcp6)."""
+    out = set()
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(f) as fh:
+            for row in fh.read().splitlines()[1:]:
+                local, state = row.split()[1], row.split()[3]
+                addr, p = local.split(":")
+                if state == "0A" and int(p, 16) == port:  # LISTEN
+                    out.add(addr)
+    return out
+
+
+def test_server_is_reachable_from_this_machine_only(tmp_path):
+    """The shipped .streamlit/config.toml: bound to 127.0.0.1, no error details, no usage statistics."""
+    p, info = start_server(tmp_path)
+    try:
+        port = int(info["url"].rsplit(":", 1)[1])
+        assert _listening(port) == {"0100007F"}  # 127.0.0.1, and nothing on 0.0.0.0 or ::
+    finally:
+        stop_server(p, info)
+    shown = subprocess.run([sys.executable, "-c", "from streamlit import config; config.get_config_options("
+                            "force_reparse=True); print(config.get_option('server.address'), "
+                            "config.get_option('client.showErrorDetails'), config.get_option('browser.gatherUsageStats'))"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60).stdout.split()
+    assert shown == ["127.0.0.1", "none", "False"]
