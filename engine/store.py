@@ -167,16 +167,24 @@ def query(sql: str, params=None, path=None, timeout: float = 15.0) -> pd.DataFra
     if not os.path.exists(path):
         with connect(path, timeout=timeout):  # creates the schema, so the query below has its tables
             pass
+    df = _read(path, sql, params, timeout, missing_ok=True)
+    if df is None:  # an empty DuckDB file or a store of an older version lacks some of our tables: add them
+        with connect(path, timeout=timeout):
+            pass
+        df = _read(path, sql, params, timeout)
+    return df
+
+
+def _read(path: str, sql: str, params, timeout: float, missing_ok: bool = False):
+    """The query's frame, or None for a missing table when missing_ok (another program's database: StoreError)."""
     with connect(path, read_only=True, timeout=timeout) as con:
         try:
             return con.execute(sql, params or []).df()
         except duckdb.CatalogException:
+            if not missing_ok:
+                raise
             _refuse_foreign(con, path)
-    # an empty DuckDB file or a store of an older version lacks some of our tables: add them, read again
-    with connect(path, timeout=timeout):
-        pass
-        with connect(path, read_only=True, timeout=timeout) as con:
-            return con.execute(sql, params or []).df()
+            return None
 
 
 def _insert(con, table: str, df: pd.DataFrame):

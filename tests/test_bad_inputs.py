@@ -362,3 +362,12 @@ def test_profile_and_reply_text_is_not_rendered_as_markdown(tmp_path, monkeypatc
     rendered = "\n".join(str(m.value) for m in at.markdown) + "\n".join(e.label for e in at.expander)
     assert "](http://evil.example" not in rendered and "**bold**" not in rendered
     assert "Reference:" in rendered
+
+
+def test_an_empty_duckdb_database_becomes_a_store(tmp_path, capsys):
+    """An odd input that is fine: a DuckDB file without tables (made by `duckdb x.duckdb`) gets the store's."""
+    db = tmp_path / "made_by_hand.duckdb"
+    duckdb.connect(str(db)).close()
+    assert cli.main(["runs", "--store", str(db)]) == 0
+    assert capsys.readouterr().err == ""
+    assert store.list_runs(db).empty
