@@ -171,11 +171,19 @@ def cmd_run(args) -> int:
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
     old = _set_handlers({signal.SIGTERM: on_signal, signal.SIGHUP: on_signal, signal.SIGINT: signal.getsignal(signal.SIGINT)})
+    computed = False
     try:
         execute_run(spec, results, progress=progress, run_id=run_id, on_method_done=after_method)
+        computed = True
+        progress.close()
+        code = finish(0)
     except (KeyboardInterrupt, Exception) as e:  # the boundary where a run's outcome is recorded and reported
         progress.close()
         _set_handlers(dict.fromkeys(old, signal.SIG_IGN))  # recording the outcome is not interrupted
+        if computed:  # interrupted while waiting for a locked store: the run itself is done and kept
+            print(f"run {run_id}: done; results kept in {results} but not yet in the store. Later:\n"
+                  f"    python -m engine ingest {results} --store {path}", file=sys.stderr)
+            return STORE_NOT_WRITTEN
         bad_input = isinstance(e, (DataError, ConfigError, ModelError, ValueError))
         if not results.exists():  # stopped before any work: nothing written
             if bad_input:
@@ -189,8 +197,6 @@ def cmd_run(args) -> int:
         return finish(130 if stopped else 1, timeout=10.0)
     finally:
         _set_handlers(old)
-    progress.close()
-    code = finish(0)
     if code == 0:
         _print_runs(path, [run_id])
     print(run_id)
