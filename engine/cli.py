@@ -170,7 +170,8 @@ def cmd_run(args) -> int:
     def on_signal(signum, frame):
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
-    old = _set_handlers({signal.SIGTERM: on_signal, signal.SIGHUP: on_signal, signal.SIGINT: signal.getsignal(signal.SIGINT)})
+    old = _set_handlers({signal.SIGTERM: on_signal, signal.SIGHUP: on_signal,
+                         signal.SIGINT: signal.getsignal(signal.SIGINT)})
     computed = False
     try:
         execute_run(spec, results, progress=progress, run_id=run_id, on_method_done=after_method)

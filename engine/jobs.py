@@ -220,6 +220,28 @@ def _broken(job_id: str, d: Path, what: str) -> dict:
             "error": f"job folder {d}: {what}"}
 
 
+_PROGRESS_TYPES = {"phase": str, "method": str, "updated_at": str, "done": int, "total": int, "methods_done": int,
+                   "methods_total": int, "fraction": float, "eta_seconds": float, "elapsed_seconds": float}
+
+
+def _clean_progress(progress) -> dict:
+    """progress.json's known fields with the types the pages expect; anything else (a hand-edited or
+    half-written file) is dropped rather than shown."""
+    if not isinstance(progress, dict):
+        return {}
+    out = {}
+    for k, kind in _PROGRESS_TYPES.items():
+        v = progress.get(k)
+        if kind is str and isinstance(v, str):
+            out[k] = v
+        elif kind in (int, float) and isinstance(v, (int, float)) and not isinstance(v, bool) and v == v \
+                and abs(v) != float("inf") and (kind is float or float(v).is_integer()):
+            out[k] = kind(v)
+    out.update({k: v for k, v in progress.items() if k not in _PROGRESS_TYPES and isinstance(v, (str, int, float))
+                and not isinstance(v, bool)})  # e.g. the training loss
+    return out
+
+
 def job_info(job_id: str, jobs_dir=None, store_file=None) -> dict | None:
     """status.json + progress.json of a job, with a dead worker shown as failed (not yet persisted).
 
@@ -234,11 +256,7 @@ def job_info(job_id: str, jobs_dir=None, store_file=None) -> dict | None:
         return _broken(job_id, d, "status.json is unreadable or not a JSON object")
     if status.get("status") not in ACTIVE + FINISHED:
         return _broken(job_id, d, f"status.json has no valid 'status' (got {status.get('status')!r})")
-    progress = _read_json(d / "progress.json", {})
-    progress = progress if isinstance(progress, dict) else {}
-    if not isinstance(progress.get("fraction"), (int, float)) or isinstance(progress.get("fraction"), bool):
-        progress.pop("fraction", None)
-    info = {**status, "job_id": job_id, "progress": progress}
+    info = {**status, "job_id": job_id, "progress": _clean_progress(_read_json(d / "progress.json", {}))}
     for k in ("created_at", "started_at", "finished_at"):
         info[k] = _iso(info.get(k))
     for k in ("kind", "run_id", "device", "error"):

@@ -39,7 +39,8 @@ def live():
         frac = 1.0 if j["status"] == "done" else float(p.get("fraction") or 0.0)
         rows.append({"job": j["job_id"], "status": j["status"], "progress": frac,
                      "phase": (p.get("phase") or "starting") if j["status"] in jobs.ACTIVE else "",
-                     "methods": f"{p['methods_done']}/{p['methods_total']}" if "methods_total" in p else "–",
+                     "methods": f"{p['methods_done']}/{p['methods_total']}"
+                     if {"methods_done", "methods_total"} <= set(p) else "–",
                      "ETA": _eta(p) if j["status"] == "running" else "", "device": j.get("device"),
                      "run": j.get("run_id"), "created": (j.get("created_at") or "")[:19].replace("T", " ")})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="jobs_table", column_config={
@@ -52,11 +53,12 @@ def live():
         p = j.get("progress") or {}
         icon = {"queued": "hourglass_empty", "running": "play_circle", "done": "check_circle", "failed": "error",
                 "cancelled": "cancel"}.get(status, "circle")
-        with st.expander(f"{jid} · {status} · {p.get('phase') or ''}", expanded=status in jobs.ACTIVE or n == 0,
+        with st.expander(f"{ui.plain(jid)} · {status} · {ui.plain(p.get('phase') or '')}",
+                         expanded=status in jobs.ACTIVE or n == 0,
                          icon=f":material/{icon}:"):
             if status in jobs.ACTIVE:
                 st.progress(min(1.0, float(p.get("fraction") or 0.0)),
-                            text=f"{p.get('phase') or 'starting / waiting for the device'} · "
+                            text=f"{ui.plain(p.get('phase') or 'starting / waiting for the device')} · "
                                  f"{p.get('done', 0)}/{p.get('total', '?')} · ETA {_eta(p)}")
             if j.get("error") and status != "cancelled":
                 st.error(ui.plain(j["error"]))

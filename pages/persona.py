@@ -93,7 +93,8 @@ else:
     for i, ex in enumerate(ex_ids[:50]):
         e = preds[preds.example_id == ex]
         first = e.iloc[0]
-        with st.expander(f"{ui.plain(ex)} · {ui.plain(first.kind or '')} · mean score {e.score.mean():.3f}", expanded=i < 2):
+        label = f"{ui.plain(ex)} · {ui.plain(first.kind or '')} · mean score {e.score.mean():.3f}"
+        with st.expander(label, expanded=i < 2):
             st.markdown("**Context**")
             st.text(first.context or "")
             st.markdown(f"**Reference:** {ui.plain(first.reference)}")

@@ -8,7 +8,6 @@ Launch page in AppTest. One good run on a file without profile texts shows the c
 """
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 

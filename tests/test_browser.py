@@ -238,7 +238,8 @@ def test_page_switch_with_ticking_fragments_draws_the_new_page(tmp_path, page):
         jd = Path(info["env"]["PLL_JOBS"])
         j = jobs.submit(RunSpec(data="sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1",
                                 model="tiny-random", methods=["base", "unified"], device="cpu",
-                                train={"epochs": 1, "max_new_tokens": 2}), jobs_dir=jd, store_file=info["env"]["PLL_STORE"])
+                                train={"epochs": 1, "max_new_tokens": 2}),
+                        jobs_dir=jd, store_file=info["env"]["PLL_STORE"])
         pg = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})  # its own: the route stays with it
         pg.set_default_timeout(60_000)
         try:
@@ -297,8 +298,9 @@ def test_server_is_reachable_from_this_machine_only(tmp_path):
         assert _listening(port) == {"0100007F"}  # 127.0.0.1, and nothing on 0.0.0.0 or ::
     finally:
         stop_server(p, info)
-    shown = subprocess.run([sys.executable, "-c", "from streamlit import config; config.get_config_options("
-                            "force_reparse=True); print(config.get_option('server.address'), "
-                            "config.get_option('client.showErrorDetails'), config.get_option('browser.gatherUsageStats'))"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60).stdout.split()
+    code = ("from streamlit import config; config.get_config_options(force_reparse=True); "
+            "print(*(config.get_option(o) for o in ('server.address', 'client.showErrorDetails', "
+            "'browser.gatherUsageStats')))")
+    shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60).stdout.split()
     assert shown == ["127.0.0.1", "none", "False"]

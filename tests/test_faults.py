@@ -324,6 +324,25 @@ def test_broken_status_file(lab, name, status):
     assert jobs.job_info(j, lab["jobs"])["status"] == "failed"  # persisted: it stays failed
 
 
+def test_garbage_progress_of_a_starting_job(lab, monkeypatch):
+    """A job that has just started (no worker pid yet) with a progress.json of the wrong types: Jobs renders it."""
+    from streamlit.testing.v1 import AppTest
+    j, d, run_id = clone_job(lab, "progress")
+    (d / "status.json").write_text(json.dumps({"job_id": j, "status": "queued", "run_id": run_id, "pid": None,
+                                               "created_at": jobs._now()}))
+    (d / "progress.json").write_text(json.dumps({"phase": 7, "fraction": "most", "eta_seconds": "soon",
+                                                 "done": [1], "total": None, "methods_total": 2}))
+    monkeypatch.setenv("PLL_STORE", lab["store"])
+    monkeypatch.setenv("PLL_JOBS", str(lab["jobs"]))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("pages/jobs.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    table = at.dataframe[0].value
+    assert table.set_index("job").status[j] == "queued" and lab["healthy"] in set(table.job)
+    (d / "status.json").write_text(json.dumps({"job_id": j, "status": "cancelled", "run_id": run_id}))
+
+
 def test_job_folder_deleted_while_it_runs(lab):
     j = jobs.submit(spec(LONGER, epochs=30), jobs_dir=lab["jobs"])
     d = lab["jobs"] / j
