@@ -138,7 +138,7 @@ POLLER = textwrap.dedent("""
 def test_dashboard_killed_9_while_it_ingests(lab):
     """The dashboard's only store writer is its poll; it is killed -9 again and again while a job's methods
     are ingested, then a new one takes over: every method lands whole, the run ends done."""
-    j = jobs.submit(spec(LONGER, methods=("base", "unified", "per_persona"), epochs=3), jobs_dir=lab["jobs"])
+    j = jobs.submit(spec(methods=("base", "unified", "per_persona"), epochs=2), jobs_dir=lab["jobs"])
     kills = 0
     while jobs.job_info(j, lab["jobs"])["status"] in jobs.ACTIVE:
         p = subprocess.Popen([sys.executable, "-c", POLLER, lab["store"], str(lab["jobs"])], cwd=ROOT)
@@ -146,12 +146,12 @@ def test_dashboard_killed_9_while_it_ingests(lab):
         p.kill()
         p.wait()
         kills += 1
-    assert kills >= 3
+    assert kills >= 3, (jobs.job_info(j, lab["jobs"]), jobs.log_tail(j, lab["jobs"]))
     polled = jobs.poll(lab["store"], lab["jobs"])  # the restarted dashboard
     listed = healthy_intact(lab, polled)
     assert listed[j]["status"] == "done" and "poll_error" not in listed[j]
     run_id = listed[j]["run_id"]
-    assert whole_methods(lab["store"], run_id, 4) == {"base", "unified", "per_persona"}
+    assert whole_methods(lab["store"], run_id, 3) == {"base", "unified", "per_persona"}
     assert store.query("SELECT status FROM runs WHERE run_id = ?", [run_id], path=lab["store"]).status[0] == "done"
 
 
