@@ -47,7 +47,7 @@ with st.sidebar:
         troubled = [j for j in polled["jobs"] if j.get("poll_error")]
         if troubled:
             st.caption(f":material/warning: {len(troubled)} job(s) with results that could not be stored — see Jobs")
-        if polled["ingested"]:  # new results: redraw the page so they show
+        if ui.new_results():  # new results (ingested by this or another open tab): redraw the page
             st.rerun(scope="app")
 
     job_summary()

@@ -19,6 +19,7 @@ from engine import jobs, paths, store, views
 STORE_LOCK = store.PROCESS_LOCK
 _POLL_LOCK = threading.Lock()
 _LAST_POLL: dict[tuple, dict] = {}
+_INGESTS: dict[tuple, int] = {}  # (store, jobs) -> how many polls of this process ingested something
 
 PAGES = {
     "compare": "pages/compare.py",
@@ -87,10 +88,20 @@ def poll_jobs() -> dict:
         return {**last, "ingested": {}}
     try:
         out = jobs.poll(store_file(), jobs_dir())
+        if out["ingested"]:
+            _INGESTS[key] = _INGESTS.get(key, 0) + 1
     finally:
         _POLL_LOCK.release()
     _LAST_POLL[key] = out
     return out
+
+
+def new_results() -> bool:
+    """Whether any session ingested results since this session last asked (its page should be redrawn)."""
+    n = _INGESTS.get((store_file(), str(jobs_dir())), 0)
+    seen = st.session_state.get("_pll_ingests_seen")
+    st.session_state["_pll_ingests_seen"] = n
+    return seen is not None and n != seen
 
 
 _MARKDOWN_SPECIAL = "\\`*_{}[]()<>#+-.!|~$:"

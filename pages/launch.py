@@ -6,6 +6,7 @@ import streamlit as st
 
 import ui
 from engine import jobs, paths, views
+from engine.checks import check_data
 from engine.data import DataError, load_dataset
 from engine.methods import known_methods
 from engine.models import REGISTRY, ModelError
@@ -28,6 +29,16 @@ def check_dataset(source: str, stamp, context_window: int):
         return None, [str(e)]
     counts = {s: len(ds.split(s)) for s in ("train", "val", "test")}
     return {"task": ds.task, "personas": len(ds.personas), **counts, "hash": ds.hash[:12]}, None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def check_methods(source: str, stamp, context_window: int, methods: tuple):
+    """What the chosen methods need and the data lacks (a profile text, train examples), or None."""
+    try:
+        check_data(list(methods), load_dataset(source, context_window=context_window))
+    except (ConfigError, DataError, ValueError) as e:
+        return str(e)
+    return None
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -192,6 +203,9 @@ else:
         st.code("\n".join(data_problems[:50]), language=None)
         problems.append("dataset")
     elif summary:
+        lacking = check_methods(source, _stamp(source), cfg.context_window if cfg else 4, tuple(methods))
+        if lacking:  # e.g. cluster on a file without profile texts: said now, not when the run fails
+            problems.append(lacking)
         st.success(f"Dataset OK: {summary['task']} task, {summary['personas']} personas, "
                    f"{summary['train']} train / {summary['val']} val / {summary['test']} test targets "
                    f"(hash {summary['hash']}).")

@@ -370,3 +370,21 @@ def test_an_empty_duckdb_database_becomes_a_store(tmp_path, capsys):
     assert cli.main(["runs", "--store", str(db)]) == 0
     assert capsys.readouterr().err == ""
     assert store.list_runs(db).empty
+
+
+def test_launch_says_which_method_needs_what_the_data_lacks(lab, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("PLL_HOME", str(lab["dir"]))
+    monkeypatch.setenv("PLL_STORE", str(lab["store"]))
+    monkeypatch.setenv("PLL_JOBS", str(lab["dir"] / "launch_jobs"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("pages/launch.py")
+    at.run()
+    at.radio(key="data_kind").set_value("JSONL file path").run()
+    at.text_input(key="data_path").input(F(lab, "no_profiles.jsonl")).run()
+    at.multiselect(key="methods").set_value(["base", "unified"]).run()
+    assert not at.exception and not at.button(key="start").disabled  # methods that never read a profile: fine
+    at.multiselect(key="methods").set_value(["base", "cluster"]).run()
+    assert "method cluster needs a profile text" in "\n".join(str(e.value) for e in at.error)
+    assert at.button(key="start").disabled
+    assert not (lab["dir"] / "launch_jobs").exists()
