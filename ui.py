@@ -2,8 +2,11 @@
 
 Reads go through engine.views inside st.cache_data, keyed by the store path and the store's version
 (file mtimes), so new results appear as soon as they are ingested. One process-wide lock serialises
-this process's store connections: DuckDB refuses a read-only and a read-write connection to the same
-file inside one process, and Streamlit sessions are threads of one process.
+this process's store connections (store.PROCESS_LOCK): DuckDB refuses a read-only and a read-write
+connection to the same file inside one process, and Streamlit sessions are threads of one process.
+Polling jobs holds it only while a connection is open and waits at most a second for a locked store,
+and only one session polls at a time (the others show the latest poll), so a busy store never freezes
+the open tabs.
 """
 from __future__ import annotations
 
@@ -11,9 +14,12 @@ import threading
 
 import streamlit as st
 
-from engine import jobs, store, views
+from engine import jobs, paths, store, views
 
-STORE_LOCK = threading.RLock()
+STORE_LOCK = store.PROCESS_LOCK
+_POLL_LOCK = threading.Lock()
+_LAST_POLL: dict[tuple, dict] = {}
+_INGESTS: dict[tuple, int] = {}  # (store, jobs) -> how many polls of this process ingested something
 
 PAGES = {
     "compare": "pages/compare.py",
@@ -24,8 +30,24 @@ PAGES = {
 }
 
 
+def store_path_problem() -> str | None:
+    """Why the store path typed in the sidebar is not used (outside the data folder), or None."""
+    typed = (st.session_state.get("store_path") or "").strip()
+    if not typed or typed == store.store_path():
+        return None
+    try:
+        paths.confine(typed, "store", also=[store.store_path()])
+    except paths.PathError as e:
+        return str(e)
+    return None
+
+
 def store_file() -> str:
-    return st.session_state.get("store_path") or store.store_path()
+    """The store typed in the sidebar when it lies inside the data folder, else the configured one."""
+    typed = (st.session_state.get("store_path") or "").strip()
+    if not typed or store_path_problem():
+        return store.store_path()
+    return str(paths.confine(typed, "store", also=[store.store_path()]))
 
 
 def jobs_dir():
@@ -48,15 +70,46 @@ def read(fn: str, *args, **kwargs):
     except store.StoreBusy:
         st.warning("The store is busy (another process is writing); showing nothing for now — it will refresh.")
         st.stop()
+    except store.StoreError as e:  # not a DuckDB file, a folder, another program's database: retrying won't help
+        st.error(f"{e}. Choose another store in the sidebar.", icon=":material/error:")
+        st.stop()
 
 
 def poll_jobs() -> dict:
-    """Ingest new job results into the store (never raises on a busy store)."""
-    with STORE_LOCK:
-        try:
-            return jobs.poll(store_file(), jobs_dir())
-        except Exception as e:  # never break a page for a polling problem
-            return {"jobs": [], "ingested": {}, "busy": True, "error": f"{type(e).__name__}: {e}"}
+    """Ingest new job results into the store; never raises for the store or a job folder (engine.jobs.poll).
+
+    One session polls at a time: another session asking meanwhile gets the latest result at once.
+    """
+    key = (store_file(), str(jobs_dir()))
+    if not _POLL_LOCK.acquire(blocking=False):
+        last = _LAST_POLL.get(key)
+        if last is None:
+            return {"jobs": jobs.list_jobs(jobs_dir()), "ingested": {}, "busy": False, "store_error": None}
+        return {**last, "ingested": {}}
+    try:
+        out = jobs.poll(store_file(), jobs_dir())
+        if out["ingested"]:
+            _INGESTS[key] = _INGESTS.get(key, 0) + 1
+    finally:
+        _POLL_LOCK.release()
+    _LAST_POLL[key] = out
+    return out
+
+
+def new_results() -> bool:
+    """Whether any session ingested results since this session last asked (its page should be redrawn)."""
+    n = _INGESTS.get((store_file(), str(jobs_dir())), 0)
+    seen = st.session_state.get("_pll_ingests_seen")
+    st.session_state["_pll_ingests_seen"] = n
+    return seen is not None and n != seen
+
+
+_MARKDOWN_SPECIAL = "\\`*_{}[]()<>#+-.!|~$:"
+
+
+def plain(text) -> str:
+    """Text shown literally where Streamlit renders Markdown (no links, images, formatting from data)."""
+    return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in str(text))
 
 
 def qp_list(name: str) -> list[str]:
@@ -87,6 +140,31 @@ def pick_run(runs_df, key: str = "run", label: str = "Run"):
 
 def fmt_p(p) -> str:
     return "–" if p is None or p != p else (f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}")
+
+
+def remember_page(page) -> None:
+    """Record, on every full run, the page the browser now shows and its query parameters (recover_stale_tick)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        st.session_state["_pll_page"] = {"hash": ctx.page_script_hash, "page": page,
+                                         "query": st.query_params.to_dict()}
+
+
+def recover_stale_tick() -> None:
+    """Call first in a run_every fragment that lives on every page.
+
+    After a server-side st.switch_page the browser keeps ticking its fragment timers until the new page's
+    first message arrives; a tick sent in that window names the old page. Streamlit runs it as a fragment
+    run of the old page and the browser, now on the new page, clears its main area for it: the page stays
+    blank until the next full run (the blank Compare page of a busy machine, where that window is long).
+    Such a tick is answered with a full run of the page the browser really shows.
+    """
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    shown = st.session_state.get("_pll_page")
+    ctx = get_script_run_ctx()
+    if shown and ctx is not None and ctx.page_script_hash != shown["hash"]:
+        st.switch_page(shown["page"], query_params=shown["query"])
 
 
 def page_setup():

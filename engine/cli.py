@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -94,6 +95,39 @@ def cmd_synth(args) -> int:
     return 0
 
 
+STORE_NOT_WRITTEN = 3  # exit code: the run finished (or stopped) but the store could not be written; files kept
+RUN_INGEST_TIMEOUT_S = 2.0   # after each method: a locked store is skipped, the run goes on training
+FINAL_INGEST_TIMEOUT_S = 60.0
+
+
+def _check_run_location(path: str) -> None:
+    """Before any work: the store is usable (or creatable) and runs/ beside it can be written."""
+    from engine import store
+    store.check_location(path)
+    if os.path.exists(path):
+        try:
+            store.query("SELECT 1 FROM runs LIMIT 0", path=path, timeout=0.5)  # a foreign or broken file fails here
+        except store.StoreBusy:
+            pass  # another process writes it now: results are ingested when it lets go
+    folder = store.runs_dir(path)
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise store.StoreError(f"store {path}: cannot write the run folder {folder} ({probe} is not a writable folder)")
+
+
+def _set_handlers(handlers: dict) -> dict:
+    """Install signal handlers (main thread only; elsewhere signals stay as they are); returns the previous ones."""
+    previous = {}
+    for sig, handler in handlers.items():
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    return previous
+
+
 def cmd_run(args) -> int:
     from engine import store
     from engine.data import DataError
@@ -110,32 +144,77 @@ def cmd_run(args) -> int:
                    seed=args.seed, name=args.name, device=args.device, precision=args.precision,
                    train=_train_overrides(args), options=options, metric=args.metric)
     path = store.store_path(args.store)
+    try:
+        _check_run_location(path)
+    except store.StoreError as e:
+        return _err(f"error: {e}")
     run_id = new_run_id()
     results = store.runs_dir(path) / run_id  # kept: the adapters for `export` live here
     progress = TqdmProgress()
+    said = set()
 
-    def ingest(_method=None):
-        store.ingest(results, path)
+    def ingest(timeout: float) -> str | None:
+        """Copy what is finished into the store; the reason it could not, or None."""
+        problems = []
+        try:
+            store.ingest(results, path, problems=problems, timeout=timeout)
+        except store.StoreError as e:  # busy, or the store file went bad while the run worked
+            return str(e)
+        for p in problems:
+            if p not in said:
+                said.add(p)
+                print(f"warning: {p}", file=sys.stderr)
+        return None
 
+    def after_method(method):
+        why = ingest(RUN_INGEST_TIMEOUT_S)
+        if why:
+            print(f"note: {method} kept in {results}, not yet in the store ({why}); trying again later",
+                  file=sys.stderr)
+
+    def finish(code: int, timeout: float = FINAL_INGEST_TIMEOUT_S) -> int:
+        why = ingest(timeout)
+        if why is None:
+            return code
+        print(f"run {run_id}: results kept in {results} but not in the store ({why}). When the store is free:\n"
+              f"    python -m engine ingest {results} --store {path}", file=sys.stderr)
+        return STORE_NOT_WRITTEN
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    old = _set_handlers({signal.SIGTERM: on_signal, signal.SIGHUP: on_signal,
+                         signal.SIGINT: signal.getsignal(signal.SIGINT)})
+    computed = False
     try:
-        execute_run(spec, results, progress=progress, run_id=run_id, on_method_done=ingest)
-    except (DataError, ConfigError, ModelError, ValueError) as e:
+        execute_run(spec, results, progress=progress, run_id=run_id, on_method_done=after_method)
+        computed = True
         progress.close()
-        if not results.exists():  # rejected before any work: nothing written
-            return _err(str(e) if isinstance(e, DataError) else f"error: {e}")
-        ingest()
-        return _err(f"run {run_id} failed: {e}")
-    except BaseException as e:
+        code = finish(0)
+    except (KeyboardInterrupt, Exception) as e:  # the boundary where a run's outcome is recorded and reported
         progress.close()
-        if results.exists():
-            ingest()
-        print(f"run {run_id} {'cancelled' if isinstance(e, KeyboardInterrupt) else 'failed'}: {e}", file=sys.stderr)
-        return 1
-    progress.close()
-    ingest()
-    _print_runs(path, [run_id])
+        _set_handlers(dict.fromkeys(old, signal.SIG_IGN))  # recording the outcome is not interrupted
+        if computed:  # interrupted while waiting for a locked store: the run itself is done and kept
+            print(f"run {run_id}: done; results kept in {results} but not yet in the store. Later:\n"
+                  f"    python -m engine ingest {results} --store {path}", file=sys.stderr)
+            return STORE_NOT_WRITTEN
+        bad_input = isinstance(e, (DataError, ConfigError, ModelError, ValueError))
+        if not results.exists():  # stopped before any work: nothing written
+            if bad_input:
+                return _err(str(e) if isinstance(e, DataError) else f"error: {e}")
+            print(f"run {run_id} {'cancelled' if isinstance(e, KeyboardInterrupt) else 'failed'} before it started:"
+                  f" {type(e).__name__}: {e}", file=sys.stderr)
+            return 130 if isinstance(e, KeyboardInterrupt) else 1
+        stopped = isinstance(e, KeyboardInterrupt)
+        print(f"run {run_id} {'cancelled' if stopped else 'failed'}: {e if stopped else f'{type(e).__name__}: {e}'}"
+              f" (finished methods are kept)", file=sys.stderr)
+        return finish(130 if stopped else 1, timeout=10.0)
+    finally:
+        _set_handlers(old)
+    if code == 0:
+        _print_runs(path, [run_id])
     print(run_id)
-    return 0
+    return code
 
 
 def _int_or(v):
@@ -186,7 +265,12 @@ def cmd_runs(args) -> int:
 
 def cmd_ingest(args) -> int:
     from engine import store
-    added = store.ingest(args.dir, args.store)
+    if not (Path(args.dir) / "run.json").is_file():
+        return _err(f"ingest: {args.dir} is not a run's result folder (no run.json)")
+    problems = []
+    added = store.ingest(args.dir, args.store, problems=problems)
+    for p in problems:
+        print(f"warning: {p}", file=sys.stderr)
     print(f"ingested {len(added)} method(s): {', '.join(added) or '-'}", file=sys.stderr)
     return 0
 
@@ -245,15 +329,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--run", required=True)
     ex.add_argument("--method", required=True)
     ex.add_argument("--persona", help="persona id (per-persona, hybrid, cluster and merge methods)")
-    ex.add_argument("--out", required=True)
+    ex.add_argument("--out", required=True, help="a new or empty folder")
     ex.add_argument("--base-out", help="also write the base weights exactly as the run used them (e.g. SmolLM2's "
                                        "Q4_1 GGUF dequantized) to this folder; the adapter's config points to it")
+    ex.add_argument("--force", action="store_true", help="replace the adapter files in an existing --out folder")
     ex.add_argument("--store", default=None)
     ex.set_defaults(fn=cmd_export)
     return p
 
 
 def main(argv=None) -> int:
+    from engine import store
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except store.StoreBusy as e:  # runs, ingest, export: nothing was changed
+        print(f"error: {e}", file=sys.stderr)
+        return STORE_NOT_WRITTEN
+    except (store.StoreError, store.ResultFileError) as e:  # a bad --store or result folder: nothing was changed
+        return _err(f"error: {e}")

@@ -99,11 +99,12 @@ def ensure_clusters(ctx) -> dict | None:
     """The run's cluster map, computed once (no training): the Clusters page needs it for every run.
 
     Uses the cluster method's result when it ran; otherwise K = options["cluster_k"] (default 5), capped
-    at P - 1 so that silhouettes exist. Returns None for runs with fewer than 3 personas.
+    at P - 1 so that silhouettes exist. Returns None for runs with fewer than 3 personas or without a profile
+    text for every persona.
     """
     if "cluster" not in ctx.cache:
         P = len(ctx.persona_ids)
-        if P < 3:
+        if P < 3 or not all(ctx.dataset.personas.values()):
             return None
         k = ctx.options.get("cluster_k", DEFAULT_K)
         ctx.cache["cluster"] = cluster_personas(profile_embeddings(ctx), ctx.persona_ids,

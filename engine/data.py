@@ -9,10 +9,12 @@ Two tasks:
             every assistant turn is a target; the messages before it are its context
   choice    {"persona_id", "persona", "prompt", "choices": [...], "answer": index, "split"?}
 The task is the first line's (the first line that looks like either); a line of the other task is
-an error. Optional on both: "id" (unique), "kind" ("personal" | "general"). Optional on an assistant
-message: "kind" (overrides the line's for that target) and "persona_blind" (the reply a good assistant
-that ignores the persona would give: the simulator writes it, and the lab scores it as the ceiling of
-persona-blind methods).
+an error. Optional on both: "id" (unique, also against the ids generated for lines without one), "kind" ("personal" |
+"general"), and the profile text "persona" (or "character"): when given, a persona keeps one text; methods
+that read profiles (cluster, merge) check that every persona has one before a run starts (engine.checks).
+Optional on an assistant message: "kind" (overrides the line's for that target) and "persona_blind" (the reply
+a good assistant that ignores the persona would give: the simulator writes it, and the lab scores it as the
+ceiling of persona-blind methods).
 
 Split: a file gives "split" on every line or on none (mixing is an error, since a half-split file
 is almost certainly a mistake). Without it each persona's lines are split 60/20/20 in file order:
@@ -48,7 +50,7 @@ class Example:
 @dataclass
 class Dataset:
     task: str                  # "dialogue" | "choice"
-    personas: dict[str, str]   # persona_id -> profile text, in first-seen order
+    personas: dict[str, str | None]   # persona_id -> profile text (None: none given), in first-seen order
     examples: list[Example]
     source: str                # file path or simulator spec
     hash: str                  # sha256 hex of the file bytes (or of the canonical JSON of records)
@@ -80,10 +82,15 @@ class DataError(Exception):
 def load_jsonl(path, context_window=4):
     """Dataset from a JSONL file; DataError listing every problem if it breaks the contract."""
     source = str(path)
+    if os.path.isdir(path):
+        raise DataError([f"{source}: is a folder, not a JSONL file"])
     if not os.path.isfile(path):
         raise DataError([f"{source}: no such file"])
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError([f"{source}: cannot be read ({e.strerror})"]) from None
     lines, problems = [], []
     for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
         try:
@@ -97,6 +104,12 @@ def load_jsonl(path, context_window=4):
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             problems.append((number, f"broken JSON: {e.msg} (column {e.colno})"))
+            continue
+        except RecursionError:
+            problems.append((number, "JSON nested too deeply"))
+            continue
+        except ValueError as e:  # e.g. an integer of more digits than Python converts
+            problems.append((number, f"unreadable JSON value: {e}"))
             continue
         lines.append((number, obj))
     if not lines and not problems:
@@ -246,8 +259,8 @@ def _build(lines, problems, source, digest, context_window):
             problem("'persona_id' must be a non-empty string")
             persona_id = None
         profile = obj.get("persona", obj.get("character"))
-        if not _nonempty_str(profile):
-            problem("'persona' (or 'character') must be a non-empty string")
+        if profile is not None and not _nonempty_str(profile):
+            problem("'persona' (or 'character') must be a non-empty string when given")
             profile = None
         if persona_id is not None:
             first_seen.setdefault(persona_id, number)
@@ -335,7 +348,17 @@ def _build(lines, problems, source, digest, context_window):
             examples.append(Example(eid, persona_id, split, turn_kind or kind, context=context, target=text,
                                     blind=blind))
 
-    personas = {pid: profile for pid, (profile, _) in profiles.items()}
+    # an explicit id may equal one generated for another line ("p1:L7#1"): example ids must stay unique
+    first_line = {}
+    for (number, *_), eid in _example_lines(parsed, examples, task):
+        if eid in first_line and first_line[eid] != number:
+            problems.append((max(number, first_line[eid]), f"example id {eid!r} is also the id of an example on "
+                                                          f"line {min(number, first_line[eid])}; give another 'id'"))
+        first_line.setdefault(eid, number)
+    if problems:
+        raise DataError([f"{source}:{n}: {msg}" for n, msg in sorted(problems, key=lambda p: p[0])[:MAX_PROBLEMS]])
+
+    personas = {pid: profiles[pid][0] if pid in profiles else None for pid in first_seen}
     return Dataset(task=task, personas=personas, examples=examples, source=source, hash=digest)
 
 
@@ -345,3 +368,14 @@ def repeated_targets(dataset, split: str = "test") -> tuple[int, int]:
     seen = {(e.persona_id, e.context, e.target, e.prompt, e.choices, e.answer) for e in dataset.split("train")}
     items = dataset.split(split)
     return sum((e.persona_id, e.context, e.target, e.prompt, e.choices, e.answer) in seen for e in items), len(items)
+
+
+def _example_lines(parsed, examples, task):
+    """(parsed line, example id) pairs: the examples were made from the parsed lines in order."""
+    i = 0
+    for item in parsed:
+        payload = item[5]
+        n = 1 if task == "choice" else sum(m[0] == "assistant" for m in payload)
+        for e in examples[i:i + n]:
+            yield item, e.example_id
+        i += n

@@ -132,20 +132,48 @@ def peft_state_dict(state: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_peft_folder(out, state: dict, scaling: float, targets, base_model: str, note: str = "",
-                      base_path: str | None = None) -> Path:
-    """A PEFT LoRA folder; base_model_name_or_path is `base_path` (the lab's own base weights, exported with
-    export_base) when given, else the lab's model name: never a hub checkpoint the lab did not run."""
-    from peft import LoraConfig
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
+
+
+def check_out(out, force: bool = False) -> Path:
+    """ExportError unless `out` is a new or empty folder (with force: a folder whose files we may replace)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rank = next(iter(state.values()))[0].shape[0]
-    config = LoraConfig(r=rank, lora_alpha=scaling * rank, target_modules=list(targets), lora_dropout=0.0,
-                        bias="none", task_type="CAUSAL_LM", base_model_name_or_path=base_path or base_model)
-    config.save_pretrained(str(out))
-    save_file(peft_state_dict(state), str(out / "adapter_model.safetensors"))
-    (out / "README.md").write_text(f"# LoRA adapter exported by Persona LoRA Lab\n\nbase model: {base_model}\n"
-                                   f"rank {rank}, lora_alpha {scaling * rank:g} (scaling {scaling:g})\n\n{note}\n")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"{out} exists and is not empty; choose a new folder (or --force to replace "
+                          f"{', '.join(PEFT_FILES)} in it)")
+    if not out.exists() and not out.parent.is_dir():
+        raise ExportError(f"folder {out.parent} does not exist")
+    return out
+
+
+def write_peft_folder(out, state: dict, scaling: float, targets, base_model: str, note: str = "",
+                      force: bool = False, base_path: str | None = None) -> Path:
+    """The PEFT folder, written beside `out` and moved in at the end: a failure leaves `out` as it was.
+    base_model_name_or_path is `base_path` (the lab's own base weights, written by export_base) when given, else
+    the lab's model name: never a hub checkpoint the lab did not run."""
+    from peft import LoraConfig
+    out = check_out(out, force)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        rank = next(iter(state.values()))[0].shape[0]
+        config = LoraConfig(r=rank, lora_alpha=scaling * rank, target_modules=list(targets), lora_dropout=0.0,
+                            bias="none", task_type="CAUSAL_LM",
+                            base_model_name_or_path=base_path or base_model)
+        config.save_pretrained(str(tmp))
+        save_file(peft_state_dict(state), str(tmp / "adapter_model.safetensors"))
+        (tmp / "README.md").write_text(f"# LoRA adapter exported by Persona LoRA Lab\n\nbase model: {base_model}\n"
+                                       f"rank {rank}, lora_alpha {scaling * rank:g} (scaling {scaling:g})\n\n{note}\n")
+        if not out.exists():
+            os.replace(tmp, out)
+        else:  # an empty folder, or --force: only our files are replaced
+            for f in tmp.iterdir():
+                os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -167,8 +195,11 @@ def export_base(model_name: str, precision: str, out) -> Path:
     return out
 
 
-def export_adapter(artifacts_dir, method: str, persona: str | None, out, base_path: str | None = None) -> Path:
-    """Write the adapter `persona` is answered with under `method` as a PEFT LoRA folder at `out`."""
+def export_adapter(artifacts_dir, method: str, persona: str | None, out, force: bool = False,
+                   base_path: str | None = None) -> Path:
+    """Write the adapter `persona` is answered with under `method` as a PEFT LoRA folder at `out`
+    (a new or empty folder; with force, our files in an existing one are replaced)."""
+    check_out(out, force)
     folder = Path(artifacts_dir) / method_dirname(method)
     if not (folder / "adapters.json").exists():
         raise ExportError(f"no saved adapters for method '{method}' in {artifacts_dir}"
@@ -181,7 +212,8 @@ def export_adapter(artifacts_dir, method: str, persona: str | None, out, base_pa
                  "in. Export it (same method, no persona), load it with PeftModel.from_pretrained(base, dir), "
                  "call merge_and_unload(), then load this adapter on the result."
                  if persona else "\n\nThis is hybrid's unified adapter; it goes on the plain base model.")
-    return write_peft_folder(out, state, meta["scaling"], meta["targets"], meta["base_model"], note, base_path)
+    return write_peft_folder(out, state, meta["scaling"], meta["targets"], meta["base_model"], note, force,
+                             base_path)
 
 
 def cmd_export(args) -> int:
@@ -197,7 +229,8 @@ def cmd_export(args) -> int:
         return 2
     base_path = str(Path(args.base_out).resolve()) if args.base_out else None
     try:
-        out = export_adapter(Path(artifacts) / "adapters", args.method, args.persona, args.out, base_path)
+        out = export_adapter(Path(artifacts) / "adapters", args.method, args.persona, args.out,
+                             getattr(args, "force", False), base_path)
     except ExportError as e:
         print(f"export: {e}", file=sys.stderr)
         return 2

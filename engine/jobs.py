@@ -29,6 +29,8 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
+
 from engine import store
 
 ACTIVE = ("queued", "running")
@@ -43,7 +45,20 @@ def _now() -> str:
 
 
 def _ts(iso: str | None) -> float | None:
-    return datetime.fromisoformat(iso).timestamp() if iso else None
+    """Seconds since the epoch of an ISO time, None when absent or not a time (a hand-edited status.json)."""
+    try:
+        return datetime.fromisoformat(iso).timestamp() if iso else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _iso(value) -> str | None:
+    """An ISO time as written by this module, or None: what the store's TIMESTAMP columns accept."""
+    return value if isinstance(value, str) and _ts(value) is not None else None
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def jobs_root(jobs_dir=None, store_file=None) -> Path:
@@ -78,23 +93,16 @@ def device_key(device: str | None) -> str:
 
 def check_spec(spec) -> None:
     """Everything that can be checked without loading a model; raises ConfigError, DataError, ModelError."""
+    from engine.checks import check_data
     from engine.data import load_dataset
     from engine.models import REGISTRY, ModelError
-    from engine.train import ConfigError
 
-    cfg = spec.check()
+    cfg = spec.check()  # hyperparameters, method options, device (engine.checks)
     if not spec.model or (spec.model not in REGISTRY and not os.path.isdir(spec.model) and "/" not in spec.model):
         raise ModelError(f"unknown model '{spec.model}': use one of {', '.join(REGISTRY)}, "
                          "a local model folder or a Hugging Face id such as Qwen/Qwen2.5-0.5B-Instruct")
-    if spec.device not in (None, "", "auto"):
-        import torch
-        try:
-            dev = torch.device(spec.device)
-        except (RuntimeError, ValueError) as e:
-            raise ConfigError(f"device: {e}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device: {spec.device} asked for but no CUDA device is available")
     dataset = load_dataset(spec.data, context_window=cfg.context_window)  # DataError with FILE:LINE problems
+    check_data(spec.methods, dataset)
     from engine.evaluate import primary_metric
     try:
         primary_metric(dataset, spec.metric)
@@ -110,7 +118,8 @@ def submit(spec, kind: str = "run", jobs_dir=None, store_file=None, spawn: bool 
     job_id, run_id = new_job_id(), new_run_id()
     d = root / job_id
     d.mkdir(parents=True)
-    store.write_json_atomic(d / "spec.json", {"kind": kind, "run_id": run_id, "spec": asdict(spec)})
+    store.write_json_atomic(d / "spec.json", {"kind": kind, "run_id": run_id, "spec": asdict(spec),
+                                              "jobs_dir": str(root.resolve())})
     store.write_json_atomic(d / "status.json", {
         "job_id": job_id, "kind": kind, "status": "queued", "run_id": run_id, "device": device_key(spec.device),
         "created_at": _now(), "started_at": None, "finished_at": None, "error": None, "pid": None})
@@ -125,10 +134,17 @@ def start_worker(job_id: str, root: Path) -> int:
         p = subprocess.Popen([sys.executable, "-m", "engine", "worker", job_id, "--jobs-dir", str(root)],
                              start_new_session=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              cwd=str(Path(__file__).resolve().parent.parent),
-                             env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
+                             env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+                                  **({} if _downloads_allowed() else {"HF_HUB_OFFLINE": "1"})})
     _CHILDREN[p.pid] = p
     (d / "worker.pid").write_text(str(p.pid))
     return p.pid
+
+
+def _downloads_allowed() -> bool:
+    """Dashboard workers load models from this machine only (engine.paths), unless the operator allows downloads."""
+    from engine.paths import downloads_allowed
+    return downloads_allowed()
 
 
 _CHILDREN: dict[int, subprocess.Popen] = {}  # workers this process started, reaped so they leave no zombies
@@ -188,22 +204,70 @@ def log_tail(job_id: str, jobs_dir=None, lines: int = 40, store_file=None) -> st
 
 
 def _worker_pid(d: Path, status: dict) -> int | None:
-    if status.get("pid"):
-        return int(status["pid"])
+    if isinstance(status.get("pid"), int) and not isinstance(status.get("pid"), bool) and status["pid"] > 0:
+        return status["pid"]
     try:
         return int((d / "worker.pid").read_text())
     except (OSError, ValueError):
         return None
 
 
+def _broken(job_id: str, d: Path, what: str) -> dict:
+    """A job whose status.json cannot be read: running while its worker lives (the worker rewrites the file),
+    else failed with what is wrong (poll persists that)."""
+    saved = _read_json(d / "spec.json")
+    saved = saved if isinstance(saved, dict) else {}
+    pid = _worker_pid(d, {})
+    alive = pid_alive(pid, job_id)
+    return {"job_id": job_id, "kind": _text(saved.get("kind")), "status": "running" if alive else "failed",
+            "run_id": _text(saved.get("run_id")), "device": None, "created_at": None, "started_at": None,
+            "finished_at": None if alive else _now(), "pid": pid, "progress": {}, "broken": True, "dead": not alive,
+            "error": f"job folder {d}: {what}"}
+
+
+_PROGRESS_TYPES = {"phase": str, "method": str, "updated_at": str, "done": int, "total": int, "methods_done": int,
+                   "methods_total": int, "fraction": float, "eta_seconds": float, "elapsed_seconds": float}
+
+
+def _clean_progress(progress) -> dict:
+    """progress.json's known fields with the types the pages expect; anything else (a hand-edited or
+    half-written file) is dropped rather than shown."""
+    if not isinstance(progress, dict):
+        return {}
+    out = {}
+    for k, kind in _PROGRESS_TYPES.items():
+        v = progress.get(k)
+        if kind is str and isinstance(v, str):
+            out[k] = v
+        elif kind in (int, float) and isinstance(v, (int, float)) and not isinstance(v, bool) and v == v \
+                and abs(v) != float("inf") and (kind is float or float(v).is_integer()):
+            out[k] = kind(v)
+    out.update({k: v for k, v in progress.items() if k not in _PROGRESS_TYPES and isinstance(v, (str, int, float))
+                and not isinstance(v, bool)})  # e.g. the training loss
+    return out
+
+
 def job_info(job_id: str, jobs_dir=None, store_file=None) -> dict | None:
-    """status.json + progress.json of a job, with a dead worker shown as failed (not yet persisted)."""
+    """status.json + progress.json of a job, with a dead worker shown as failed (not yet persisted).
+
+    None while the folder is being created (no status.json yet); a folder whose status.json is unreadable or
+    malformed is listed as failed with what is wrong, so one bad folder never hides the others.
+    """
     d = jobs_root(jobs_dir, store_file) / job_id
-    status = _read_json(d / "status.json")
-    if status is None:
+    if not (d / "status.json").exists():
         return None
-    progress = _read_json(d / "progress.json", {}) or {}
-    info = {**status, "progress": progress}
+    status = _read_json(d / "status.json")
+    if not isinstance(status, dict):
+        return _broken(job_id, d, "status.json is unreadable or not a JSON object")
+    if status.get("status") not in ACTIVE + FINISHED:
+        return _broken(job_id, d, f"status.json has no valid 'status' (got {status.get('status')!r})")
+    info = {**status, "job_id": job_id, "progress": _clean_progress(_read_json(d / "progress.json", {}))}
+    for k in ("created_at", "started_at", "finished_at"):
+        info[k] = _iso(info.get(k))
+    for k in ("kind", "run_id", "device", "error"):
+        info[k] = _text(info.get(k))
+    if not isinstance(info.get("pid"), int) or isinstance(info.get("pid"), bool):
+        info["pid"] = None
     if status["status"] in ACTIVE:
         pid = _worker_pid(d, status)
         alive = pid_alive(pid, job_id)
@@ -219,7 +283,11 @@ def list_jobs(jobs_dir=None, store_file=None) -> list[dict]:
     root = jobs_root(jobs_dir, store_file)
     if not root.exists():
         return []
-    out = [job_info(d.name, root) for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    try:
+        folders = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "uploads"]
+    except OSError:  # the jobs folder went away while listing it
+        return []
+    out = [job_info(d.name, root) for d in folders]
     return sorted((j for j in out if j), key=lambda j: j.get("created_at") or "", reverse=True)
 
 
@@ -230,7 +298,7 @@ def cancel(job_id: str, jobs_dir=None, store_file=None, grace: float = 5.0) -> b
     root = jobs_root(jobs_dir, store_file)
     d = root / job_id
     status = _read_json(d / "status.json")
-    if status is None or status["status"] in FINISHED:
+    if not isinstance(status, dict) or status.get("status") in FINISHED:
         return False
     pid = _worker_pid(d, status)
     if pid and pid_alive(pid, job_id):
@@ -249,7 +317,8 @@ def cancel(job_id: str, jobs_dir=None, store_file=None, grace: float = 5.0) -> b
         except ProcessLookupError:
             pass
     status = _read_json(d / "status.json") or status
-    if status["status"] != "cancelled":
+    status = status if isinstance(status, dict) else {}
+    if status.get("status") != "cancelled":
         status.update(status="cancelled", finished_at=status.get("finished_at") or _now(),
                       error=status.get("error") or "cancelled by the user")
         store.write_json_atomic(d / "status.json", status)
@@ -261,41 +330,109 @@ def _mark_run_file(d: Path, status: str, error: str | None) -> None:
     """A dead worker cannot finish its run.json: set its final status (nobody else writes it now)."""
     run_file = d / "results" / "run.json"
     run = _read_json(run_file)
-    if run and run.get("status") == "running":
+    if isinstance(run, dict) and run.get("status") == "running":
         run.update(status=status, error=run.get("error") or error, finished_at=run.get("finished_at") or _now())
         store.write_json_atomic(run_file, run)
 
 
 # ----------------------------------------------------------------------------- poll (dashboard side)
 
-def poll(store_file=None, jobs_dir=None) -> dict:
+POLL_STORE_TIMEOUT_S = 1.0  # a poll waits at most this long for a locked store, then tries again next time
+_reconciled: dict[tuple, frozenset] = {}  # (jobs root, store) -> job folders seen at the last reconcile
+
+
+def poll(store_file=None, jobs_dir=None, timeout: float = POLL_STORE_TIMEOUT_S) -> dict:
     """Ingest new results of every job, persist dead workers as failed, mirror jobs into the store.
 
-    Never raises for a busy store: what could not be written is tried again on the next call.
-    Returns {"jobs": [job dicts], "ingested": {job_id: [methods]}, "busy": bool}.
+    Never raises for the store or for a job folder: a locked store is tried again on the next call (at
+    most `timeout` s of waiting per call, then the store is left alone until the next call); a store that
+    cannot be used at all is reported in "store_error"; a job whose files cannot be ingested keeps its
+    "poll_error" and the other jobs go on. Returns {"jobs": [job dicts], "ingested": {job_id: [methods]},
+    "busy": bool, "store_error": str | None}.
     """
     root = jobs_root(jobs_dir, store_file)
     path = store.store_path(store_file)
-    out = {"jobs": [], "ingested": {}, "busy": False}
+    out = {"jobs": [], "ingested": {}, "busy": False, "store_error": None}
     for job in list_jobs(root):
         d = root / job["job_id"]
         if job.get("dead"):  # persist: the worker is gone, nothing else will write these files
-            status = _read_json(d / "status.json")
-            status.update(status="failed", error=job["error"], finished_at=job["finished_at"])
-            store.write_json_atomic(d / "status.json", status)
-            _mark_run_file(d, "failed", job["error"].splitlines()[0])
-            job.pop("dead")
+            _persist_failed(d, job)
+        if not (out["busy"] or out["store_error"]):
+            try:
+                problems = []
+                added = _ingest_if_changed(d, path, problems, timeout)
+                if added:
+                    out["ingested"][job["job_id"]] = added
+                if problems:
+                    job["poll_error"] = "; ".join(problems)
+                _mirror(job, d, path, timeout)
+            except store.StoreBusy:
+                out["busy"] = True
+            except store.StoreError as e:
+                out["store_error"] = str(e)
+            except (OSError, ValueError, duckdb.Error) as e:  # this job's files: report, keep going
+                job["poll_error"] = f"{type(e).__name__}: {e}"
+        out["jobs"].append(job)
+    if not (out["busy"] or out["store_error"]):
         try:
-            added = _ingest_if_changed(d, path)
-            if added:
-                out["ingested"][job["job_id"]] = added
-            _mirror(job, d, path)
+            _reconcile(root, path, {j["job_id"] for j in out["jobs"]}, timeout)
         except store.StoreBusy:
             out["busy"] = True
-        except (OSError, ValueError, KeyError) as e:  # a half-written or broken folder: report, keep going
-            job.setdefault("poll_error", f"{type(e).__name__}: {e}")
-        out["jobs"].append(job)
+        except store.StoreError as e:
+            out["store_error"] = str(e)
     return out
+
+
+def _persist_failed(d: Path, job: dict) -> None:
+    """A job whose worker is gone: failed in status.json and run.json (nobody else will write them)."""
+    status = _read_json(d / "status.json")
+    status = status if isinstance(status, dict) else {}
+    status.update(job_id=job["job_id"], status="failed", error=job["error"], finished_at=job["finished_at"])
+    for k in ("kind", "run_id", "created_at"):
+        status.setdefault(k, job.get(k))
+    try:
+        store.write_json_atomic(d / "status.json", status)
+        _mark_run_file(d, "failed", job["error"].splitlines()[0])
+    except OSError as e:  # a read-only or vanished folder: shown as failed all the same
+        job["poll_error"] = f"could not record the failure in {d}: {e}"
+    job.pop("dead", None)
+
+
+def _jobs_dir_of(spec_json, artifacts_dir) -> str | None:
+    """The jobs folder a mirrored job lived in: recorded in its spec.json, or its run's results folder's grandparent."""
+    try:
+        saved = json.loads(spec_json) if spec_json else {}
+    except ValueError:
+        saved = {}
+    if isinstance(saved, dict) and isinstance(saved.get("jobs_dir"), str):
+        return saved["jobs_dir"]
+    return str(Path(artifacts_dir).parent.parent) if isinstance(artifacts_dir, str) and artifacts_dir else None
+
+
+def _reconcile(root: Path, path: str, present: set, timeout: float) -> None:
+    """Jobs the store shows as active whose folder is gone (deleted by hand) end as failed, with their runs.
+
+    Runs only when the set of job folders changed since the last call, so polling stays cheap.
+    """
+    key = (str(root.resolve()), str(Path(path).resolve()))
+    if _reconciled.get(key) == frozenset(present):
+        return
+    if os.path.exists(path):
+        active = store.query("SELECT j.job_id, j.run_id, j.spec_json, r.artifacts_dir FROM jobs j "
+                             "LEFT JOIN runs r USING (run_id) WHERE j.status IN ('queued', 'running')", path=path,
+                             timeout=timeout)
+        here = str(root.resolve())
+        gone = [(j, r) for j, r, spec, art in zip(active.job_id, active.run_id, active.spec_json, active.artifacts_dir)
+                if j not in present and _jobs_dir_of(spec, art) == here]  # another jobs folder's jobs are not ours
+        if gone:
+            why = f"its job folder under {root} was deleted"
+            with store.connect(path, timeout=timeout) as con:
+                for job_id, run_id in gone:
+                    con.execute("UPDATE jobs SET status = 'failed', error = ?, finished_at = now() WHERE job_id = ?",
+                                [why, job_id])
+                    con.execute("UPDATE runs SET status = 'failed', error = coalesce(error, ?), finished_at = "
+                                "coalesce(finished_at, now()) WHERE run_id = ? AND status = 'running'", [why, run_id])
+    _reconciled[key] = frozenset(present)
 
 
 def _signature(d: Path) -> dict | None:
@@ -308,32 +445,38 @@ def _signature(d: Path) -> dict | None:
     return {"methods": methods, "mtimes": [f.stat().st_mtime_ns if f.exists() else 0 for f in files]}
 
 
-def _ingest_if_changed(d: Path, path: str) -> list[str]:
+def _ingest_if_changed(d: Path, path: str, problems: list, timeout: float) -> list[str]:
     sig = _signature(d)
     if sig is None:
         return []
     marker = d / ".ingested.json"
-    if _read_json(marker) == {**sig, "store": str(Path(path).resolve())}:
+    done = _read_json(marker)
+    if isinstance(done, dict) and {k: v for k, v in done.items() if k != "problems"} == \
+            {**sig, "store": str(Path(path).resolve())}:
+        problems.extend(done.get("problems") or [])  # still shown: the files have not changed since
         return []
-    added = store.ingest(d / "results", path)
-    store.write_json_atomic(marker, {**sig, "store": str(Path(path).resolve())})
+    added = store.ingest(d / "results", path, problems=problems, timeout=timeout)
+    store.write_json_atomic(marker, {**sig, "store": str(Path(path).resolve()), "problems": problems})
     return added
 
 
-def _mirror(job: dict, d: Path, path: str) -> None:
-    """Upsert the job's row in the store's jobs table when something visible changed."""
+def _mirror(job: dict, d: Path, path: str, timeout: float) -> None:
+    """Upsert the job's row in the store's jobs table when its status or phase changed (or progress by 10%)."""
     p = job.get("progress") or {}
     fraction = 1.0 if job["status"] == "done" else p.get("fraction")
     row = {"job_id": job["job_id"], "kind": job.get("kind"), "status": job["status"],
-           "progress": None if fraction is None else round(float(fraction), 2), "phase": p.get("phase"),
+           "progress": None if fraction is None else round(float(fraction), 1), "phase": _text(p.get("phase")),
            "created_at": job.get("created_at"), "started_at": job.get("started_at"),
            "finished_at": job.get("finished_at"), "error": job.get("error"), "run_id": job.get("run_id")}
     marker = d / ".mirrored.json"
     mirrored = _read_json(marker)
     if mirrored == {**row, "store": str(Path(path).resolve())}:
         return
-    spec = (d / "spec.json").read_text()
-    with store.connect(path) as con:
+    try:
+        spec = (d / "spec.json").read_text()
+    except OSError:  # the folder was deleted and recreated by its worker: the row keeps what is known
+        spec = None
+    with store.connect(path, timeout=timeout) as con:
         con.execute("DELETE FROM jobs WHERE job_id = ?", [row["job_id"]])
         con.execute("INSERT INTO jobs (job_id, kind, status, progress, phase, created_at, started_at, finished_at, "
                     "error, run_id, spec_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -357,6 +500,7 @@ class _Progress:
         self.t0, self.last_write, self.phase = time.time(), 0.0, None
 
     def method_done(self, method):
+        _check_folder(self.d)
         self.done_methods += 1
         print(f"[{_now()}] method {method} done ({self.done_methods}/{len(self.methods)})", flush=True)
         self(f"{method}: done", 1, 1, force=True)
@@ -382,6 +526,7 @@ class _Progress:
             force = True
         if not force and now - self.last_write < PROGRESS_EVERY_S:
             return
+        _check_folder(self.d)
         self.last_write = now
         elapsed = now - self.t0
         eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
@@ -392,9 +537,23 @@ class _Progress:
             "updated_at": _now(), **{k: v for k, v in info.items() if isinstance(v, (int, float, str))}})
 
 
+class FolderGone(KeyboardInterrupt):
+    """The job's folder was deleted while the worker ran: the worker stops (as a cancel would)."""
+
+
+def _check_folder(d: Path) -> None:
+    if not (d / "spec.json").exists():
+        raise FolderGone(f"its job folder {d} was deleted while it ran")
+
+
+_IDENTITY: dict = {}  # this worker's job_id, kind, run_id, device, created_at: every status.json it writes has them
+
+
 def _update_status(d: Path, **fields) -> dict:
-    status = _read_json(d / "status.json") or {}
-    status.update(fields)
+    status = _read_json(d / "status.json")
+    status = status if isinstance(status, dict) else {}
+    status.update({k: v for k, v in _IDENTITY.items() if k not in status or status[k] is None}, **fields)
+    d.mkdir(parents=True, exist_ok=True)  # a deleted folder: the final status still says what happened
     store.write_json_atomic(d / "status.json", status)
     return status
 
@@ -449,11 +608,15 @@ def worker_main(job_id: str, jobs_dir=None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_term)
 
-    if (_read_json(d / "status.json") or {}).get("status") in FINISHED:  # cancelled before it started
+    first = _read_json(d / "status.json")
+    first = first if isinstance(first, dict) else {}
+    if first.get("status") in FINISHED:  # cancelled before it started
         print(f"job {job_id} is already finished; nothing to do", flush=True)
         return 0
     spec = RunSpec.from_dict(saved["spec"])
     device = device_key(spec.device)
+    _IDENTITY.update(job_id=job_id, kind=saved.get("kind", "run"), run_id=saved["run_id"], device=device,
+                     created_at=first.get("created_at"))
     print(f"[{_now()}] worker pid {os.getpid()} for job {job_id} (run {saved['run_id']}) on {device}", flush=True)
     try:
         _update_status(d, pid=os.getpid(), pgid=os.getpgid(0), device=device)
@@ -470,7 +633,8 @@ def worker_main(job_id: str, jobs_dir=None) -> int:
         return 0
     except KeyboardInterrupt as e:
         print(f"[{_now()}] cancelled ({e})", flush=True)
-        _update_status(d, status="cancelled", finished_at=_now(), error="cancelled by the user")
+        _update_status(d, status="cancelled", finished_at=_now(),
+                       error=str(e) if isinstance(e, FolderGone) else "cancelled by the user")
         return 130
     except BaseException as e:
         traceback.print_exc()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from engine import store
+from engine import checks, store
 from engine.cluster import ensure_clusters
 from engine.data import load_dataset, repeated_targets
 from engine.evaluate import ALL_METRICS, persona_blind_scores, persona_means, persona_means_by_kind, primary_metric
@@ -53,7 +53,14 @@ class RunSpec:
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.metric is not None and self.metric not in ALL_METRICS:
             raise ConfigError(f"metric must be one of {', '.join(ALL_METRICS)}, got {self.metric!r}")
-        return TrainConfig.from_dict(self.train)
+        if not isinstance(self.train, dict) or not isinstance(self.options, dict):
+            raise ConfigError("train and options must be mappings of names to values")
+        checks.check_options(self.options)
+        checks.check_train_values(self.train)
+        checks.check_device(self.device)
+        cfg = TrainConfig.from_dict(self.train)
+        checks.check_config(cfg, self.model)
+        return cfg
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
@@ -92,6 +99,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     """Run every method of the spec; one result folder per finished method. Returns the run id."""
     cfg = spec.check()
     dataset = load_dataset(spec.data, context_window=cfg.context_window)
+    checks.check_data(spec.methods, dataset)
     metric = primary_metric(dataset, spec.metric)  # a metric the data cannot have fails here, before any write
     repeats, n_test = repeated_targets(dataset, "test")
     results_dir = Path(results_dir)
@@ -110,6 +118,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     if progress:
         progress("load model", 0, 1)
     lm = load_model(spec.model, device=spec.device, precision=spec.precision)  # a bad name fails before any write
+    checks.check_loaded_model(lm.model, cfg, spec.model)
     print(f"precision: {lm.precision} ({lm.precision_reason})", file=sys.stderr, flush=True)
     run["config_json"] = json.dumps({**json.loads(run["config_json"]), "precision_resolved": {
         "precision": lm.precision, "reason": lm.precision_reason, "calibration": lm.calibration}}, sort_keys=True)
@@ -142,9 +151,11 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
                 "predictions": out.predictions, **out.tables})
             if on_method_done:
                 on_method_done(method)
-        if progress:
-            progress("clusters: profile map", 0, 1)
-        clusters = ensure_clusters(ctx)  # every run gets its map: the Clusters page shows any run
+        clusters = None
+        if any(checks.needs_profile(m) for m in spec.methods):  # the map costs minutes at 10k personas: only
+            if progress:                                          # for runs whose methods read the profiles
+                progress("clusters: profile map", 0, 1)
+            clusters = ensure_clusters(ctx)
         if clusters is not None:
             store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts, clusters))
             store.write_run_table(results_dir, "cluster_k", clusters["k_scores"])

@@ -3,18 +3,42 @@ import altair as alt
 import streamlit as st
 
 import ui
+from engine.checks import needs_profile
 
 ui.page_setup()
 st.title("Clusters")
 st.caption("Profile texts embedded with MiniLM, clustered with KMeans (the `cluster` method). The study found a "
            "silhouette of 0.022 — text similarity need not mean behavioural similarity.")
 
-runs = ui.read("runs")
+PROFILE_METHODS = "`cluster` or a `merge:*` method"
+
+
+def why_no_map(run) -> str:
+    """Why a run has no profile map (the runner makes one only when a method reads the profiles)."""
+    methods = [m for m in str(run.get("methods") or "").split(",") if m]
+    if not any(needs_profile(m) for m in methods):
+        return (f"its methods ({', '.join(methods) or 'none'}) do not read profile texts, so no map was made; "
+                f"a run with {PROFILE_METHODS} has one (they need a profile text for every persona)")
+    if (run.get("n_personas") or 0) < 3:
+        return "it has fewer than 3 personas"
+    if run.get("status") == "running":
+        return "it is still running (the map is made at its end)"
+    return f"it ended ({run.get('status')}) before its map was made"
+
+
+all_runs = ui.read("runs")
 with_clusters = set(ui.read("runs_with_clusters"))
-runs = runs[runs.run_id.isin(with_clusters)]
+runs = all_runs[all_runs.run_id.isin(with_clusters)]
+without = all_runs[~all_runs.run_id.isin(with_clusters)]
 if runs.empty:
-    st.info("No run with clusters yet: start a run that includes the `cluster` method on Launch.")
+    st.info(f"No run with a profile map yet: the map comes with runs that include {PROFILE_METHODS}; start one "
+            "on Launch.")
     st.page_link(ui.PAGES["launch"], label="Open Launch", icon=":material/rocket_launch:")
+if len(without):
+    with st.expander(f"{len(without)} run(s) without a map, and why", expanded=runs.empty):
+        for _, r in without.head(20).iterrows():
+            st.markdown(f"- `{r['run_id']}` · {ui.plain(r.get('name') or '')}: {why_no_map(r)}")
+if runs.empty:
     st.stop()
 
 run_id = ui.pick_run(runs)

@@ -4,6 +4,7 @@ import streamlit as st
 
 import ui
 from engine import jobs, views
+from engine.models import ModelError
 
 ui.page_setup()
 st.title("Jobs")
@@ -24,7 +25,9 @@ def _eta(p):
 def live():
     polled = ui.poll_jobs()
     all_jobs = polled["jobs"]
-    if polled.get("busy"):
+    if polled.get("store_error"):
+        st.error(f"{polled['store_error']}. Results are kept in the job folders until the store can be written.")
+    elif polled.get("busy"):
         st.caption("The store is busy; results will be ingested on the next refresh.")
     if not all_jobs:
         st.info("No jobs yet. Start one on Launch (or with a demo button on Compare when the store is empty).")
@@ -36,7 +39,8 @@ def live():
         frac = 1.0 if j["status"] == "done" else float(p.get("fraction") or 0.0)
         rows.append({"job": j["job_id"], "status": j["status"], "progress": frac,
                      "phase": (p.get("phase") or "starting") if j["status"] in jobs.ACTIVE else "",
-                     "methods": f"{p['methods_done']}/{p['methods_total']}" if "methods_total" in p else "–",
+                     "methods": f"{p['methods_done']}/{p['methods_total']}"
+                     if {"methods_done", "methods_total"} <= set(p) else "–",
                      "ETA": _eta(p) if j["status"] == "running" else "", "device": j.get("device"),
                      "run": j.get("run_id"), "created": (j.get("created_at") or "")[:19].replace("T", " ")})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="jobs_table", column_config={
@@ -49,14 +53,17 @@ def live():
         p = j.get("progress") or {}
         icon = {"queued": "hourglass_empty", "running": "play_circle", "done": "check_circle", "failed": "error",
                 "cancelled": "cancel"}.get(status, "circle")
-        with st.expander(f"{jid} · {status} · {p.get('phase') or ''}", expanded=status in jobs.ACTIVE or n == 0,
+        with st.expander(f"{ui.plain(jid)} · {status} · {ui.plain(p.get('phase') or '')}",
+                         expanded=status in jobs.ACTIVE or n == 0,
                          icon=f":material/{icon}:"):
             if status in jobs.ACTIVE:
                 st.progress(min(1.0, float(p.get("fraction") or 0.0)),
-                            text=f"{p.get('phase') or 'starting / waiting for the device'} · "
+                            text=f"{ui.plain(p.get('phase') or 'starting / waiting for the device')} · "
                                  f"{p.get('done', 0)}/{p.get('total', '?')} · ETA {_eta(p)}")
             if j.get("error") and status != "cancelled":
-                st.error(j["error"])
+                st.error(ui.plain(j["error"]))
+            if j.get("poll_error"):
+                st.warning("Some results of this job could not be stored: " + ui.plain(j["poll_error"]))
             c1, c2, c3 = st.columns(3)
             if status in jobs.ACTIVE and c1.button("Cancel", key=f"cancel_{jid}"):
                 jobs.cancel(jid, ui.jobs_dir(), grace=3.0)
@@ -66,11 +73,12 @@ def live():
                 try:
                     new = jobs.retry(jid, ui.jobs_dir(), ui.store_file())
                     st.toast(f"Started {new}")
-                except Exception as e:
-                    st.error(f"{type(e).__name__}: {e}")
+                except (ValueError, ModelError, OSError) as e:  # the spec no longer passes its checks
+                    st.error(ui.plain(f"{type(e).__name__}: {e}"))
                 st.rerun(scope="fragment")
-            if j.get("run_id") in ingested_runs and c3.button("Open results", key=f"open_{jid}"):
-                st.switch_page(ui.PAGES["compare"], query_params={"runs": j["run_id"]})
+            if j.get("run_id") in ingested_runs:  # a link: the browser stops this page's timers before it leaves
+                c3.page_link(ui.PAGES["compare"], label="Open results", icon=":material/leaderboard:",
+                             query_params={"runs": j["run_id"]})
             st.code(jobs.log_tail(jid, ui.jobs_dir(), 25) or "(no log yet)", language=None)
 
 

@@ -5,12 +5,13 @@ from dataclasses import fields
 import streamlit as st
 
 import ui
-from engine import jobs, views
+from engine import jobs, paths, views
+from engine.checks import check_data
 from engine.data import DataError, load_dataset, repeated_targets
 from engine.evaluate import ALL_METRICS, primary_metric
 from engine.lora import INITS
 from engine.methods import known_methods
-from engine.models import REGISTRY
+from engine.models import REGISTRY, ModelError
 from engine.runner import RunSpec
 from engine.simulator import SIMULATOR_DEFAULTS, format_sim_spec
 from engine.train import ConfigError, TrainConfig
@@ -32,6 +33,16 @@ def check_dataset(source: str, stamp, context_window: int):
     repeats, _ = repeated_targets(ds, "test")
     return {"task": ds.task, "personas": len(ds.personas), **counts, "hash": ds.hash[:12], "repeats": repeats,
             "metric": primary_metric(ds)}, None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def check_methods(source: str, stamp, context_window: int, methods: tuple):
+    """What the chosen methods need and the data lacks (a profile text, train examples), or None."""
+    try:
+        check_data(list(methods), load_dataset(source, context_window=context_window))
+    except (ConfigError, DataError, ValueError) as e:
+        return str(e)
+    return None
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -79,16 +90,22 @@ if kind == "Simulator":
     except ValueError as e:
         st.error(str(e))
 elif kind == "JSONL file path":
-    source = st.text_input("Path to a JSONL file", key="data_path", placeholder="data/personas.jsonl").strip() or None
+    typed = st.text_input("Path to a JSONL file", key="data_path", placeholder="data/personas.jsonl",
+                          help=f"Inside the data folder {paths.data_home()} ($PLL_HOME).").strip()
+    try:
+        source = str(paths.confine(typed, "JSONL path")) if typed else None
+    except paths.PathError as e:
+        st.error(str(e))
 else:
     up = st.file_uploader("JSONL file", type=["jsonl", "json", "txt"], key="data_upload")
     if up is not None:
         raw = up.getvalue()
-        d = ui.jobs_dir() / "uploads"
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"{hashlib.sha256(raw).hexdigest()[:16]}-{up.name}"
+        path = paths.upload_path(ui.jobs_dir() / "uploads", up.name, hashlib.sha256(raw).hexdigest())
         if not path.exists():
-            path.write_bytes(raw)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(raw)
+            tmp.replace(path)
         source = str(path)
 
 # ----------------------------------------------------------------------------- model, methods
@@ -185,6 +202,11 @@ if not methods:
     problems.append("methods: choose at least one")
 if not model:
     problems.append("model: give a model")
+else:
+    try:
+        paths.check_model(model)
+    except paths.PathError as e:
+        problems.append(str(e))
 if source is None:
     st.info("Choose a dataset.")
 else:
@@ -194,6 +216,9 @@ else:
         st.code("\n".join(data_problems[:50]), language=None)
         problems.append("dataset")
     elif summary:
+        lacking = check_methods(source, _stamp(source), cfg.context_window if cfg else 4, tuple(methods))
+        if lacking:  # e.g. cluster on a file without profile texts: said now, not when the run fails
+            problems.append(lacking)
         st.success(f"Dataset OK: {summary['task']} task, {summary['personas']} personas, "
                    f"{summary['train']} train / {summary['val']} val / {summary['test']} test targets "
                    f"(hash {summary['hash']}); score = {metric or summary['metric']}.")
@@ -229,7 +254,7 @@ if st.button("Start", type="primary", key="start", disabled=bool(problems) or so
             started.append(jobs.submit(spec, store_file=ui.store_file(), jobs_dir=ui.jobs_dir()))
         except DataError as e:
             errors.append("The dataset breaks the contract:\n" + "\n".join(e.problems[:50]))
-        except Exception as e:  # ConfigError, ModelError, ...: shown, nothing written
+        except (ValueError, ModelError, OSError) as e:  # ConfigError, a simulator knob, ...: shown, nothing written
             errors.append(f"{type(e).__name__}: {e}")
         if errors:
             break

@@ -41,8 +41,8 @@ d = ui.read("persona_detail", run_id, pid)
 prof = d["profile"] or {}
 c1, c2 = st.columns([3, 1])
 with c1:
-    st.markdown(f"#### {pid}")
-    st.write(prof.get("profile") or "(no profile text)")
+    st.markdown(f"#### {ui.plain(pid)}")
+    st.text(prof.get("profile") or "(no profile text)")  # the data's text, never rendered as Markdown
 with c2:
     cl = prof.get("cluster")
     st.metric("Cluster", "–" if cl is None or cl != cl else int(cl))
@@ -93,11 +93,12 @@ else:
     for i, ex in enumerate(ex_ids[:50]):
         e = preds[preds.example_id == ex]
         first = e.iloc[0]
-        with st.expander(f"{ex} · {first.kind or ''} · mean score {e.score.mean():.3f}", expanded=i < 2):
+        label = f"{ui.plain(ex)} · {ui.plain(first.kind or '')} · mean score {e.score.mean():.3f}"
+        with st.expander(label, expanded=i < 2):
             st.markdown("**Context**")
             st.text(first.context or "")
-            st.markdown(f"**Reference:** {first.reference}")
+            st.markdown(f"**Reference:** {ui.plain(first.reference)}")
             if isinstance(first.get("persona_blind"), str) and first.persona_blind != first.reference:
-                st.caption(f"Persona-blind answer (what ignoring the persona gives): {first.persona_blind}")
+                st.caption(f"Persona-blind answer (what ignoring the persona gives): {ui.plain(first.persona_blind)}")
             st.dataframe(e[["method", "prediction", "score"]], hide_index=True, width="stretch",
                          column_config={"score": st.column_config.NumberColumn(format="%.4f")})

@@ -133,6 +133,7 @@ def test_launch(full, monkeypatch):
 def test_launch_bad_file_shows_problems_and_starts_nothing(full, tmp_path, monkeypatch):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"persona_id": "p1"}\nnot json\n')
+    monkeypatch.setenv("PLL_HOME", str(tmp_path))  # the dashboard opens paths inside its data folder only
     at = app(full, "launch", monkeypatch)
     at.radio(key="data_kind").set_value("JSONL file path").run()
     at.text_input(key="data_path").input(str(bad)).run()
@@ -162,7 +163,9 @@ def test_jobs_page(full, monkeypatch):
     table = at.dataframe[0].value
     assert full["job"] in set(table.job) and set(table.status) == {"done"}
     assert at.button(key=f"retry_{full['job']}")
-    assert at.button(key=f"open_{full['job']}")
+    links = [e for e in at.get("page_link") if "Open results" in e.proto.label]
+    run_id = store.list_runs(full["store"]).run_id[0]
+    assert links and links[0].proto.query_string == f"runs={run_id}"  # a link, not a server-side page switch
     assert "done" in "\n".join(str(c.value) for c in at.code)  # the log tail
 
 

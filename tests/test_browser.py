@@ -1,15 +1,20 @@
 """End to end in headless Chromium: the empty store's welcome, a tiny run launched from the Launch page,
-followed on Jobs until done, its Compare charts, a persona opened by clicking its row, the cluster map.
+followed on Jobs until done, its Compare charts, a persona opened by clicking its row, the cluster map —
+on an idle machine, and with another run training beside it (the usual case: the CPU is busy).
 
 Starts `streamlit run app.py` on a free port with PLL_STORE / PLL_JOBS in a temp dir (helpers shared with
 bench/screenshots.py). Screenshots of each page go to that temp dir; with PLL_SCREENSHOTS=1 the welcome,
 launch and jobs ones also go to assets/ (compare, persona and clusters come from a store with real results:
 bench/screenshots.py).
 """
+import contextlib
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,17 +30,46 @@ ASSETS = ("welcome", "launch", "jobs")  # refreshed in assets/ with PLL_SCREENSH
 T = 60_000  # ms: generous, the machine is shared
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    p, info = start_server(tmp_path_factory.mktemp("browser"))
+@pytest.fixture
+def server(tmp_path):
+    p, info = start_server(tmp_path)
     yield info
     stop_server(p, info)
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def page():
     with browser_page() as pg:
         yield pg
+
+
+@contextlib.contextmanager
+def nothing_beside(d):
+    yield None
+
+
+@contextlib.contextmanager
+def training_beside(d):
+    """Another run training on this machine for the whole test (its own store; SIGTERM ends it cleanly)."""
+    log = open(d / "beside.log", "w")
+    p = subprocess.Popen([sys.executable, "-m", "engine", "run", "--model", "tiny-random", "--methods", "per_persona",
+                          "--data", "sim:personas=8,train_per_persona=30,val_per_persona=1,test_per_persona=1",
+                          "--epochs", "500", "--store", str(d / "beside.duckdb")],
+                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((d / "runs").glob("*/run.json")):  # written once the model is loaded, before training
+            assert p.poll() is None and time.monotonic() < deadline, (d / "beside.log").read_text()
+            time.sleep(0.5)
+        yield p
+        assert p.poll() is None, "the run beside stopped early: the machine was not busy all along"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        log.close()
 
 
 def shot(pg, server, name):
@@ -56,12 +90,14 @@ def set_number(pg, label, value):
     settle(pg, 200)
 
 
-def test_launch_follow_compare_persona(server, page):
-    try:
-        _flow(server, page)
-    except BaseException:
-        page.screenshot(path=str(server["dir"] / "failure.png"), full_page=True)
-        raise
+@pytest.mark.parametrize("beside", [nothing_beside, training_beside], ids=["idle", "a run training beside"])
+def test_launch_follow_compare_persona(server, page, beside):
+    with beside(server["dir"]):
+        try:
+            _flow(server, page)
+        except BaseException:
+            page.screenshot(path=str(server["dir"] / "failure.png"), full_page=True)
+            raise
 
 
 def _flow(server, pg):
@@ -96,17 +132,20 @@ def _flow(server, pg):
     # ------------------------------------------------------------------ Jobs: follow it to the end
     pg.get_by_text(re.compile(r"Started 1 job")).wait_for()
     pg.get_by_text(re.compile(r"· (queued|running) ·")).first.wait_for()
-    try:
-        pg.get_by_text(re.compile(r"ETA")).first.wait_for(timeout=30_000)
-    except playwright.TimeoutError:
-        pass
+    progress = pg.get_by_test_id("stProgress").filter(has_text="ETA")
+    seen = set()
+    while len(seen) < 2 and not pg.get_by_text(re.compile(r"· done ·")).count():  # the progress moves on screen
+        with contextlib.suppress(playwright.TimeoutError):
+            seen.add(progress.first.inner_text(timeout=2_000))
+        pg.wait_for_timeout(500)
+    assert len(seen) >= 2, seen
     shot(pg, server, "jobs")
-    pg.get_by_text(re.compile(r"· done ·")).first.wait_for(timeout=180_000)
+    pg.get_by_text(re.compile(r"· done ·")).first.wait_for(timeout=300_000)
     settle(pg)
     assert not pg.get_by_text(re.compile(r"· failed ·")).count()
 
     # ------------------------------------------------------------------ Compare: the run's charts
-    pg.get_by_role("button", name="Open results").first.click()
+    pg.get_by_role("link", name=re.compile("Open results")).first.click()
     pg.get_by_text("Compare methods").wait_for()
     pg.get_by_text("Mean with 95% CI").wait_for()
     charts = pg.get_by_test_id("stVegaLiteChart")
@@ -150,3 +189,118 @@ def test_deep_link_on_a_fresh_server(tmp_path, page):
         assert "Compare" in nav_text and "Clusters" in nav_text and "app" not in nav_text.split()
     finally:
         stop_server(p, info)
+
+
+class HeldStream:
+    """Holds the server's websocket messages to the browser for a while, then delivers them in order.
+
+    A busy machine does this by itself (the browser reads the new page's first message late); holding makes
+    the window in which the browser's fragment timers still tick for the old page long enough to be sure.
+    """
+
+    def __init__(self, pg):
+        self.held, self.holding, self.sent_while_holding = [], False, 0
+        pg.route_web_socket(re.compile(r".*/_stcore/stream"), self._route)
+
+    def _route(self, ws):
+        server = ws.connect_to_server()
+
+        def up(msg):
+            if self.holding:
+                self.sent_while_holding += 1
+            server.send(msg)
+
+        def down(msg):
+            if self.holding:
+                self.held.append((ws, msg))
+            else:
+                ws.send(msg)
+        ws.on_message(up)
+        server.on_message(down)
+
+    def hold(self):
+        self.holding, self.sent_while_holding = True, 0
+
+    def release(self):
+        self.holding = False
+        for ws, msg in self.held:
+            ws.send(msg)
+        self.held.clear()
+
+
+def test_page_switch_with_ticking_fragments_draws_the_new_page(tmp_path, page):
+    """Open results (Jobs, whose list refreshes every 2 s) and a persona row click (Compare; the sidebar refreshes
+    every 3 s) while the browser receives nothing for 3.5 s: the new page is drawn, not left blank."""
+    from engine import jobs
+    from engine.runner import RunSpec
+    p, info = start_server(tmp_path)
+    try:
+        jd = Path(info["env"]["PLL_JOBS"])
+        j = jobs.submit(RunSpec(data="sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1",
+                                model="tiny-random", methods=["base", "unified"], device="cpu",
+                                train={"epochs": 1, "max_new_tokens": 2}),
+                        jobs_dir=jd, store_file=info["env"]["PLL_STORE"])
+        pg = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})  # its own: the route stays with it
+        pg.set_default_timeout(60_000)
+        try:
+            stream = HeldStream(pg)
+            pg.goto(f"{info['url']}/jobs")
+            pg.get_by_text(re.compile(r"· done ·")).first.wait_for(timeout=180_000)
+            assert jobs.job_info(j, jd)["status"] == "done"
+            link = pg.get_by_text("Open results", exact=True)
+            settle(pg)
+            stream.hold()
+            link.first.click()
+            pg.wait_for_timeout(3500)
+            stream.release()
+            pg.get_by_text("Mean with 95% CI").wait_for(timeout=30_000)
+            pg.wait_for_function("() => document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]').length >= 3",
+                                 timeout=30_000)
+            settle(pg, 4000)  # a late tick would blank the page now: it must still be there
+            assert pg.get_by_test_id("stVegaLiteChart").count() >= 3
+
+            grid = pg.locator(".st-key-persona_rows [data-testid='stDataFrame']")
+            grid.scroll_into_view_if_needed()
+            grid.locator("canvas").first.wait_for()
+            settle(pg)
+            stream.hold()
+            grid.click(position={"x": 18, "y": 35 + 17})
+            pg.wait_for_timeout(3500)
+            assert stream.sent_while_holding > 0  # the browser did send messages (ticks) for the old page
+            stream.release()
+            pg.get_by_text("Scores across methods").wait_for(timeout=30_000)
+            settle(pg, 4000)
+            assert pg.get_by_text("Scores across methods").count()
+        finally:
+            pg.close()
+    finally:
+        stop_server(p, info)
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses listening on `port` (from /proc/net/tcp and tcp6)."""
+    out = set()
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(f) as fh:
+            for row in fh.read().splitlines()[1:]:
+                local, state = row.split()[1], row.split()[3]
+                addr, p = local.split(":")
+                if state == "0A" and int(p, 16) == port:  # LISTEN
+                    out.add(addr)
+    return out
+
+
+def test_server_is_reachable_from_this_machine_only(tmp_path):
+    """The shipped .streamlit/config.toml: bound to 127.0.0.1, no error details, no usage statistics."""
+    p, info = start_server(tmp_path)
+    try:
+        port = int(info["url"].rsplit(":", 1)[1])
+        assert _listening(port) == {"0100007F"}  # 127.0.0.1, and nothing on 0.0.0.0 or ::
+    finally:
+        stop_server(p, info)
+    code = ("from streamlit import config; config.get_config_options(force_reparse=True); "
+            "print(*(config.get_option(o) for o in ('server.address', 'client.showErrorDetails', "
+            "'browser.gatherUsageStats')))")
+    shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60).stdout.split()
+    assert shown == ["127.0.0.1", "none", "False"]

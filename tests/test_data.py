@@ -143,7 +143,8 @@ BAD_LINES = {
     "missing persona_id": (without(dialogue(), "persona_id"), 2, "'persona_id' must be a non-empty string"),
     "empty persona_id": (dialogue(persona_id=""), 2, "'persona_id' must be a non-empty string"),
     "persona_id not a string": (dialogue(persona_id=7), 2, "'persona_id' must be a non-empty string"),
-    "missing persona": (without(dialogue(), "persona"), 2, "'persona' (or 'character') must be a non-empty string"),
+    "empty persona": (dialogue(persona=" "), 2, "'persona' (or 'character') must be a non-empty string when given"),
+    "persona not a string": (dialogue(persona=["a"]), 2, "'persona' (or 'character') must be a non-empty string"),
     "messages not a list": (dialogue(messages="hi"), 2, "'messages' must be a non-empty list"),
     "empty messages": (dialogue(messages=[]), 2, "'messages' must be a non-empty list"),
     "message not an object": (with_messages("hi", {"role": "assistant", "text": "ok"}), 2, "message 1 is not an object"),
@@ -243,3 +244,44 @@ def test_problem_cap(tmp_path):
 def test_bad_context_window(tmp_path):
     with pytest.raises(ValueError, match="context_window"):
         load_jsonl(write(tmp_path, [dialogue()]), context_window=0)
+
+
+# -----------------------------------------------------------------------------
+# profiles are optional; odd JSON; ids that collide with generated ones
+
+
+def test_a_file_without_profiles_loads(tmp_path):
+    """The study's split files have persona_id, dialogue_idx and messages, no profile text."""
+    lines = [{k: v for k, v in dialogue(pid, split).items() if k != "persona"} | {"dialogue_idx": i}
+             for i, (pid, split) in enumerate([("p1", "train"), ("p1", "test"), ("p2", "train"), ("p2", "test")])]
+    ds = load_jsonl(write(tmp_path, lines))
+    assert ds.personas == {"p1": None, "p2": None} and len(ds.examples) == 4
+
+
+def test_profile_given_on_some_lines_is_kept_and_must_agree(tmp_path):
+    path = write(tmp_path, [without(dialogue("p1", "train"), "persona"), dialogue("p1"), dialogue("p2")])
+    assert load_jsonl(path).personas == {"p1": PROFILE["p1"], "p2": PROFILE["p2"]}
+    path = write(tmp_path, [without(dialogue("p1", "train"), "persona"), dialogue("p1"), dialogue("p1", persona="x")])
+    assert problems_of(path) == [f"{path}:3: persona 'p1' has a different profile text than on line 2"]
+
+
+def test_deeply_nested_json_is_a_problem_at_its_line(tmp_path):
+    path = write(tmp_path, [dialogue(), "[" * 100_000 + "]" * 100_000, dialogue("p2")])
+    assert problems_of(path) == [f"{path}:2: JSON nested too deeply"]
+
+
+def test_huge_number_is_a_problem_at_its_line(tmp_path):
+    path = write(tmp_path, [dialogue(), '{"persona_id": "p1", "answer": ' + "9" * 5000 + "}", dialogue("p2")])
+    problems = problems_of(path)
+    assert len(problems) == 1 and problems[0].startswith(f"{path}:2: unreadable JSON value")
+
+
+def test_explicit_id_equal_to_a_generated_one_is_rejected(tmp_path):
+    path = write(tmp_path, [dialogue("p1"), dialogue("p2", id="p1:L1#1")])
+    assert problems_of(path) == [f"{path}:2: example id 'p1:L1#1' is also the id of an example on line 1; "
+                                 "give another 'id'"]
+    two = dialogue("p1", id="x", messages=[{"role": "user", "text": "a"}, {"role": "assistant", "text": "b"},
+                                           {"role": "user", "text": "c"}, {"role": "assistant", "text": "d"}])
+    path = write(tmp_path, [two, dialogue("p2", id="x#2")], name="turns.jsonl")
+    assert problems_of(path) == [f"{path}:2: example id 'x#2' is also the id of an example on line 1; "
+                                 "give another 'id'"]

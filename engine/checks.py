@@ -1,0 +1,155 @@
+"""Checks a run must pass before anything is written, shared by the CLI and the dashboard (RunSpec.check,
+engine.jobs.check_spec, engine.runner.execute_run).
+
+Each raises ConfigError with one line naming what is wrong and where, so a run never fails half-way for
+something that could have been seen at the start: a method option of the wrong type, a hyperparameter
+that is not a finite number, a length beyond the model's context, LoRA targets the model lacks, a
+persona without the training data or the profile text its methods need.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from engine.train import ConfigError, TrainConfig
+
+# Known models' context lengths (max_position_embeddings) and module names; other models are checked once loaded.
+CONTEXT_LENGTH = {"tiny-random": 2048, "smollm2-135m": 8192}
+LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LINEAR_NAMES = {"tiny-random": LLAMA_LINEAR, "smollm2-135m": LLAMA_LINEAR}
+FALLBACK_CONTEXT = 131072
+
+OPTIONS = {"cluster_k": "an integer >= 1 or 'auto'", "merge_k": "an integer >= 1",
+           "merge_density": "a number in (0, 1]"}
+FLOAT_FIELDS = ("alpha", "dropout", "lr", "weight_decay", "max_grad_norm")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def needs_profile(method: str) -> str | None:
+    """Why a method reads the personas' profile texts, or None when it never does."""
+    if method == "cluster":
+        return "it clusters the personas by their profile texts"
+    if method.startswith("merge:"):
+        return "it merges the adapters of personas with similar profile texts"
+    if "profile" in method or method == "prompted":
+        return "it puts the profile text in the prompt"
+    return None
+
+
+def trains_per_persona(method: str) -> bool:
+    """Methods that train one adapter per persona: every persona needs train examples."""
+    return method in ("per_persona", "hybrid") or method.startswith("merge:")
+
+
+def check_options(options: dict) -> None:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown method option(s) {unknown}; known: {', '.join(OPTIONS)}")
+    k = options.get("cluster_k")
+    if "cluster_k" in options and not (k == "auto" or (_is_int(k) and k >= 1)):
+        raise ConfigError(f"cluster_k must be {OPTIONS['cluster_k']}, got {k!r}")
+    k = options.get("merge_k")
+    if "merge_k" in options and not (_is_int(k) and k >= 1):
+        raise ConfigError(f"merge_k must be {OPTIONS['merge_k']}, got {k!r}")
+    d = options.get("merge_density")
+    if "merge_density" in options and not (isinstance(d, (int, float)) and not isinstance(d, bool)
+                                           and math.isfinite(d) and 0 < d <= 1):
+        raise ConfigError(f"merge_density must be {OPTIONS['merge_density']}, got {d!r}")
+
+
+def check_train_values(train: dict) -> None:
+    """Types and finiteness TrainConfig does not check (inf passes `> 0`; a string fails with a TypeError)."""
+    defaults = TrainConfig()
+    for name, v in train.items():
+        if not hasattr(defaults, name):
+            continue  # TrainConfig.from_dict names unknown ones
+        want = getattr(defaults, name)
+        if name in FLOAT_FIELDS:
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+                raise ConfigError(f"{name} must be a finite number, got {v!r}")
+        elif _is_int(want) and not _is_int(v):
+            raise ConfigError(f"{name} must be an integer, got {v!r}")
+        elif name == "targets" and (isinstance(v, str) or not isinstance(v, (list, tuple))):
+            raise ConfigError(f"targets must be a list of module names, got {v!r}")
+        elif name == "system_prompt" and not isinstance(v, str):
+            raise ConfigError(f"system_prompt must be a string, got {v!r}")
+
+
+def context_length(model: str) -> int:
+    """The model's context length when it can be known without loading it (registry, local config.json)."""
+    if model in CONTEXT_LENGTH:
+        return CONTEXT_LENGTH[model]
+    config = Path(model) / "config.json"
+    if os.path.isdir(model) and config.is_file():
+        try:
+            n = json.loads(config.read_text()).get("max_position_embeddings")
+            if _is_int(n) and n > 0:
+                return n
+        except (OSError, ValueError, AttributeError):
+            pass
+    return FALLBACK_CONTEXT
+
+
+def check_config(cfg: TrainConfig, model: str) -> None:
+    """Lengths within the model's context; LoRA targets among the model's layers (known models)."""
+    n = context_length(model)
+    for name in ("max_length", "max_new_tokens"):
+        if getattr(cfg, name) > n:
+            raise ConfigError(f"{name} must be at most {n} (the context length of {model}), got {getattr(cfg, name)}")
+    if model in LINEAR_NAMES:
+        unknown = [t for t in cfg.targets if t not in LINEAR_NAMES[model]]
+        if unknown:
+            raise ConfigError(f"targets: {model} has no layer named {', '.join(map(repr, unknown))}; "
+                              f"its layers: {', '.join(LINEAR_NAMES[model])}")
+
+
+def check_loaded_model(model, cfg: TrainConfig, name: str) -> None:
+    """After loading, before any write: the targets exist in this model (models outside the registry)."""
+    import torch
+    present = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    unknown = [t for t in cfg.targets if t not in present]
+    if unknown:
+        raise ConfigError(f"targets: {name} has no layer named {', '.join(map(repr, unknown))}; "
+                          f"its layers: {', '.join(sorted(present))}")
+
+
+def check_device(device: str | None) -> None:
+    if device in (None, "", "auto"):
+        return
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"device: {device!r} is not a device (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device} asked for but no CUDA device is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: {device} is not supported (use cpu, cuda or cuda:N)")
+
+
+def _first(ids: list[str], n: int = 5) -> str:
+    return ", ".join(ids[:n]) + (f" ... ({len(ids)} in all)" if len(ids) > n else "")
+
+
+def check_data(methods, dataset) -> None:
+    """Every persona has what the chosen methods need: train examples, a profile text."""
+    train = dataset.by_persona("train")
+    if not dataset.split("train") and any(m != "base" for m in methods):
+        trainers = [m for m in methods if m != "base"]
+        raise ConfigError(f"{dataset.source}: no train examples at all; {', '.join(trainers)} train on them")
+    per = [m for m in methods if trains_per_persona(m)]
+    empty = [p for p, ex in train.items() if not ex]
+    if per and empty:
+        raise ConfigError(f"{dataset.source}: persona(s) {_first(empty)} have no train examples; "
+                          f"{', '.join(per)} train{'s' if len(per) == 1 else ''} one adapter per persona")
+    missing = [p for p, text in dataset.personas.items() if not text]
+    for m in methods:
+        why = needs_profile(m)
+        if why and missing:
+            raise ConfigError(f"{dataset.source}: method {m} needs a profile text ('persona' or 'character') for "
+                              f"every persona, {why}; none for {_first(missing)}")

@@ -1,0 +1,74 @@
+"""What the dashboard may touch on the server: paths inside the lab's data folder, models it already has.
+
+Whoever reaches the dashboard types paths that the server opens: a store, a JSONL file, an upload's name,
+a model folder. The dashboard confines them to the data folder ($PLL_HOME, default the project folder)
+and to the paths its operator configured ($PLL_STORE, $PLL_JOBS); a path outside is refused before the
+server looks at it, so the answer says nothing about what exists there. A Hugging Face model is started
+only when it is already in the local cache, unless $PLL_ALLOW_DOWNLOADS=1. The CLI is not confined: whoever
+runs it already has the machine.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
+MAX_UPLOAD_NAME = 100  # characters of the uploaded file's own name kept (a file name may have 255 bytes)
+
+
+class PathError(ValueError):
+    """A path or model the dashboard does not open; the message says why and what is allowed."""
+
+
+def data_home() -> Path:
+    return Path(os.environ.get("PLL_HOME") or PROJECT).resolve()
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get("PLL_ALLOW_DOWNLOADS") == "1"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def confine(path, what: str, also=()) -> Path:
+    """The absolute path when it lies inside the data folder, or is one of `also` (the operator's own paths)."""
+    text = str(path).strip()
+    if not text or "\x00" in text:
+        raise PathError(f"{what}: give a path inside the data folder {data_home()}")
+    p = Path(text).expanduser()
+    p = (p if p.is_absolute() else data_home() / p).resolve()
+    if _inside(p, data_home()) or any(p == Path(a).resolve() for a in also if a):
+        return p
+    raise PathError(f"{what}: {text} is outside the data folder {data_home()} (set PLL_HOME to serve another "
+                    "folder, or use the command line)")
+
+
+def upload_path(folder, name: str, digest: str) -> Path:
+    """Where an uploaded file is kept: `<digest>-<its name, made safe>` inside `folder`, whatever the name was."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", Path(str(name).replace("\\", "/")).name).lstrip(".")
+    base = base[-MAX_UPLOAD_NAME:] or "upload.jsonl"
+    return Path(folder) / f"{digest[:16]}-{base}"
+
+
+def check_model(model: str) -> None:
+    """A model the dashboard may load: the registry, a folder in the data folder, or a cached hub model."""
+    from engine.models import REGISTRY
+    if model in REGISTRY:
+        return
+    if not HUB_ID.match(model) or (data_home() / model).is_dir():
+        confine(model, "model folder")  # a local model: only inside the data folder
+        return
+    if downloads_allowed():
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        cached = isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except (ImportError, ValueError):  # not a valid repo id
+        cached = False
+    if not cached:
+        raise PathError(f"model {model}: not in this server's Hugging Face cache, and the dashboard starts no "
+                        "downloads (fetch it once with the command line, or set PLL_ALLOW_DOWNLOADS=1)")
