@@ -54,7 +54,7 @@ def training_beside(d):
     log = open(d / "beside.log", "w")
     p = subprocess.Popen([sys.executable, "-m", "engine", "run", "--model", "tiny-random", "--methods", "per_persona",
                           "--data", "sim:personas=8,train_per_persona=30,val_per_persona=1,test_per_persona=1",
-                          "--epochs", "500", "--store", str(d / "beside.duckdb")],
+                          "--epochs", "500", "--patience", "0", "--store", str(d / "beside.duckdb")],
                          cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120

@@ -33,7 +33,7 @@ LONGER = "sim:personas=4,train_per_persona=12,val_per_persona=1,test_per_persona
 
 def spec(data=TINY, methods=("base", "unified"), epochs=1):
     return RunSpec(data=data, model="tiny-random", methods=list(methods), device="cpu",
-                   train={"epochs": epochs, "max_new_tokens": 2, "batch_size": 2})
+                   train={"epochs": epochs, "patience": 0, "max_new_tokens": 2, "batch_size": 2})  # patience 0: long jobs last
 
 
 def wait_for(pred, timeout=120, every=0.2, what="condition"):
@@ -247,7 +247,7 @@ def test_store_locked_past_the_end_of_a_cli_run(tmp_path, capsys, monkeypatch):
 def test_cli_run_terminated(tmp_path):
     db = tmp_path / "store.duckdb"
     p = subprocess.Popen([sys.executable, "-m", "engine", "run", "--data", LONGER, "--model", "tiny-random",
-                          "--methods", "base,unified", "--epochs", "40", "--max-new-tokens", "2", "--store", str(db)],
+                          "--methods", "base,unified", "--epochs", "40", "--patience", "0", "--max-new-tokens", "2", "--store", str(db)],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     def base_ingested():
         try:

@@ -28,7 +28,7 @@ LONGER = "sim:personas=4,train_per_persona=12,val_per_persona=1,test_per_persona
 
 def spec(data=TINY, methods=("base", "unified"), epochs=1, **kw):
     return RunSpec(data=data, model="tiny-random", methods=list(methods), device="cpu",
-                   train={"epochs": epochs, "max_new_tokens": 4, "batch_size": 2}, **kw)
+                   train={"epochs": epochs, "patience": 0, "max_new_tokens": 4, "batch_size": 2}, **kw)  # patience 0: long jobs last
 
 
 @pytest.fixture

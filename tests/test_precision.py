@@ -73,19 +73,19 @@ from engine.models import load_model
 from engine.train import TrainConfig, encode_example, train_adapters_batched
 
 cfg = TrainConfig(epochs=1, batch_size=4, dropout=0.0)
-out = {}
-for precision in ("auto", "fp32"):
-    lm = load_model("smollm2-135m", device="cpu", precision=precision)
-    data = [encode_example(lm.tokenizer, Example(f"e{i}", "p0", "train", None, context=(("user", f"Dim the lights to {10 * i} percent."),),
-                                                 target=f"The lights are at {10 * i}%."), cfg) for i in range(1, 5)]
-    best = float("inf")
-    for _ in range(3):  # one step each; the first also warms up
+models = {p: load_model("smollm2-135m", device="cpu", precision=p) for p in ("auto", "fp32")}
+tok = models["fp32"].tokenizer
+data = [encode_example(tok, Example(f"e{i}", "p0", "train", None, context=(("user", f"Dim the lights to {10 * i} percent."),),
+                                    target=f"The lights are at {10 * i}%."), cfg) for i in range(1, 5)]
+best = {p: float("inf") for p in models}
+for _ in range(4):  # interleaved, best of 4 (the first also warms up): a busy machine slows both alike
+    for p, lm in models.items():
         inject_lora(lm.model, 1, cfg.r, cfg.alpha, cfg.dropout, cfg.targets)
         t0 = time.perf_counter()
         train_adapters_batched(lm, [data], cfg)
-        best = min(best, time.perf_counter() - t0)
+        best[p] = min(best[p], time.perf_counter() - t0)
         remove_lora(lm.model)
-    out[precision] = {"seconds": best, "precision": lm.precision, "reason": lm.precision_reason}
+out = {p: {"seconds": best[p], "precision": lm.precision, "reason": lm.precision_reason} for p, lm in models.items()}
 print(json.dumps(out))
 """
 
