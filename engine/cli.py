@@ -285,6 +285,16 @@ def cmd_export(args) -> int:
     return export(args)
 
 
+def cmd_calibrate(args) -> int:
+    """Which precision `auto` picks on this CPU and why (the measurement behind it, cached per machine)."""
+    from engine.precision import cpu_calibration
+    cal = cpu_calibration(refresh=args.refresh)
+    print(f"cpu: {cal.cpu}  isa: {cal.isa}  threads: {cal.threads}")
+    print(f"fp32 {cal.fp32_gflops:.1f} GFLOP/s  bf16 {cal.bf16_gflops:.1f} GFLOP/s  (measured in {cal.seconds:.2f} s)")
+    print(f"auto -> {cal.choice}: {cal.reason}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engine.simulator import SIMULATOR_DEFAULTS
     p = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
@@ -335,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true", help="replace the adapter files in an existing --out folder")
     ex.add_argument("--store", default=None)
     ex.set_defaults(fn=cmd_export)
+
+    c = sub.add_parser("calibrate", help="time fp32 and bf16 on this CPU: what --precision auto picks, and why")
+    c.add_argument("--refresh", action="store_true", help="measure again instead of reading the cached result")
+    c.set_defaults(fn=cmd_calibrate)
     return p
 
 

@@ -105,3 +105,14 @@ def test_ci_guard_emulated_bf16_cpu_gets_fp32_speed(tmp_path):
     assert out["auto"]["precision"] == "fp32", out["auto"]["reason"]
     assert "GFLOP/s" in out["auto"]["reason"]
     assert out["auto"]["seconds"] <= 2.0 * out["fp32"]["seconds"], out
+
+
+def test_cli_calibrate_prints_the_choice_and_caches_it(tmp_path, monkeypatch, capsys):
+    from engine import cli
+    monkeypatch.setenv("PLL_CACHE", str(tmp_path))
+    assert cli.main(["calibrate"]) == 0
+    out = capsys.readouterr().out
+    assert "GFLOP/s" in out and "auto -> " in out
+    choice = out.split("auto -> ")[1].split(":")[0]
+    cached = json.loads((tmp_path / "cpu-calibration.json").read_text())
+    assert [c["choice"] for c in cached.values()] == [choice]
