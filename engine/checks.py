@@ -22,7 +22,7 @@ LINEAR_NAMES = {"tiny-random": LLAMA_LINEAR, "smollm2-135m": LLAMA_LINEAR}
 FALLBACK_CONTEXT = 131072
 
 OPTIONS = {"cluster_k": "an integer >= 1 or 'auto'", "merge_k": "an integer >= 1",
-           "merge_density": "a number in (0, 1]"}
+           "merge_density": "a number in (0, 1]", "rag_k": "an integer >= 1"}
 FLOAT_FIELDS = ("alpha", "dropout", "lr", "weight_decay", "max_grad_norm")
 
 
@@ -42,8 +42,12 @@ def needs_profile(method: str) -> str | None:
 
 
 def trains_per_persona(method: str) -> bool:
-    """Methods that train one adapter per persona: every persona needs train examples."""
-    return method in ("per_persona", "hybrid") or method.startswith("merge:")
+    """Methods that train one adapter per persona, or retrieve from each persona's own train dialogues:
+    every persona needs train examples."""
+    return method in ("per_persona", "hybrid", "rag", "unified+rag") or method.startswith("merge:")
+
+
+NO_TRAINING = ("base", "prompted", "routed")  # methods that read no train examples themselves
 
 
 def check_options(options: dict) -> None:
@@ -60,6 +64,9 @@ def check_options(options: dict) -> None:
     if "merge_density" in options and not (isinstance(d, (int, float)) and not isinstance(d, bool)
                                            and math.isfinite(d) and 0 < d <= 1):
         raise ConfigError(f"merge_density must be {OPTIONS['merge_density']}, got {d!r}")
+    k = options.get("rag_k")
+    if "rag_k" in options and not (_is_int(k) and k >= 1):
+        raise ConfigError(f"rag_k must be {OPTIONS['rag_k']}, got {k!r}")
 
 
 def check_train_values(train: dict) -> None:
@@ -139,14 +146,17 @@ def _first(ids: list[str], n: int = 5) -> str:
 def check_data(methods, dataset) -> None:
     """Every persona has what the chosen methods need: train examples, a profile text."""
     train = dataset.by_persona("train")
-    if not dataset.split("train") and any(m != "base" for m in methods):
-        trainers = [m for m in methods if m != "base"]
+    if not dataset.split("train") and any(m not in NO_TRAINING for m in methods):
+        trainers = [m for m in methods if m not in NO_TRAINING]
         raise ConfigError(f"{dataset.source}: no train examples at all; {', '.join(trainers)} train on them")
     per = [m for m in methods if trains_per_persona(m)]
     empty = [p for p, ex in train.items() if not ex]
     if per and empty:
         raise ConfigError(f"{dataset.source}: persona(s) {_first(empty)} have no train examples; "
-                          f"{', '.join(per)} train{'s' if len(per) == 1 else ''} one adapter per persona")
+                          f"{', '.join(per)} need{'s' if len(per) == 1 else ''} each persona's own train examples "
+                          "(one adapter per persona, or retrieval from them)")
+    if "routed" in methods and not dataset.split("val"):
+        raise ConfigError(f"{dataset.source}: routed chooses each persona's method on val examples; the data has none")
     missing = [p for p, text in dataset.personas.items() if not text]
     for m in methods:
         why = needs_profile(m)

@@ -140,6 +140,8 @@ def cmd_run(args) -> int:
         options["cluster_k"] = args.cluster_k if args.cluster_k == "auto" else _int_or(args.cluster_k)
     if args.merge_k is not None:
         options["merge_k"] = args.merge_k
+    if args.rag_k is not None:
+        options["rag_k"] = args.rag_k
     spec = RunSpec(data=args.data, model=args.model, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
                    seed=args.seed, name=args.name, device=args.device, precision=args.precision,
                    train=_train_overrides(args), options=options, metric=args.metric)
@@ -317,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     r.add_argument("--cluster-k", help="clusters for the cluster method: an integer or auto")
     r.add_argument("--merge-k", type=int, help="neighbours merged per persona (merge methods)")
+    r.add_argument("--rag-k", type=int, help="own train dialogues retrieved into the prompt (rag, unified+rag; default 4)")
     r.add_argument("--metric", help="the primary metric (score); default: action_f1 for smart-home dialogue data, "
                                     "embedding_similarity for other dialogue data, accuracy for choice data")
     _add_train_flags(r)

@@ -45,6 +45,8 @@ class Example:
     choices: tuple[str, ...] | None = None
     answer: int | None = None
     blind: str | None = None                    # dialogue: the persona-blind reply, when the data has one
+    system: str | None = None                   # a method's own system prompt (profile, retrieved dialogues);
+                                                # None: the run's (TrainConfig.system_prompt)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from engine import embed, smarthome
-from engine.train import encode, pad_batch, target_logprobs
+from engine.train import encode, pad_batch, system_prompt_of, target_logprobs
 
 DIALOGUE_METRICS = ("action_f1", "param_f1", "device_precision", "numerical_precision", "embedding_similarity")
 CHOICE_METRICS = ("accuracy",)
@@ -58,7 +58,7 @@ def _stop_ids(tok) -> list[int]:
 def generate_replies(lm, examples, adapters: list[int] | None, cfg, progress=None, phase="generate") -> list[str]:
     """Greedy replies for dialogue examples, in input order; adapters[i] answers examples[i]."""
     tok = lm.tokenizer
-    prompts = [encode(tok, ex.context, None, cfg.system_prompt, cfg.max_length).ids for ex in examples]
+    prompts = [encode(tok, ex.context, None, *system_prompt_of(tok, ex, cfg)).ids for ex in examples]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
     replies: list[str] = [""] * len(prompts)
     stop = _stop_ids(tok)
@@ -88,7 +88,7 @@ def choose(lm, examples, adapters: list[int] | None, cfg, progress=None, phase="
     seqs, owner = [], []
     for n, ex in enumerate(examples):
         for c in ex.choices:
-            seqs.append(encode(lm.tokenizer, [("user", ex.prompt)], c, cfg.system_prompt, cfg.max_length))
+            seqs.append(encode(lm.tokenizer, [("user", ex.prompt)], c, *system_prompt_of(lm.tokenizer, ex, cfg)))
             owner.append(n)
     scores = np.zeros(len(seqs))
     bs = cfg.eval_batch_size

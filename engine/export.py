@@ -38,7 +38,7 @@ class ExportError(ValueError):
 
 def save_adapters(folder, states: list[dict], names: list[str], routing: dict[str, int], cfg, base_model: str,
                   base_state: dict | None = None, merge: dict | None = None, link_from=None,
-                  base_provenance: str | None = None, base_precision: str = "fp32") -> Path:
+                  base_provenance: str | None = None, base_precision: str = "fp32", prompt: str | None = None) -> Path:
     """Write stacked adapters + metadata (one helper for every method). Returns the safetensors path.
 
     link_from: an identical adapters.safetensors already written in this run (merge methods reuse
@@ -76,6 +76,7 @@ def save_adapters(folder, states: list[dict], names: list[str], routing: dict[st
             "meaning": "the unified adapter, merged into the base weights (W += scaling * B A) before the "
                        "per-persona adapters were trained and evaluated on top"},
         "merge": merge,
+        "prompt": prompt,   # how the method prompts (e.g. the profile in the system prompt); None: the run's prompt
     }
     mtmp = folder / f".adapters.json.tmp{os.getpid()}"
     mtmp.write_text(json.dumps(meta, indent=1))
@@ -91,6 +92,8 @@ def load_adapters(folder) -> tuple[dict, list[dict], dict | None]:
     n = len(meta["adapters"])
     states = [{L: (t[f"{L}.lora_A"][i], t[f"{L}.lora_B"][i]) for L in meta["layers"]} for i in range(n)]
     base = None
+    if meta.get("prompt"):
+        note += f"\n\nPROMPT: this method answers with {meta['prompt']}; without it the adapter is not what was measured."
     if meta.get("base_adapter"):
         base = {L: (t[f"base.{L}.lora_A"][0], t[f"base.{L}.lora_B"][0]) for L in meta["layers"]}
     return meta, states, base
@@ -177,6 +180,15 @@ def write_peft_folder(out, state: dict, scaling: float, targets, base_model: str
     return out
 
 
+NO_ADAPTER = {
+    "base": " (base changes no weights: it has no adapter)",
+    "prompted": " (prompted only puts the profile in the prompt: it has no adapter)",
+    "rag": " (rag only puts retrieved dialogues in the prompt: it has no adapter)",
+    "routed": " (routed answers each persona with another method of the run: export that method's adapter; "
+              "the Persona page and details_json.routing say which)",
+}
+
+
 def export_base(model_name: str, precision: str, out) -> Path:
     """The base weights exactly as the lab computed with them (e.g. SmolLM2's Q4_1 GGUF dequantized, in the
     run's precision) as a local transformers folder: PeftModel.from_pretrained on it answers as the lab did."""
@@ -202,11 +214,12 @@ def export_adapter(artifacts_dir, method: str, persona: str | None, out, force: 
     check_out(out, force)
     folder = Path(artifacts_dir) / method_dirname(method)
     if not (folder / "adapters.json").exists():
-        raise ExportError(f"no saved adapters for method '{method}' in {artifacts_dir}"
-                          + (" (the base method has none)" if method == "base" else ""))
+        raise ExportError(f"no saved adapters for method '{method}' in {artifacts_dir}" + NO_ADAPTER.get(method, ""))
     state, meta, label = persona_adapter(folder, persona)
     note = (f"method {method}, adapter: {label}.\n\nTrained and evaluated on: "
             f"{meta.get('base_provenance') or meta['base_model']}.")
+    if meta.get("prompt"):
+        note += f"\n\nPROMPT: this method answers with {meta['prompt']}; without it the adapter is not what was measured."
     if meta.get("base_adapter"):
         note += ("\n\nHYBRID: the per-persona adapters belong on the base model with the unified adapter merged "
                  "in. Export it (same method, no persona), load it with PeftModel.from_pretrained(base, dir), "

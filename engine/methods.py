@@ -5,6 +5,7 @@ evaluates every persona's test examples with the adapter that persona is routed 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from engine.export import save_adapters
 from engine.lora import (adapter_state, inject_lora, load_adapter_states, lora_layers, merged_adapter,
                          remove_lora, stream_seed, trainable_parameters_per_adapter)
 from engine.models import provenance
+from engine.prompting import DEFAULT_RAG_K, PROFILE_HEADER, RETRIEVED_HEADER, with_profiles, with_retrieved
 from engine.store import method_dirname
 from engine.train import ConfigError, TrainConfig, encode_example, train_adapters_batched
 
@@ -36,6 +38,10 @@ class Context:
     cache: dict = field(default_factory=dict)     # e.g. "unified" -> adapter state, "per_persona" -> states
     artifacts_dir: object = None                  # Path where trained adapters are saved (for export)
     metric: str | None = None                     # the primary metric (`score`); None: engine.evaluate chooses
+    current: str = ""                             # the method running now
+    finished: dict = field(default_factory=dict)  # method -> MethodOutput of the run's finished methods
+    validate: bool = False                        # also answer val (for `routed`), kept in `validation`
+    validation: dict = field(default_factory=dict)  # method -> (val predictions, seconds)
 
     @property
     def persona_ids(self) -> list[str]:
@@ -88,27 +94,42 @@ def train_groups(ctx, groups: list[list], val_groups: list[list], keys: list[str
         raise
 
 
-def evaluate_routed(ctx, adapter_of: dict[str, int] | None, phase: str):
-    """Evaluate all test examples; adapter_of maps persona -> adapter (None: one adapter or none)."""
-    tests = ctx.dataset.split("test")
-    adapters = None if adapter_of is None else [adapter_of[e.persona_id] for e in tests]
+def _evaluate_split(ctx, split: str, adapter_of: dict[str, int] | None, phase: str, prepare=None):
+    """Answer one split's examples (as `prepare` prompts them, when given) with the model as it is now;
+    (predictions, seconds): preparing the prompts (e.g. retrieval) is part of the time."""
     t0 = time.time()
+    examples = ctx.dataset.split(split)
+    if prepare is not None:
+        examples = prepare(examples)
+    adapters = None if adapter_of is None else [adapter_of[e.persona_id] for e in examples]
     progress = (lambda _p, d, t, **kw: ctx.report(phase, d, t, **kw)) if ctx.progress else None
-    preds = evaluate(ctx.lm, ctx.dataset, tests, adapters, ctx.cfg, progress, ctx.metric)
+    preds = evaluate(ctx.lm, ctx.dataset, examples, adapters, ctx.cfg, progress, ctx.metric)
     return preds, time.time() - t0
 
 
-def evaluate_states(ctx, states: list[dict], adapter_of: dict[str, int], examples, phase: str):
-    """Evaluate examples with given adapter states (any ranks: zero-padded to the largest, which is exact)."""
+def evaluate_routed(ctx, adapter_of: dict[str, int] | None, phase: str, prepare=None):
+    """Evaluate all test examples; adapter_of maps persona -> adapter (None: one adapter or none). In a run
+    with `routed`, the val examples too, timed apart and kept in ctx.validation (routed is charged them)."""
+    out = _evaluate_split(ctx, "test", adapter_of, phase, prepare)
+    if ctx.validate and ctx.dataset.split("val"):
+        ctx.validation[ctx.current] = _evaluate_split(ctx, "val", adapter_of, f"{phase} (val, for routed)", prepare)
+    return out
+
+
+def evaluate_states(ctx, states: list[dict], adapter_of: dict[str, int], phase: str):
+    """evaluate_routed with given adapter states (any ranks: zero-padded to the largest, which is exact)."""
+    with loaded_states(ctx, states):
+        return evaluate_routed(ctx, adapter_of, phase)
+
+
+@contextlib.contextmanager
+def loaded_states(ctx, states: list[dict]):
+    """The model with LoRA layers holding `states` (zero-padded to the largest rank) for the block."""
     rank = max(merging.state_rank(s) for s in states)
     inject_lora(ctx.lm.model, len(states), rank, ctx.cfg.alpha / ctx.cfg.r * rank, 0.0, ctx.cfg.targets)
     try:
         load_adapter_states(ctx.lm.model, [merging.pad_rank(s, rank) for s in states])
-        t0 = time.time()
-        progress = (lambda _p, d, t, **kw: ctx.report(phase, d, t, **kw)) if ctx.progress else None
-        preds = evaluate(ctx.lm, ctx.dataset, examples, [adapter_of[e.persona_id] for e in examples], ctx.cfg, progress,
-                         ctx.metric)
-        return preds, time.time() - t0
+        yield
     finally:
         remove_lora(ctx.lm.model)
 
@@ -123,7 +144,7 @@ def save(ctx, method: str, states: list[dict], names: list[str], routing: dict[s
 
 
 def _output(ctx, stats, preds, eval_seconds, n_adapters, stages: dict | None = None, state: dict | None = None,
-            **extra) -> MethodOutput:
+            details_extra: dict | None = None, **extra) -> MethodOutput:
     """A method's result. `stages`: seconds of every stage it needed (reused ones included, as if the method
     had run alone: a method is charged for all it builds on); train_seconds is their sum. Trainable
     parameters per adapter come from `state` (one adapter's), else from the model's LoRA layers."""
@@ -136,6 +157,7 @@ def _output(ctx, stats, preds, eval_seconds, n_adapters, stages: dict | None = N
     if stats:
         details["epochs"] = {**stats.epochs_summary(), "cap": ctx.cfg.epochs, "patience": ctx.cfg.patience}
         details["validation_seconds"] = round(stats.validation_seconds, 3)
+    details.update(details_extra or {})
     return MethodOutput(predictions=preds, train_seconds=float(sum(stages.values())),
                         eval_seconds=eval_seconds, trainable_params=per * n_adapters, n_adapters=n_adapters,
                         train_tokens=stats.tokens if stats else 0,
@@ -198,7 +220,7 @@ def per_persona(ctx) -> MethodOutput:
     states, stats = per_persona_adapters(ctx, "per_persona: train")
     routing = {p: i for i, p in enumerate(ctx.persona_ids)}
     ctx.cache["per_persona_file"] = save(ctx, "per_persona", states, ctx.persona_ids, routing)
-    preds, ev = evaluate_states(ctx, states, routing, ctx.dataset.split("test"), "per_persona: evaluate")
+    preds, ev = evaluate_states(ctx, states, routing, "per_persona: evaluate")
     return _output(ctx, stats, preds, ev, len(states), state=states[0])
 
 
@@ -245,6 +267,124 @@ def cluster(ctx) -> MethodOutput:
     return out
 
 
+# ----------------------------------------------------------------------------- through the prompt
+
+def profile_prompts(ctx):
+    """examples -> the same examples with their persona's profile in the system prompt."""
+    return lambda examples: with_profiles(examples, ctx.dataset.personas, ctx.cfg.system_prompt)
+
+
+def retrieved_prompts(ctx):
+    """examples -> the same examples with k of their persona's own most similar train dialogues in the
+    system prompt (k = options["rag_k"], default 4)."""
+    pools = ctx.dataset.by_persona("train")
+    k = int(ctx.options.get("rag_k", DEFAULT_RAG_K))
+    return lambda examples: with_retrieved(examples, pools, k, ctx.cfg.system_prompt)[0]
+
+
+def prompted(ctx) -> MethodOutput:
+    """The base model with the persona's profile in the system prompt; no training."""
+    preds, ev = evaluate_routed(ctx, None, "prompted: evaluate", prepare=profile_prompts(ctx))
+    return _output(ctx, None, preds, ev, 0)
+
+
+def unified_profile(ctx) -> MethodOutput:
+    """One adapter on every persona's examples, each with its persona's profile in the system prompt: one
+    model that personalizes from the profile."""
+    prep = profile_prompts(ctx)
+    stats = train_groups(ctx, [prep(ctx.dataset.split("train"))], [prep(ctx.dataset.split("val"))],
+                         ["unified+profile"], "unified+profile: train")
+    try:
+        save(ctx, "unified+profile", [adapter_state(ctx.lm.model, 0)], ["unified+profile"],
+             {p: 0 for p in ctx.persona_ids}, prompt=f"the persona's profile after the system prompt, as "
+             f"'<system prompt>, a blank line, {PROFILE_HEADER} <profile>'")
+        preds, ev = evaluate_routed(ctx, None, "unified+profile: evaluate", prepare=prep)
+        return _output(ctx, stats, preds, ev, 1)
+    finally:
+        remove_lora(ctx.lm.model)
+
+
+def rag(ctx) -> MethodOutput:
+    """The base model with the persona's k most similar own train dialogues in the prompt; retrieval time is
+    part of eval time."""
+    preds, ev = evaluate_routed(ctx, None, "rag: evaluate", prepare=retrieved_prompts(ctx))
+    return _output(ctx, None, preds, ev, 0, details_extra={"rag_k": int(ctx.options.get("rag_k", DEFAULT_RAG_K))})
+
+
+def unified_rag(ctx) -> MethodOutput:
+    """The `unified` adapter answering with retrieved dialogues in the prompt (charged for its training)."""
+    state, stats = unified_adapter(ctx, "unified+rag: train unified")
+    k = int(ctx.options.get("rag_k", DEFAULT_RAG_K))
+    save(ctx, "unified+rag", [state], ["unified"], {p: 0 for p in ctx.persona_ids},
+         prompt=f"the persona's {k} most similar own train dialogues after the system prompt, as "
+                f"'<system prompt>, a blank line, {RETRIEVED_HEADER}' and the dialogues, blank-line separated")
+    with loaded_states(ctx, [state]):
+        preds, ev = evaluate_routed(ctx, None, "unified+rag: evaluate", prepare=retrieved_prompts(ctx))
+    return _output(ctx, stats, preds, ev, 1, stages={"unified": stats.seconds}, state=state,
+                   details_extra={"rag_k": k})
+
+
+# ----------------------------------------------------------------------------- routing
+
+def route(scores: pd.DataFrame, methods: list[str]) -> dict[str, str]:
+    """persona -> the method with the best mean score (scores: persona_id x method; ties: the first in
+    `methods`). A persona without scores goes to the method best on average over the others."""
+    table = scores.reindex(columns=methods)
+    fallback = table.mean().fillna(-np.inf).to_numpy().argmax()
+    out = {}
+    for pid, row in table.iterrows():
+        v = row.to_numpy(dtype=float)
+        out[pid] = methods[int(np.nanargmax(v)) if np.isfinite(v).any() else int(fallback)]
+    return out
+
+
+def _stage_key(method: str, stage: str) -> str:
+    """One name per thing computed, so a stage two methods share (unified in hybrid, per_persona in the merges)
+    is charged once."""
+    if stage in ("train", "unified", "per_persona"):
+        return method if stage == "train" else stage
+    return f"{method}: {stage}"
+
+
+def routed(ctx) -> MethodOutput:
+    """Per persona, the run's other method with the best mean validation score, answering that persona's test
+    targets. Charged for everything it chooses among: each candidate's stages (shared ones once) and its
+    val answers; its eval time is the chosen methods' test time. Beside it (details, never a method): the
+    same choice made on test, which is what selecting on the test set would overstate."""
+    candidates = [m for m in ctx.finished if m != "routed"]
+    if not candidates:
+        raise ConfigError("routed picks among the run's other methods: none has finished")
+    missing = [m for m in candidates if m not in ctx.validation]
+    if missing:
+        raise ConfigError(f"routed: no validation answers from {', '.join(missing)} (the run has no val examples?)")
+    per = {m: persona_means(ctx.finished[m].predictions).set_index("persona_id")["score"] for m in candidates}
+    val = pd.DataFrame({m: persona_means(ctx.validation[m][0]).set_index("persona_id")["score"] for m in candidates})
+    val = val.reindex(ctx.persona_ids)
+    test = pd.DataFrame(per).reindex(ctx.persona_ids)
+    choice, on_test = route(val, candidates), route(test, candidates)
+    preds = pd.concat([ctx.finished[m].predictions[ctx.finished[m].predictions.persona_id.isin(
+        [p for p in ctx.persona_ids if choice[p] == m])] for m in candidates], ignore_index=True)
+    preds = preds.set_index("example_id").loc[ctx.finished[candidates[0]].predictions.example_id].reset_index()
+    preds = preds[ctx.finished[candidates[0]].predictions.columns]
+    stages = {}
+    for m in candidates:
+        for stage, sec in ctx.finished[m].details.get("stages", {}).items():
+            stages[_stage_key(m, stage)] = sec
+        stages[f"{m}: val answers"] = ctx.validation[m][1]
+    share = pd.Series(choice).value_counts(normalize=True)
+    eval_s = float(sum(ctx.finished[m].eval_seconds * share.get(m, 0.0) for m in candidates))
+    optimistic = float(np.mean([test.loc[p, on_test[p]] for p in ctx.persona_ids]))
+    details = {"stages": {k: round(v, 3) for k, v in stages.items()}, "candidates": candidates,
+               "routing": choice, "routing_on_test": on_test,
+               "val_scores": {p: {m: (None if pd.isna(v) else round(float(v), 4)) for m, v in val.loc[p].items()}
+                              for p in ctx.persona_ids},
+               "test_routed_score": round(optimistic, 4)}
+    return MethodOutput(predictions=preds, train_seconds=float(sum(stages.values())), eval_seconds=eval_s,
+                        trainable_params=int(sum(ctx.finished[m].trainable_params for m in set(choice.values()))),
+                        n_adapters=int(sum(ctx.finished[m].n_adapters for m in set(choice.values()))),
+                        details=details)
+
+
 # ----------------------------------------------------------------------------- merge
 
 def validation_scores(ctx, states: list[dict], phase: str) -> tuple[np.ndarray, float]:
@@ -254,10 +394,13 @@ def validation_scores(ctx, states: list[dict], phase: str) -> tuple[np.ndarray, 
     """
     if "per_persona_val" in ctx.cache:
         return ctx.cache["per_persona_val"], ctx.cache["per_persona_val_seconds"]
-    val = ctx.dataset.split("val")
-    scores, seconds = np.full(len(ctx.persona_ids), np.nan), 0.0
-    if val:
-        preds, seconds = evaluate_states(ctx, states, {p: i for i, p in enumerate(ctx.persona_ids)}, val, phase)
+    scores, preds, seconds = np.full(len(ctx.persona_ids), np.nan), None, 0.0
+    if "per_persona" in ctx.validation:  # answered already, for routed
+        preds, seconds = ctx.validation["per_persona"]
+    elif ctx.dataset.split("val"):
+        with loaded_states(ctx, states):
+            preds, seconds = _evaluate_split(ctx, "val", {p: i for i, p in enumerate(ctx.persona_ids)}, phase)
+    if preds is not None:
         means = persona_means(preds).set_index("persona_id")["score"]
         scores = np.array([means.get(p, np.nan) for p in ctx.persona_ids], dtype=float)
     fill = np.nanmean(scores) if np.isfinite(scores).any() else 1.0
@@ -313,8 +456,7 @@ def merge(ctx, combination: str) -> MethodOutput:
                 link_from=ctx.cache.get("per_persona_file"),
                 merge={"combination": combination, "density": density, "personas": recipe})
     ctx.cache.setdefault("per_persona_file", file)
-    preds, ev = evaluate_states(ctx, merged, {p: i for i, p in enumerate(pids)}, ctx.dataset.split("test"),
-                                f"{label}: evaluate")
+    preds, ev = evaluate_states(ctx, merged, {p: i for i, p in enumerate(pids)}, f"{label}: evaluate")
     per = sum(A.numel() + B.numel() for A, B in states[0].values())
     table = pd.DataFrame(rows, columns=["persona_id", "neighbour_id", "weight", "val_score", "centrality", "similarity"])
     stages = {"per_persona": train_s, "validation scores": val_s, "merge": merge_s}
@@ -328,12 +470,15 @@ def merge(ctx, combination: str) -> MethodOutput:
                                  "energy_kept": float(np.mean(kept)), "density": density})
 
 
-METHODS = {"base": base, "unified": unified, "per_persona": per_persona, "hybrid": hybrid, "cluster": cluster}
+METHODS = {"base": base, "unified": unified, "per_persona": per_persona, "hybrid": hybrid, "cluster": cluster,
+           "prompted": prompted, "unified+profile": unified_profile, "rag": rag, "unified+rag": unified_rag,
+           "routed": routed}
 MERGE_COMBINATIONS: tuple[str, ...] = merging.COMBINATIONS
 
 
 def known_methods() -> list[str]:
-    return list(METHODS) + [f"merge:{c}" for c in MERGE_COMBINATIONS]
+    """Every method name, in the order a run executes them (routed last: it chooses among the others)."""
+    return [m for m in METHODS if m != "routed"] + [f"merge:{c}" for c in MERGE_COMBINATIONS] + ["routed"]
 
 
 def resolve_method(name: str):

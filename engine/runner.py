@@ -47,6 +47,8 @@ class RunSpec:
             raise ConfigError(f"methods: duplicated in {self.methods}")
         for m in self.methods:
             resolve_method(m)
+        if self.methods == ["routed"]:
+            raise ConfigError("methods: routed picks, per persona, among the run's other methods; add at least one")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -65,6 +67,11 @@ class RunSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
         return cls(**d)
+
+
+def run_order(methods: list[str]) -> list[str]:
+    """The methods in the order given, `routed` last: it chooses among the others' results."""
+    return [m for m in methods if m != "routed"] + [m for m in methods if m == "routed"]
 
 
 def new_run_id() -> str:
@@ -132,10 +139,13 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
                 [persona_means(blind).assign(kind="all"), persona_means_by_kind(blind)], ignore_index=True))
         ctx = Context(lm=lm, dataset=dataset, cfg=cfg, seed=spec.seed, options=spec.options, progress=progress,
                       artifacts_dir=results_dir / "adapters", metric=metric)
-        for method in spec.methods:
+        ctx.validate = "routed" in spec.methods
+        for method in run_order(spec.methods):
             torch.manual_seed(spec.seed)
             reset_peak_memory(device)
+            ctx.current = method
             out = resolve_method(method)(ctx)
+            ctx.finished[method] = out
             per_persona = persona_means(out.predictions)
             summary = {
                 "method": method, "train_seconds": out.train_seconds, "eval_seconds": out.eval_seconds,

@@ -138,11 +138,23 @@ def encode(tok, context, reply: str | None, system_prompt: str | None, max_lengt
     return Encoded(p + t, len(p))
 
 
+def system_prompt_of(tok, ex, cfg: TrainConfig) -> tuple[str | None, int]:
+    """The system prompt an example is answered with, and its token budget: `max_length` is the dialogue's
+    budget, so a method's longer system prompt (a profile, retrieved dialogues) gets its extra tokens on top
+    instead of pushing the dialogue out."""
+    if ex.system is None:
+        return cfg.system_prompt, cfg.max_length
+    extra = len(tok(ex.system, add_special_tokens=False)["input_ids"])
+    extra -= len(tok(cfg.system_prompt, add_special_tokens=False)["input_ids"]) if cfg.system_prompt else 0
+    return ex.system, cfg.max_length + max(0, extra)
+
+
 def encode_example(tok, ex, cfg: TrainConfig) -> Encoded:
     """A training item: dialogue target, or the right choice of a choice task as the reply."""
+    system, budget = system_prompt_of(tok, ex, cfg)
     if ex.target is not None:
-        return encode(tok, ex.context, ex.target, cfg.system_prompt, cfg.max_length)
-    return encode(tok, [("user", ex.prompt)], ex.choices[ex.answer], cfg.system_prompt, cfg.max_length)
+        return encode(tok, ex.context, ex.target, system, budget)
+    return encode(tok, [("user", ex.prompt)], ex.choices[ex.answer], system, budget)
 
 
 # ----------------------------------------------------------------------------- forward

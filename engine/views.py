@@ -117,6 +117,24 @@ def compare_table(run_ids, reference: str = "unified", metric: str = "score", me
     return out
 
 
+def routing(run_ids, path=None) -> dict:
+    """`routed`'s choices: per (run, persona) the method chosen on validation and the one test would have
+    chosen; per run, routed's mean score and the optimistic test-routed mean (the gap is what choosing on
+    test overstates)."""
+    import json
+    rows = store.query("SELECT run_id, mean_score, details_json FROM method_results WHERE method = 'routed' "
+                       "AND run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
+    choices, summary = [], []
+    for r in rows.itertuples():
+        d = json.loads(r.details_json or "{}")
+        on_test = d.get("routing_on_test", {})
+        choices += [(r.run_id, p, m, on_test.get(p)) for p, m in d.get("routing", {}).items()]
+        summary.append((r.run_id, r.mean_score, d.get("test_routed_score")))
+    return {"choices": pd.DataFrame(choices, columns=["run_id", "persona_id", "method", "method_on_test"]),
+            "summary": pd.DataFrame(summary, columns=["run_id", "routed", "routed_on_test"]).assign(
+                gap=lambda t: t.routed_on_test - t.routed)}
+
+
 def persona_list(run_id, path=None) -> pd.DataFrame:
     return store.query("SELECT persona_id, profile, cluster, n_train, n_val, n_test, silhouette FROM personas "
                        "WHERE run_id = ? ORDER BY persona_id", [run_id], path)
@@ -229,9 +247,9 @@ def calibrated_speeds(model: str, precision: str = "auto") -> dict | None:
 def train_passes(methods) -> float:
     """How many passes over all train data the methods need (shared adapters are trained once)."""
     methods = set(methods)
-    passes = sum(1.0 for m in methods if m in ("unified", "per_persona", "hybrid", "cluster"))
-    if "hybrid" in methods and "unified" not in methods:
-        passes += 1.0  # hybrid trains its own unified adapter first
+    passes = sum(1.0 for m in methods if m in ("unified", "per_persona", "hybrid", "cluster", "unified+profile"))
+    if methods & {"hybrid", "unified+rag"} and "unified" not in methods:
+        passes += 1.0  # hybrid and unified+rag build on the unified adapter
     if any(m.startswith("merge") for m in methods) and "per_persona" not in methods:
         passes += 1.0  # merges need the per-persona adapters
     return passes
@@ -256,6 +274,9 @@ def estimate_seconds(dataset, model: str, methods, cfg, device: str | None = Non
     tokens_one_epoch = tokens("train") + tokens("val") / 3
     n_test = len(dataset.split("test"))
     n_val_scored = len(dataset.split("val")) if any(m.startswith("merge") for m in methods) else 0
+    n_answering = len([m for m in methods if m != "routed"])  # routed answers nothing itself...
+    if "routed" in methods:  # ...but every other method also answers val for it
+        n_val_scored = len(dataset.split("val")) * n_answering
     gpu = str(device or "").startswith("cuda")
     calibrated = None if gpu else calibrated_speeds(model, precision)
     speeds = {"train_tokens_per_s": None, "eval_s_per_target": None}
@@ -269,7 +290,7 @@ def estimate_seconds(dataset, model: str, methods, cfg, device: str | None = Non
     spt = speeds["eval_s_per_target"] or fallback["eval_s_per_target"]
     passes = train_passes(methods)
     train_s = tokens_one_epoch * cfg.epochs * passes / tps
-    eval_s = (n_test * len(list(methods)) + n_val_scored) * spt  # merges score the per-persona adapters on val once
+    eval_s = (n_test * n_answering + n_val_scored) * spt  # merges score the per-persona adapters on val once
     return {"seconds": LOAD_SECONDS + train_s + eval_s, "train_seconds": train_s, "eval_seconds": eval_s,
             "train_tokens": tokens_one_epoch * cfg.epochs * passes, "tokens_per_second": tps,
             "eval_s_per_target": spt, "measured": source == "measured", "source": source,

@@ -141,6 +141,28 @@ st.dataframe(show.style.format(formats, na_rep="—"), hide_index=True, width="s
 st.download_button("Download CSV", table.drop(columns=["run"]).to_csv(index=False).encode(),
                    file_name=f"compare-{'-'.join(r[-6:] for r in run_ids)}.csv", mime="text/csv")
 
+routes = ui.read("routing", run_ids) if "routed" in set(table.method) else None
+if routes is not None and len(routes["summary"]):
+    st.markdown("**Routing** — `routed` picks each persona's method by its mean validation score")
+    c1, c2 = st.columns([2, 3])
+    with c1:
+        summ = routes["summary"].assign(run=lambda t: t.run_id.map(dict(zip(table.run_id, table.run))))
+        st.dataframe(summ[["run", "routed", "routed_on_test", "gap"]] if multi else
+                     summ[["routed", "routed_on_test", "gap"]], hide_index=True, width="stretch", column_config={
+            "routed": st.column_config.NumberColumn("routed (validation)", format="%.4f"),
+            "routed_on_test": st.column_config.NumberColumn(
+                "routed on test (optimistic)", format="%.4f",
+                help="the per-persona best method chosen on the TEST scores: an upper bound, never a method"),
+            "gap": st.column_config.NumberColumn("what test routing overstates", format="%+.4f")})
+        st.caption("score (all targets) · the optimistic figure chooses on the very targets it is scored on, as "
+                   "test-set routing does")
+    with c2:
+        counts = routes["choices"].groupby(["run_id", "method"]).size().reset_index(name="personas")
+        st.altair_chart(alt.Chart(counts).mark_bar().encode(
+            y=alt.Y("method:N", sort="-x", title=None), x=alt.X("personas:Q", title="personas routed to"),
+            color=alt.Color("method:N", legend=None), **({"row": alt.Row("run_id:N", title=None)} if multi else {}),
+            tooltip=["method", "personas"]).properties(height=28 * counts.method.nunique() + 30), width="stretch")
+
 # ----------------------------------------------------------------------------- charts
 order = [m for m in methods if m in set(table.method)]
 color = alt.Color("method:N", sort=order, legend=None)

@@ -174,13 +174,14 @@ with st.expander("Hyperparameters (LoRA and training)"):
     if sp != defaults.system_prompt:
         train["system_prompt"] = sp
 options = {}
-if any(m == "cluster" or m.startswith("merge") for m in methods):
+if any(m == "cluster" or m.startswith("merge") or "rag" in m for m in methods):
     with st.expander("Method options", expanded=True):
-        c1, c2 = st.columns(2)
+        c1, c2, c3 = st.columns(3)
         ck = c1.text_input("cluster_k (integer or auto)", "5", key="opt_cluster_k")
         mk = c2.number_input("merge_k (neighbours per persona)", min_value=1, value=5, key="opt_merge_k")
+        rk = c3.number_input("rag_k (own dialogues retrieved)", min_value=1, value=4, key="opt_rag_k")
         options = {"cluster_k": ck if ck.strip() == "auto" else (int(ck) if ck.strip().isdigit() else ck),
-                   "merge_k": int(mk)}
+                   "merge_k": int(mk), "rag_k": int(rk)}
 
 # ----------------------------------------------------------------------------- check + estimate
 st.subheader("3 · Check and start")

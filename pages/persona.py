@@ -66,6 +66,15 @@ else:
     st.dataframe(scores.drop(columns=[c for c in scores.columns if scores[c].isna().all()]), hide_index=True,
                  width="stretch")
 
+routes = ui.read("routing", [run_id])["choices"]
+route = routes[routes.persona_id == pid]
+if len(route):
+    r = route.iloc[0]
+    test_note = ("the same as on test" if r.method_on_test == r.method else
+                 f"choosing on test would have picked **{ui.plain(r.method_on_test)}**")
+    st.info(f"`routed` answers this persona with **{ui.plain(r.method)}**: the best mean validation score among "
+            f"the run's methods ({test_note}).", icon=":material/alt_route:")
+
 # ----------------------------------------------------------------------------- merge neighbours
 st.subheader("Merge neighbours")
 merge = d["merge"]

@@ -12,7 +12,8 @@ from engine.methods import known_methods
 from tests.conftest import ROOT
 
 METHODS = ["base", "unified", "per_persona", "hybrid", "cluster", "merge:ab_mean", "merge:exact", "merge:svd",
-           "merge:ties", "merge:dare_ties"]
+           "merge:ties", "merge:dare_ties", "prompted", "unified+profile", "rag", "unified+rag", "routed"]
+NO_WEIGHTS = ["base", "prompted", "rag"]  # change no weights: no training, no adapter
 SIM = "sim:personas=4,train_per_persona=2,val_per_persona=1,test_per_persona=1"
 
 
@@ -21,7 +22,7 @@ def run(tmp_path_factory):
     store = tmp_path_factory.mktemp("methods") / "store.duckdb"
     # one thread: tiny matrices only lose to OpenMP hand-offs, badly so on a shared machine
     p = subprocess.run([sys.executable, "-m", "engine", "run", "--data", SIM, "--model", "tiny-random", "--methods",
-                        ",".join(METHODS), "--store", str(store), "--epochs", "1", "--max-new-tokens", "4", "--r", "4",
+                        ",".join(reversed(METHODS)), "--store", str(store), "--epochs", "1", "--max-new-tokens", "4", "--r", "4",
                         "--cluster-k", "2", "--merge-k", "3"], cwd=ROOT, capture_output=True, text=True,
                        timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stderr[-3000:]
@@ -42,8 +43,9 @@ def test_every_method_scores_every_persona(run):
     res = con.execute("SELECT method, train_seconds, eval_seconds, trainable_params, n_adapters, details_json "
                       "FROM method_results WHERE run_id = ?", [run_id]).df().set_index("method")
     assert set(res.index) == set(METHODS)
-    assert (res.eval_seconds > 0).all() and (res.drop("base").train_seconds > 0).all()
-    assert res.loc["base", "trainable_params"] == 0 and (res.drop("base").trainable_params > 0).all()
+    assert (res.drop("routed").eval_seconds > 0).all() and (res.drop(NO_WEIGHTS).train_seconds > 0).all()
+    assert (res.loc[NO_WEIGHTS, "trainable_params"] == 0).all()
+    assert (res.drop(NO_WEIGHTS + ["routed"]).trainable_params > 0).all()
     assert res.loc["cluster", "n_adapters"] == 2 and res.loc["per_persona", "n_adapters"] == 4
     details = {m: json.loads(res.loc[m, "details_json"]) for m in res.index}
     assert details["merge:svd"]["merged_rank"] == 4
@@ -56,6 +58,13 @@ def test_every_method_is_charged_for_every_stage_it_reuses(run):
                       [run_id]).df().set_index("method")
     stages = {m: json.loads(d)["stages"] for m, d in res.details_json.items()}
     assert stages["hybrid"]["unified"] == pytest.approx(stages["unified"]["train"], abs=1e-3)
+    assert stages["unified+rag"]["unified"] == pytest.approx(stages["unified"]["train"], abs=1e-3)
+    # routed is charged every candidate's stages (a shared one once) and their val answers
+    routed = stages["routed"]
+    assert routed["unified"] == pytest.approx(stages["unified"]["train"], abs=1e-3)
+    assert routed["per_persona"] == pytest.approx(stages["per_persona"]["train"], abs=1e-3)
+    assert {f"{m}: val answers" for m in METHODS if m != "routed"} <= set(routed)
+    assert res.loc["routed", "train_seconds"] > max(res.drop("routed").train_seconds)
     for m in METHODS:
         assert res.loc[m, "train_seconds"] == pytest.approx(sum(stages[m].values()), abs=0.01)
         if m.startswith("merge:"):
@@ -98,10 +107,28 @@ def test_adapters_saved_for_every_trained_method(run):
     con, run_id = run
     from pathlib import Path
     root = Path(con.execute("SELECT artifacts_dir FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]) / "adapters"
-    for m in METHODS[1:]:
+    for m in [m for m in METHODS if m not in NO_WEIGHTS + ["routed"]]:
         meta = json.loads((root / m.replace(":", "__") / "adapters.json").read_text())
         assert meta["base_model"] == "tiny-random" and meta["r"] == 4 and len(meta["routing"]) == 4
     assert json.loads((root / "hybrid" / "adapters.json").read_text())["base_adapter"]
+    assert "profile" in json.loads((root / "unified+profile" / "adapters.json").read_text())["prompt"]
+    assert "dialogues" in json.loads((root / "unified+rag" / "adapters.json").read_text())["prompt"]
+
+
+def test_routed_answers_each_persona_with_its_validation_choice(run):
+    """routed's predictions for a persona are, row for row, those of the method it chose for that persona."""
+    con, run_id = run
+    d = json.loads(con.execute("SELECT details_json FROM method_results WHERE run_id = ? AND method = 'routed'",
+                               [run_id]).fetchone()[0])
+    assert set(d["candidates"]) == set(METHODS) - {"routed"} and len(d["routing"]) == 4
+    preds = con.execute("SELECT method, persona_id, example_id, prediction, score FROM predictions WHERE run_id = ?",
+                        [run_id]).df()
+    for pid, chosen in d["routing"].items():
+        mine = preds[(preds.method == "routed") & (preds.persona_id == pid)].drop(columns="method")
+        theirs = preds[(preds.method == chosen) & (preds.persona_id == pid)].drop(columns="method")
+        assert len(mine) and mine.sort_values("example_id").values.tolist() == theirs.sort_values("example_id").values.tolist()
+        best = max(d["val_scores"][pid].values())
+        assert d["val_scores"][pid][chosen] == best
 
 
 def test_quick_demo_learns_something(tmp_path):

@@ -1,0 +1,158 @@
+"""The field's first baselines (profile in the prompt, retrieval of the persona's own dialogues) and routing
+chosen on validation: what each puts in the prompt, what retrieval may read, what routing may read."""
+import dataclasses
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine import prompting
+from engine.data import Example, load_dataset
+from engine.methods import Context, MethodOutput, route, routed
+from engine.models import load_model
+from engine.train import ConfigError, TrainConfig, encode_example
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_model("tiny-random", precision="fp32").tokenizer
+
+
+def test_prompted_differs_from_base_only_by_the_profile_in_the_prompt(tok):
+    """Token for token: the base prompt with the profile's tokens inserted after the system prompt; the
+    dialogue and the target are untouched."""
+    cfg = TrainConfig()
+    ex = Example("e1", "p1", "test", "personal", context=(("user", "Make it cosy in here, please."),),
+                 target="I've set the lights to 30.")
+    profile = "Ana, 41, a night-shift nurse. Likes dim warm lights and a cool bedroom."
+    (with_profile,) = prompting.with_profiles([ex], {"p1": profile}, cfg.system_prompt)
+    base, prompted = encode_example(tok, ex, cfg), encode_example(tok, with_profile, cfg)
+    inserted = tok(f"\n\n{prompting.PROFILE_HEADER} {profile}", add_special_tokens=False)["input_ids"]
+    assert len(prompted.ids) == len(base.ids) + len(inserted)
+    # find where they part: everything before is shared, everything after the inserted span is the base's rest
+    cut = next(i for i, (a, b) in enumerate(zip(base.ids, prompted.ids)) if a != b)
+    assert prompted.ids[cut + len(inserted):] == base.ids[cut:]
+    assert tok.decode(prompted.ids[cut:cut + len(inserted)]).strip() == f"{prompting.PROFILE_HEADER} {profile}"
+    assert prompted.ids[prompted.n_prompt:] == base.ids[base.n_prompt:]
+    assert cfg.system_prompt in tok.decode(prompted.ids[:cut + len(inserted)])
+
+
+def test_a_long_profile_never_pushes_the_dialogue_out(tok):
+    """max_length is the dialogue's budget: a method's system text gets its tokens on top."""
+    cfg = TrainConfig(max_length=48)
+    ex = Example("e1", "p1", "train", None, context=(("user", "Lights to 20 please."),), target="Lights at 20.")
+    (long,) = prompting.with_profiles([ex], {"p1": "word " * 200}, cfg.system_prompt)
+    enc = encode_example(tok, long, cfg)
+    text = tok.decode(enc.ids)
+    assert "Lights to 20 please." in text and text.count("word") == 200
+    assert tok.decode(enc.ids[enc.n_prompt:]).startswith("Lights at 20.")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_retrieval_reads_only_the_personas_own_train_dialogues(seed):
+    """Property over random simulator data sets and pools salted with other personas' and val/test
+    dialogues: every retrieved id is one of the query's own persona's TRAIN examples, k of them at most,
+    most similar first."""
+    rng = random.Random(seed)
+    ds = load_dataset(f"sim:personas={rng.randint(2, 5)},train_per_persona={rng.randint(1, 6)},"
+                      f"val_per_persona=2,test_per_persona=2,seed={seed}")
+    own_train = {p: {e.example_id for e in ex} for p, ex in ds.by_persona("train").items()}
+    pools = {p: list(ex) for p, ex in ds.by_persona("train").items()}
+    everyone = list(ds.examples)
+    for p in pools:  # a careless caller: the pool holds everything
+        pools[p] = pools[p] + rng.sample(everyone, min(6, len(everyone)))
+    queries = ds.split("val") + ds.split("test")
+    k = rng.randint(1, 5)
+    got = prompting.retrieve(queries, pools, k)
+    assert set(got) == {q.example_id for q in queries}
+    by_id = {e.example_id: e for e in everyone}
+    for q in queries:
+        ids = got[q.example_id]
+        assert set(ids) <= own_train[q.persona_id], (q.example_id, ids)
+        assert len(ids) == min(k, len(own_train[q.persona_id])) and len(set(ids)) == len(ids)
+        assert all(by_id[i].split == "train" for i in ids)
+    prepared, _ = prompting.with_retrieved(queries, pools, k, TrainConfig().system_prompt)
+    for q, e in zip(queries, prepared):
+        assert e.target == q.target and e.context == q.context  # only the system prompt changes
+        for other in everyone:
+            if other.split != "train" or other.persona_id != q.persona_id:
+                assert prompting.dialogue_text(other) not in e.system
+
+
+def test_retrieval_puts_the_most_similar_dialogue_first():
+    mk = lambda i, text, split="train": Example(f"e{i}", "p", split, None, context=(("user", text),), target="ok")
+    pool = [mk(1, "Play some jazz on the speaker."), mk(2, "Set the thermostat to 21 degrees."),
+            mk(3, "Lock the front door.")]
+    q = mk(9, "Could you set the thermostat to 19 degrees?", "test")
+    assert prompting.retrieve([q], {"p": pool}, 1) == {"e9": ["e2"]}
+    with pytest.raises(ValueError, match="rag_k"):
+        prompting.retrieve([q], {"p": pool}, 0)
+
+
+ROUTE_CASES = [
+    # (val means per persona over methods [a, b, c], expected choice)
+    ({"p1": [0.2, 0.5, 0.1], "p2": [0.9, 0.1, 0.3]}, {"p1": "b", "p2": "a"}),
+    ({"p1": [0.4, 0.4, 0.4]}, {"p1": "a"}),                                 # ties: the first in run order
+    ({"p1": [np.nan, 0.3, 0.6]}, {"p1": "c"}),                              # a method without a val score
+    ({"p1": [0.1, 0.8, 0.2], "p2": [np.nan] * 3}, {"p1": "b", "p2": "b"}),  # no val at all: best on average
+]
+
+
+@pytest.mark.parametrize("table,expected", ROUTE_CASES)
+def test_route_picks_the_argmax_of_validation_means(table, expected):
+    scores = pd.DataFrame.from_dict(table, orient="index", columns=["a", "b", "c"])
+    assert route(scores, ["a", "b", "c"]) == expected
+
+
+def _ctx_with(val: dict, test: dict):
+    """A Context whose finished methods answered val/test with the given per-persona scores (one row each)."""
+    ds = load_dataset("sim:personas=3,train_per_persona=1,val_per_persona=1,test_per_persona=1")
+    pids = list(ds.personas)
+
+    def frame(split, scores):
+        ex = {e.persona_id: e for e in ds.split(split)}
+        return pd.DataFrame({"persona_id": pids, "example_id": [ex[p].example_id for p in pids],
+                             "kind": "personal", "prediction": "x", "reference": "y", "score": scores})
+    ctx = Context(lm=None, dataset=ds, cfg=TrainConfig(), seed=0)
+    for m in val:
+        ctx.finished[m] = MethodOutput(frame("test", test[m]), 1.0, 1.0, 0, 1, details={"stages": {"train": 1.0}})
+        ctx.validation[m] = (frame("val", val[m]), 0.5)
+    return ctx, pids
+
+
+def test_routed_never_reads_test_labels():
+    """Val prefers a for everyone, test prefers b: routed follows val; shuffling the test scores (the test
+    references' outcome) between personas and methods leaves its choices unchanged; the optimistic figure
+    is the test-chosen one."""
+    val = {"a": [0.9, 0.8, 0.7], "b": [0.1, 0.2, 0.3]}
+    test = {"a": [0.2, 0.1, 0.0], "b": [1.0, 0.9, 0.8]}
+    ctx, pids = _ctx_with(val, test)
+    out = routed(ctx)
+    assert out.details["routing"] == {p: "a" for p in pids}
+    assert out.details["routing_on_test"] == {p: "b" for p in pids}
+    assert out.predictions.score.tolist() == test["a"]
+    assert out.details["test_routed_score"] == pytest.approx(0.9)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        flat = rng.permutation(test["a"] + test["b"])
+        ctx2, _ = _ctx_with(val, {"a": list(flat[:3]), "b": list(flat[3:])})
+        assert routed(ctx2).details["routing"] == out.details["routing"]
+
+
+def test_routed_alone_fails_before_any_work():
+    from engine.runner import RunSpec
+    with pytest.raises(ConfigError, match="routed"):
+        RunSpec(data="sim", methods=["routed"]).check()
+    ctx, _ = _ctx_with({}, {})
+    with pytest.raises(ConfigError, match="none has finished"):
+        routed(ctx)
+
+
+def test_routed_needs_val_examples():
+    from engine import checks
+    ds = load_dataset("sim:personas=2,train_per_persona=2,val_per_persona=1,test_per_persona=1")
+    no_val = dataclasses.replace(ds, examples=[e for e in ds.examples if e.split != "val"])
+    with pytest.raises(ConfigError, match="routed chooses each persona's method on val"):
+        checks.check_data(["base", "routed"], no_val)
+    checks.check_data(["base", "routed"], ds)
