@@ -170,3 +170,24 @@ def test_early_stopping_stops_each_adapter_and_keeps_its_best_state(lm):
         best = min(range(len(history)), key=history.__getitem__)
         assert stats.best_epoch[p] == best + 1 and stats.epochs[p] - stats.best_epoch[p] == cfg.patience
         assert final[p] == pytest.approx(history[best], rel=1e-5)  # the best state, not the last
+
+
+def test_rows_with_their_own_system_prompts_pack_exactly(lm):
+    """unified+profile's rows differ right after the system prompt (each persona's profile): the shared
+    prefix ends there, and packed rows still score exactly like rows one by one."""
+    from engine.prompting import with_profiles
+    cfg = TrainConfig()
+    exs = [Example(f"e{i}", f"p{i % 2}", "train", None, context=(("user", "dim the lights " * (i + 1)),),
+                   target=f"Done: lights brightness {10 * i}.") for i in range(4)]
+    exs = with_profiles(exs, {"p0": "Ana likes it dark.", "p1": "Bo, 70, reads a lot and likes bright rooms."},
+                        cfg.system_prompt)
+    rows = [encode_example(lm.tokenizer, e, cfg) for e in exs]
+    L = shared_prefix(rows)
+    assert cfg.system_prompt in lm.tokenizer.decode(rows[0].ids[:L])
+    assert "Ana" not in lm.tokenizer.decode(rows[0].ids[:L])
+    (pack,) = pack_rows(rows, 4096)
+    with torch.no_grad():
+        packed, _ = logprobs_at(lm.model, *packed_batch([pack], lm.tokenizer.pad_token_id, "cpu"))
+        one_by_one = torch.cat([target_logprobs(lm.model, *pad_batch([r], lm.tokenizer.pad_token_id, "cpu"))[0]
+                                for r in rows])
+    assert torch.allclose(packed, one_by_one, atol=1e-5), (packed - one_by_one).abs().max()
