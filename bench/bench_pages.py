@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine import store  # noqa: E402
 
-METHODS = ["base", "unified", "per_persona", "hybrid", "cluster", "merge:ab_mean", "merge:exact", "merge:svd"]
+METHODS = ["base", "unified", "per_persona", "hybrid", "cluster", "merge:ab_mean", "merge:exact", "routed"]
 PAGES = ["compare", "launch", "jobs", "persona", "clusters"]
 
 
@@ -84,10 +84,17 @@ def build_store(path, n_personas=200, n_methods=8, n_runs=3, n_test=3, seed=0, w
                 "eval_seconds": 5.0, "peak_mem_mb": 900.0, "trainable_params": 0 if m == "base" else 10_000 * (j + 1),
                 "n_adapters": 0 if m == "base" else n_personas, "device": "cpu", "n_personas": n_personas,
                 "mean_score": float(per.mean()), "train_tokens": 100_000, "tokens_per_second": 500.0,
-                "final_loss": 1.0, "details_json": "{}"}, tables)
+                "final_loss": 1.0, "details_json": json.dumps(_routing(methods[:j], pids, rng) if m == "routed" else {})},
+                tables)
         store.ingest(res, path)
         run_ids.append(run_id)
     return run_ids
+
+
+def _routing(candidates, pids, rng) -> dict:
+    """details_json of a routed method: choices on validation and on test."""
+    return {"candidates": candidates, "routing": {p: str(rng.choice(candidates)) for p in pids},
+            "routing_on_test": {p: str(rng.choice(candidates)) for p in pids}, "test_routed_score": 0.8}
 
 
 def render(page: str, store_file: str, query: dict | None = None, timeout: float = 60):

@@ -102,7 +102,10 @@ def test_compare(full, monkeypatch):
     for col in ("mean", "std", "ci_low", "ci_high", "delta", "wilcoxon_p", "helped", "hurt", "train_seconds",
                 "trainable_params"):
         assert col in table.columns
-    assert len(charts(at)) == 3  # bars with CI, box + points, time vs score
+    assert len(charts(at)) == 4  # routing choices, bars with CI, box + points, time vs score
+    (routing,) = [d.value for d in at.dataframe if "routed_on_test" in d.value]  # validation vs test routing
+    assert list(routing.columns) == ["routed", "routed_on_test", "gap"] and len(routing) == 1
+    assert routing.gap.iloc[0] == routing.routed_on_test.iloc[0] - routing.routed.iloc[0] >= -1e-12
     assert at.get("download_button")
     ref = [s for s in at.selectbox if s.label.startswith("Reference")][0]
     assert ref.value == "unified"
@@ -115,7 +118,7 @@ def test_compare_several_runs_reference_and_method(full, monkeypatch):
     assert table[table.method == "base"].delta.isna().all()
     assert table[table.method == "unified"].delta.notna().all()
     assert at.selectbox(key="detail_method").value == "merge:exact"
-    per_persona = at.dataframe[1].value
+    (per_persona,) = [d.value for d in at.dataframe if "persona_id" in d.value]
     assert len(per_persona) == 12 and "delta" in per_persona.columns
     # switching the reference is reflected in the URL
     [s for s in at.selectbox if s.label.startswith("Reference")][0].select("unified").run()
