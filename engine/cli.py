@@ -231,6 +231,7 @@ def _print_runs(path, run_ids=None) -> None:
     split, the persona-blind ceiling, time with every stage, epochs trained."""
     from engine import store
     from engine.stats import summarize
+    from engine.views import routing
     runs = store.list_runs(path)
     if run_ids is not None:
         runs = runs[runs.run_id.isin(run_ids)]
@@ -253,6 +254,11 @@ def _print_runs(path, run_ids=None) -> None:
                   f"{fmt(s['ci_high'])}, n={s['n']})  personal {fmt(by_kind(kinds, m.method, 'personal'))}  "
                   f"general {fmt(by_kind(kinds, m.method, 'general'))}  train {m.train_seconds:7.1f}s  "
                   f"eval {m.eval_seconds:6.1f}s{epochs}")
+        routes = routing([r.run_id], path)["summary"]
+        if len(routes):
+            x = routes.iloc[0]
+            print(f"    {'routed on test':16s} {fmt(x.routed_on_test)}  (chosen on the test targets themselves: an "
+                  f"optimistic bound, not a method; overstates routed by {x.gap:+.3f})")
         b = blind[blind.run_id == r.run_id]
         if len(b):
             mean = lambda k: b[b.kind == k].score.mean() if (b.kind == k).any() else float("nan")

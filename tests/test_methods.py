@@ -158,3 +158,16 @@ def test_peak_memory_is_per_method_window():
     del big
     reset_peak_memory(cpu)
     assert peak_memory_mb(cpu) < with_big - 400
+
+
+def test_runs_prints_the_optimistic_test_routing_beside_routed(run):
+    con, run_id = run
+    path = [f for _, name, f in con.execute("PRAGMA database_list").fetchall() if f][0]
+    p = subprocess.run([sys.executable, "-m", "engine", "runs", "--store", path], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = [line.strip() for line in p.stdout.splitlines()]
+    for m in ("routed", "prompted", "unified+profile", "rag", "unified+rag"):
+        assert any(line.startswith(m + " ") and "personal" in line for line in lines), m
+    (bound,) = [line for line in lines if line.startswith("routed on test")]
+    assert "optimistic bound, not a method" in bound
