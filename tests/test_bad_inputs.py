@@ -199,7 +199,7 @@ OTHER_COMMANDS = {
     "export unknown persona": (lambda L: ["export", "--run", L["run"], "--method", "per_persona", "--persona", "zz",
                                           "--out", D(L, "new_out"), "--store", str(L["store"])], "'zz' is not in"),
     "export base": (lambda L: ["export", "--run", L["run"], "--method", "base", "--out", D(L, "new_out"),
-                               "--store", str(L["store"])], "the base method has none"),
+                               "--store", str(L["store"])], "base changes no weights: it has no adapter"),
     "export from a foreign store": (lambda L: ["export", "--run", L["run"], "--method", "unified", "--out",
                                                D(L, "new_out"), "--store", D(L, "foreign.duckdb")], "another program"),
     "ingest a folder without results": (lambda L: ["ingest", D(L, "result_no_run"), "--store", str(L["store"])],
