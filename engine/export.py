@@ -92,8 +92,6 @@ def load_adapters(folder) -> tuple[dict, list[dict], dict | None]:
     n = len(meta["adapters"])
     states = [{L: (t[f"{L}.lora_A"][i], t[f"{L}.lora_B"][i]) for L in meta["layers"]} for i in range(n)]
     base = None
-    if meta.get("prompt"):
-        note += f"\n\nPROMPT: this method answers with {meta['prompt']}; without it the adapter is not what was measured."
     if meta.get("base_adapter"):
         base = {L: (t[f"base.{L}.lora_A"][0], t[f"base.{L}.lora_B"][0]) for L in meta["layers"]}
     return meta, states, base

@@ -118,23 +118,26 @@ def test_cli_export_from_a_run(tmp_path):
     from engine.runner import RunSpec, execute_run
     db = str(tmp_path / "store.duckdb")
     spec = RunSpec(data="sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1",
-                   model="tiny-random", methods=["unified", "per_persona", "merge:svd"],
+                   model="tiny-random", methods=["unified", "per_persona", "merge:svd", "unified+profile", "prompted"],
                    train={"epochs": 1, "max_new_tokens": 2, "r": 4})
     run_id = "test-export-run"
     execute_run(spec, store.runs_dir(db) / run_id, run_id=run_id)
     store.ingest(store.runs_dir(db) / run_id, db)
     pid = store.query("SELECT persona_id FROM personas LIMIT 1", path=db).persona_id[0]
     base = load_model("tiny-random", precision="fp32").model
-    for method, persona in [("unified", None), ("per_persona", pid), ("merge:svd", pid)]:
+    for method, persona in [("unified", None), ("per_persona", pid), ("merge:svd", pid), ("unified+profile", pid)]:
         out = tmp_path / f"out_{method.replace(':', '_')}"
         args = ["export", "--run", run_id, "--method", method, "--out", str(out), "--store", db]
         assert cli.main(args + (["--persona", persona] if persona else [])) == 0
         PeftModel.from_pretrained(copy.deepcopy(base), str(out))  # loads with no missing/unexpected keys
+        # an adapter trained with the profile in the prompt says so: without it, it is not what was measured
+        assert ("PROMPT: " in (out / "README.md").read_text()) == (method == "unified+profile")
     bad = [["--run", "nope", "--method", "unified"],
            ["--run", run_id, "--method", "per_persona"],                      # no persona
            ["--run", run_id, "--method", "per_persona", "--persona", "nobody"],
            ["--run", run_id, "--method", "hybrid", "--persona", pid],        # not in the run
-           ["--run", run_id, "--method", "base"]]
+           ["--run", run_id, "--method", "base"],
+           ["--run", run_id, "--method", "prompted"]]                         # changes no weights
     for b in bad:
         assert cli.main(["export", *b, "--out", str(tmp_path / "x"), "--store", db]) == 2, b
 
