@@ -293,6 +293,71 @@ def cmd_export(args) -> int:
     return export(args)
 
 
+def _parse_vary(items) -> dict:
+    """["personal_fraction=0,0.5", "r=4,16"] -> {"personal_fraction": [0.0, 0.5], "r": [4, 16]}."""
+    from engine.train import ConfigError
+    vary = {}
+    for item in items or []:
+        axis, eq, values = item.partition("=")
+        if not eq or not values.strip():
+            raise ConfigError(f"--vary {item!r}: write AXIS=V1,V2,...")
+        vary[axis.strip()] = [_number(v.strip()) for v in values.split(",") if v.strip()]
+    return vary
+
+
+def _number(v: str):
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
+
+
+def cmd_study(args) -> int:
+    """A grid of runs (knobs or hyperparameters x seeds), the model loaded once; prints the study id last."""
+    from engine import store
+    from engine.data import DataError
+    from engine.models import ModelError
+    from engine.study import StudySpec, load_study, run_study
+    from engine.train import ConfigError
+    path = store.store_path(args.store)
+    try:
+        _check_run_location(path)
+        if args.resume:
+            spec, study_id = load_study(args.resume, path), args.resume
+        else:
+            spec = StudySpec(data=args.data, vary=_parse_vary(args.vary),
+                             seeds=[int(s) for s in args.seeds.split(",") if s.strip()],
+                             methods=[m.strip() for m in args.methods.split(",") if m.strip()], model=args.model,
+                             name=args.name, device=args.device, precision=args.precision,
+                             train=_train_overrides(args), metric=args.metric)
+            study_id = None
+        spec.points()  # everything checked before any work
+    except (ConfigError, DataError, ModelError, ValueError, store.StoreError) as e:
+        return _err(str(e) if isinstance(e, DataError) else f"error: {e}")
+    if study_id is None:
+        from engine.study import new_study_id
+        study_id = new_study_id()
+    progress = TqdmProgress()
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    old = _set_handlers({signal.SIGTERM: on_signal, signal.SIGHUP: on_signal})
+    try:
+        run_study(spec, path, study_id=study_id, progress=progress)
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"study {study_id} cancelled; finish it with: python -m engine study --resume {study_id} --store {path}",
+              file=sys.stderr)
+        return 130
+    finally:
+        _set_handlers(old)
+    progress.close()
+    print(study_id)
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     """Which precision `auto` picks on this CPU and why (the measurement behind it, cached per machine)."""
     from engine.precision import cpu_calibration
@@ -354,6 +419,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true", help="replace the adapter files in an existing --out folder")
     ex.add_argument("--store", default=None)
     ex.set_defaults(fn=cmd_export)
+
+    sd = sub.add_parser("study", help="a grid of runs: simulator knobs or hyperparameters x seeds; prints the study id last")
+    sd.add_argument("--data", default="sim", help="sim or sim:knob=value,... (knobs may vary), or a JSONL path")
+    sd.add_argument("--vary", action="append", help="AXIS=V1,V2,... (at most twice): a simulator knob "
+                    "(personal_fraction, train_per_persona, archetypes, archetype_noise, profile_fidelity, personas) "
+                    "or a hyperparameter (r, lr, epochs, ...)")
+    sd.add_argument("--seeds", default="0", help="comma-separated run seeds (default 0)")
+    sd.add_argument("--methods", default="base,unified")
+    sd.add_argument("--model", default="smollm2-135m")
+    sd.add_argument("--name")
+    sd.add_argument("--device")
+    sd.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    sd.add_argument("--metric")
+    sd.add_argument("--resume", metavar="STUDY_ID", help="finish a study cut short (its stored spec; other flags ignored)")
+    sd.add_argument("--store", default=None)
+    _add_train_flags(sd)
+    sd.set_defaults(fn=cmd_study)
 
     c = sub.add_parser("calibrate", help="time fp32 and bf16 on this CPU: what --precision auto picks, and why")
     c.add_argument("--refresh", action="store_true", help="measure again instead of reading the cached result")

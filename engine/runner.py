@@ -102,8 +102,12 @@ def peak_memory_mb(device) -> float:
 
 
 def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = None, job_id: str | None = None,
-                on_method_done=None) -> str:
-    """Run every method of the spec; one result folder per finished method. Returns the run id."""
+                on_method_done=None, lm=None, skip=(), study: dict | None = None) -> str:
+    """Run every method of the spec; one result folder per finished method. Returns the run id.
+
+    lm: the spec's model already loaded (a study loads it once); skip: methods already finished in this
+    run's folder (a resumed study); study: {"study_id", "coords_json"} of the study the run belongs to.
+    """
     cfg = spec.check()
     dataset = load_dataset(spec.data, context_window=cfg.context_window)
     checks.check_data(spec.methods, dataset)
@@ -118,13 +122,14 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
         "dataset": dataset.source, "dataset_hash": dataset.hash, "task": dataset.task,
         "n_personas": len(dataset.personas), "model": spec.model, "device": str(device), "seed": spec.seed,
         "methods": ",".join(spec.methods), "error": None, "job_id": job_id,
-        "artifacts_dir": str(results_dir.resolve()), "metric": metric,
+        "artifacts_dir": str(results_dir.resolve()), "metric": metric, **(study or {}),
         "config_json": json.dumps({**asdict(spec), "train": cfg.to_dict(), "metric": metric,
                                    "test_targets_repeating_train": [repeats, n_test]}, sort_keys=True),
     }
     if progress:
         progress("load model", 0, 1)
-    lm = load_model(spec.model, device=spec.device, precision=spec.precision)  # a bad name fails before any write
+    if lm is None:
+        lm = load_model(spec.model, device=spec.device, precision=spec.precision)  # a bad name fails before any write
     checks.check_loaded_model(lm.model, cfg, spec.model)
     print(f"precision: {lm.precision} ({lm.precision_reason})", file=sys.stderr, flush=True)
     run["config_json"] = json.dumps({**json.loads(run["config_json"]), "precision_resolved": {
@@ -141,6 +146,8 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
                       artifacts_dir=results_dir / "adapters", metric=metric)
         ctx.validate = "routed" in spec.methods
         for method in run_order(spec.methods):
+            if method in skip:
+                continue
             torch.manual_seed(spec.seed)
             reset_peak_memory(device)
             ctx.current = method

@@ -115,3 +115,21 @@ def method_table(persona_scores, reference="unified", ci=0.95, tol=TIE_TOL):
     for c in ("helped", "hurt", "tied"):  # keep ints as ints and missing as None (pandas would make floats)
         out[c] = pd.Series([r[c] for r in rows], index=out.index, dtype=object)
     return out
+
+
+def over_seeds(persona_scores, groups: dict, reference="unified", ci=0.95, tol=TIE_TOL) -> pd.DataFrame:
+    """Runs that differ only in seed, taken together. groups: run_id -> label of its group of seeds.
+
+    Per (group, method): method_table's statistics on each persona's score AVERAGED OVER SEEDS (the
+    persona stays the unit: seeds are not extra personas), plus the seed-to-seed spread: n_seeds, and
+    seed_mean / seed_std, the mean and std over seeds of each seed's over-persona mean (NaN for one seed).
+    """
+    df = persona_scores.assign(group=persona_scores.run_id.map(groups)).dropna(subset=["group", "score"])
+    per_run = df.groupby(["group", "run_id", "method", "persona_id"], as_index=False)["score"].mean()
+    seed_avg = per_run.groupby(["group", "method", "persona_id"], as_index=False)["score"].mean()
+    table = method_table(seed_avg.rename(columns={"group": "run_id"}), reference, ci, tol).rename(
+        columns={"run_id": "group"})
+    run_means = per_run.groupby(["group", "method", "run_id"], as_index=False)["score"].mean()
+    spread = run_means.groupby(["group", "method"])["score"].agg(
+        n_seeds="count", seed_mean="mean", seed_std=lambda x: x.std(ddof=1) if len(x) > 1 else float("nan"))
+    return table.merge(spread.reset_index(), on=["group", "method"], how="left")

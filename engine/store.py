@@ -62,6 +62,11 @@ ALTER TABLE method_results ADD COLUMN IF NOT EXISTS epochs_trained DOUBLE;
 ALTER TABLE persona_results ADD COLUMN IF NOT EXISTS action_f1 DOUBLE;
 ALTER TABLE predictions ADD COLUMN IF NOT EXISTS action_f1 DOUBLE;
 ALTER TABLE predictions ADD COLUMN IF NOT EXISTS persona_blind VARCHAR;
+CREATE TABLE IF NOT EXISTS studies (
+    study_id VARCHAR PRIMARY KEY, name VARCHAR, created_at TIMESTAMP, spec_json VARCHAR, status VARCHAR,
+    n_runs INTEGER);
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS study_id VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS coords_json VARCHAR;
 CREATE TABLE IF NOT EXISTS jobs (
     job_id VARCHAR PRIMARY KEY, kind VARCHAR, status VARCHAR, progress DOUBLE, phase VARCHAR,
     created_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP, error VARCHAR, run_id VARCHAR,

@@ -1,0 +1,163 @@
+"""A study: one question asked over a grid (DESIGN §6, "when does personalization win?").
+
+One or two axes — simulator knobs on the built-in benchmark, or hyperparameters on any data — times a list
+of seeds, with one set of methods, model and hyperparameters. Every grid point is an ordinary run that
+carries its study id and coordinates (knob -> value, and the seed), so every page and plain SQL see it.
+The model is loaded once for the whole study. Run ids are the study id and the point's index, so a
+study cut short is finished by `resume` without redoing any method that already landed in the store.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from engine import store
+from engine.runner import RunSpec, execute_run
+from engine.simulator import SIMULATOR_DEFAULTS, format_sim_spec, parse_sim_spec
+from engine.train import ConfigError, TrainConfig
+
+SIM_KNOBS = ("personal_fraction", "train_per_persona", "archetypes", "archetype_noise", "profile_fidelity", "personas")
+MAX_AXES = 2
+
+
+@dataclass
+class StudySpec:
+    data: str                                     # "sim:..." (knobs may vary) or a JSONL path (hyperparameters may)
+    vary: dict = field(default_factory=dict)      # axis -> list of values; at most two axes
+    seeds: list = field(default_factory=lambda: [0])
+    methods: list = field(default_factory=lambda: ["base", "unified"])
+    model: str = "smollm2-135m"
+    name: str | None = None
+    device: str | None = None
+    precision: str = "auto"
+    train: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    metric: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def points(self) -> list[tuple[dict, RunSpec]]:
+        """Every grid point as (coordinates, run spec), checked before any work: ConfigError names what is wrong."""
+        if not isinstance(self.vary, dict) or len(self.vary) > MAX_AXES:
+            raise ConfigError(f"vary: at most {MAX_AXES} axes, got {list(self.vary)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or \
+                not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds):
+            raise ConfigError(f"seeds: distinct integers >= 0, got {self.seeds!r}")
+        sim = self.data.strip() == "sim" or self.data.strip().startswith("sim:")
+        hyper = set(TrainConfig.__dataclass_fields__)
+        for axis, values in self.vary.items():
+            if axis == "seed":
+                raise ConfigError("vary: seeds are given with --seeds, not as an axis")
+            if axis in SIM_KNOBS and not sim:
+                raise ConfigError(f"vary {axis}: a simulator knob; {self.data} is not the simulator (vary "
+                                  f"hyperparameters such as r, lr, epochs on your own data)")
+            if axis not in SIM_KNOBS and axis not in hyper:
+                raise ConfigError(f"vary {axis}: not a simulator knob ({', '.join(SIM_KNOBS)}) nor a "
+                                  f"hyperparameter ({', '.join(sorted(hyper))})")
+            if not isinstance(values, (list, tuple)) or not values or len(set(map(str, values))) != len(values):
+                raise ConfigError(f"vary {axis}: give distinct values, got {values!r}")
+        base_knobs = parse_sim_spec(self.data) if sim else None
+        axes = list(self.vary)
+        out = []
+        for combo in itertools.product(*(self.vary[a] for a in axes)):
+            coords = dict(zip(axes, combo))
+            label = " · ".join(f"{k}={v}" for k, v in coords.items())
+            data = self.data
+            if sim:
+                try:
+                    data = format_sim_spec({**base_knobs, **{k: v for k, v in coords.items() if k in SIM_KNOBS}})
+                except ValueError as e:
+                    raise ConfigError(f"at {label}: {e}") from None
+            train = {**self.train, **{k: v for k, v in coords.items() if k not in SIM_KNOBS}}
+            for seed in self.seeds:
+                spec = RunSpec(data=data, model=self.model, methods=list(self.methods), seed=seed,
+                               name=f"{self.name or 'study'} · {label + ' · ' if label else ''}seed {seed}",
+                               device=self.device, precision=self.precision, train=train,
+                               options=dict(self.options), metric=self.metric)
+                try:
+                    spec.check()
+                except ConfigError as e:
+                    raise ConfigError(f"at {label or 'the grid point'}: {e}") from None
+                out.append(({**coords, "seed": seed}, spec))
+        return out
+
+
+def new_study_id() -> str:
+    return "study-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+
+
+def run_id_of(study_id: str, index: int) -> str:
+    return f"{study_id}-{index:03d}"
+
+
+def save_study(study_id: str, spec: StudySpec, status: str, n_runs: int, path=None) -> None:
+    with store.connect(path) as con:
+        con.execute("INSERT INTO studies VALUES (?, ?, now(), ?, ?, ?) ON CONFLICT (study_id) DO UPDATE SET "
+                    "status = excluded.status, n_runs = excluded.n_runs",
+                    [study_id, spec.name or study_id, json.dumps(spec.to_dict()), status, n_runs])
+
+
+def load_study(study_id: str, path=None) -> StudySpec:
+    rows = store.query("SELECT spec_json FROM studies WHERE study_id = ?", [study_id], path)
+    if rows.empty:
+        raise ConfigError(f"no study '{study_id}' in the store {store.store_path(path)}")
+    return StudySpec(**json.loads(rows.spec_json[0]))
+
+
+def finished_methods(run_id: str, path=None) -> set[str]:
+    rows = store.query("SELECT method FROM method_results WHERE run_id = ?", [run_id], path)
+    return set(rows.method)
+
+
+def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=None, lm=None) -> str:
+    """Every grid point not yet finished, in order; each method ingested as it lands. Returns the study id.
+
+    With study_id of an existing study (resume), a point whose methods are all in the store is skipped and
+    a point cut short runs only its missing methods (all of them when `routed` is missing: it chooses
+    among the others' validation answers, which are not stored).
+    """
+    points = spec.points()
+    study_id = study_id or new_study_id()
+    save_study(study_id, spec, "running", len(points), path)
+    status = "failed"
+    try:
+        for i, (coords, run_spec) in enumerate(points):
+            run_id = run_id_of(study_id, i)
+            done = finished_methods(run_id, path)
+            todo = [m for m in run_spec.methods if m not in done]
+            if not todo:
+                continue
+            skip = set() if "routed" in todo else done
+            if progress:
+                progress(f"run {i + 1}/{len(points)}", i, len(points))
+            if lm is None:
+                from engine.models import load_model
+                lm = load_model(run_spec.model, device=run_spec.device, precision=run_spec.precision)
+            results = store.runs_dir(path) / run_id
+            execute_run(run_spec, results, run_id=run_id, lm=lm, skip=skip,
+                        study={"study_id": study_id, "coords_json": json.dumps(coords, sort_keys=True)},
+                        on_method_done=lambda _m: store.ingest(results, path), progress=progress)
+            store.ingest(results, path)
+        status = "done"
+    except KeyboardInterrupt:
+        status = "cancelled"
+        raise
+    finally:
+        save_study(study_id, spec, status, len(points), path)
+    return study_id
+
+
+def study_runs(study_id: str, path=None):
+    """The study's runs with their coordinates as columns (knob values, seed)."""
+    runs = store.query("SELECT * FROM runs WHERE study_id = ? ORDER BY run_id", [study_id], path)
+    coords = runs.coords_json.map(json.loads).apply(lambda d: d or {})
+    for key in sorted({k for d in coords for k in d}):
+        runs[f"at_{key}"] = coords.map(lambda d: d.get(key))
+    return runs
+
+
+__all__ = ["StudySpec", "run_study", "load_study", "study_runs", "SIM_KNOBS", "SIMULATOR_DEFAULTS"]

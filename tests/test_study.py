@@ -1,0 +1,144 @@
+"""Studies: a grid of runs with coordinates, resumed without redoing anything, and statistics over seeds."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine import stats, store
+from engine.study import StudySpec, run_study, study_runs
+from engine.train import ConfigError
+from tests.conftest import ROOT
+
+SMALL = "sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1"
+TRAIN = {"epochs": 1, "max_new_tokens": 2, "r": 4}
+
+
+def test_a_2x2x2_study_lands_every_run_with_its_coordinates(tmp_path):
+    db = str(tmp_path / "store.duckdb")
+    spec = StudySpec(data=SMALL, vary={"personal_fraction": [0.0, 0.5], "train_per_persona": [2, 3]}, seeds=[0, 1],
+                     methods=["base", "unified"], model="tiny-random", train=TRAIN, name="grid")
+    study_id = run_study(spec, db)
+    runs = study_runs(study_id, db)
+    assert len(runs) == 8 and (runs.status == "done").all()
+    got = {(r.at_personal_fraction, r.at_train_per_persona, r.at_seed) for r in runs.itertuples()}
+    assert got == {(f, n, s) for f in (0.0, 0.5) for n in (2, 3) for s in (0, 1)}
+    for r in runs.itertuples():  # the coordinates are what the run really used
+        assert f"personal_fraction={r.at_personal_fraction}" in r.dataset and r.seed == r.at_seed
+        assert f"train_per_persona={r.at_train_per_persona}," in r.dataset
+    results = store.query("SELECT run_id, count(*) AS n FROM method_results GROUP BY run_id", path=db)
+    assert set(results.run_id) == set(runs.run_id) and (results.n == 2).all()
+    row = store.query("SELECT * FROM studies", path=db).iloc[0]
+    assert (row.study_id, row.status, row.n_runs) == (study_id, "done", 8)
+    assert StudySpec(**json.loads(row.spec_json)) == spec
+    # plain SQL over coordinates, as the README shows
+    q = store.query("SELECT json_extract(coords_json, '$.personal_fraction')::DOUBLE AS f, avg(m.mean_score) AS s "
+                    "FROM runs JOIN method_results m USING (run_id) WHERE study_id = ? GROUP BY f ORDER BY f",
+                    [study_id], db)
+    assert q.f.tolist() == [0.0, 0.5]
+
+
+def test_hyperparameters_vary_on_any_data(tmp_path):
+    spec = StudySpec(data=SMALL, vary={"r": [2, 4]}, seeds=[3], methods=["unified"], model="tiny-random",
+                     train={"epochs": 1, "max_new_tokens": 2})
+    points = spec.points()
+    assert [(c, s.train["r"], s.seed) for c, s in points] == [({"r": 2, "seed": 3}, 2, 3), ({"r": 4, "seed": 3}, 4, 3)]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"vary": {"personal_fraction": [0.1], "r": [4], "lr": [1e-3]}}, "at most 2 axes"),
+    ({"vary": {"colour": [1, 2]}}, "not a simulator knob"),
+    ({"vary": {"personal_fraction": []}}, "distinct values"),
+    ({"vary": {"personal_fraction": [0.5, 0.5]}}, "distinct values"),
+    ({"vary": {"personal_fraction": [0.5, 7]}}, "personal_fraction=7"),
+    ({"vary": {"r": [0, 4]}}, "at r=0"),
+    ({"vary": {"seed": [1, 2]}}, "--seeds"),
+    ({"seeds": []}, "seeds"),
+    ({"seeds": [1, 1]}, "seeds"),
+    ({"seeds": [-1]}, "seeds"),
+    ({"data": "my.jsonl", "vary": {"archetypes": [2, 3]}}, "is not the simulator"),
+    ({"methods": ["nope"]}, "unknown method"),
+])
+def test_a_bad_study_is_refused_before_any_work(tmp_path, change, message):
+    spec = StudySpec(**{**dict(data=SMALL, vary={"personal_fraction": [0.0, 0.5]}, seeds=[0], methods=["base"],
+                               model="tiny-random", train=TRAIN), **change})
+    db = tmp_path / "store.duckdb"
+    with pytest.raises((ConfigError, ValueError), match=message):
+        run_study(spec, str(db))
+    assert not db.exists()
+
+
+def _method_rows(db):
+    return store.query("SELECT run_id, method, train_seconds, eval_seconds, mean_score FROM method_results "
+                       "ORDER BY run_id, method", path=db)
+
+
+def test_resume_after_a_kill_redoes_nothing_finished(tmp_path):
+    db = str(tmp_path / "store.duckdb")
+    cmd = [sys.executable, "-m", "engine", "study", "--data", SMALL, "--vary", "personal_fraction=0,0.25,0.5",
+           "--seeds", "0", "--methods", "base,unified", "--model", "tiny-random", "--epochs", "1",
+           "--max-new-tokens", "2", "--r", "4", "--store", db]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 180
+    first = None
+    while time.monotonic() < deadline:  # kill -9 as soon as the first run has landed whole
+        try:
+            rows = _method_rows(db)
+        except store.StoreError:
+            rows = pd.DataFrame()
+        if len(rows) >= 2:
+            first = rows
+            break
+        assert p.poll() is None, p.communicate()[1][-2000:]
+        time.sleep(0.2)
+    assert first is not None, "the first run never landed"
+    p.send_signal(signal.SIGKILL)
+    p.wait(30)
+    study_id = store.query("SELECT study_id FROM studies", path=db).study_id[0]
+    before = _method_rows(db)
+    assert len(before) < 6  # killed before the end
+    r = subprocess.run([sys.executable, "-m", "engine", "study", "--resume", study_id, "--store", db], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == study_id
+    after = _method_rows(db)
+    assert len(after) == 6
+    kept = after.merge(before, on=["run_id", "method"], suffixes=("", "_before"))
+    assert len(kept) == len(before)  # every finished method is still there, untouched
+    assert (kept.train_seconds == kept.train_seconds_before).all() and (kept.mean_score == kept.mean_score_before).all()
+    assert store.query("SELECT status FROM studies", path=db).status[0] == "done"
+
+
+def test_statistics_over_seeds_equal_a_hand_computation():
+    """Two seeds of one configuration: per persona the mean over seeds, then statistics over personas."""
+    rows = []
+    table = {  # run -> method -> persona -> score
+        "s0": {"unified": {"a": 0.2, "b": 0.4, "c": 0.6}, "per_persona": {"a": 0.3, "b": 0.3, "c": 0.9}},
+        "s1": {"unified": {"a": 0.4, "b": 0.4, "c": 0.8}, "per_persona": {"a": 0.5, "b": 0.1, "c": 0.9}},
+    }
+    for run, methods in table.items():
+        for m, personas in methods.items():
+            rows += [(run, m, p, s) for p, s in personas.items()]
+    df = pd.DataFrame(rows, columns=["run_id", "method", "persona_id", "score"])
+    out = stats.over_seeds(df, {"s0": "g", "s1": "g"}, reference="unified").set_index("method")
+    unified = np.array([0.3, 0.4, 0.7])          # seed means per persona
+    pp = np.array([0.4, 0.2, 0.9])
+    assert out.loc["unified", "n_personas"] == 3 and out.loc["unified", "n_seeds"] == 2
+    assert out.loc["unified", "mean"] == pytest.approx(unified.mean())
+    assert out.loc["unified", "std"] == pytest.approx(unified.std(ddof=1))
+    half = 4.302652729911275 * unified.std(ddof=1) / math.sqrt(3)  # t(0.975, df=2)
+    assert out.loc["unified", "ci_low"] == pytest.approx(unified.mean() - half)
+    assert out.loc["per_persona", "delta"] == pytest.approx((pp - unified).mean())
+    assert (out.loc["per_persona", "helped"], out.loc["per_persona", "hurt"]) == (2, 1)
+    seed_means = np.array([np.mean([0.3, 0.3, 0.9]), np.mean([0.5, 0.1, 0.9])])
+    assert out.loc["per_persona", "seed_mean"] == pytest.approx(seed_means.mean())
+    assert out.loc["per_persona", "seed_std"] == pytest.approx(seed_means.std(ddof=1))
+    one = stats.over_seeds(df[df.run_id == "s0"], {"s0": "g"}).set_index("method")
+    assert math.isnan(one.loc["unified", "seed_std"]) and one.loc["unified", "n_seeds"] == 1
