@@ -16,6 +16,7 @@ pages = [
     st.Page(ui.PAGES["jobs"], title="Jobs", icon=":material/pending_actions:"),
     st.Page(ui.PAGES["persona"], title="Persona", icon=":material/person:"),
     st.Page(ui.PAGES["clusters"], title="Clusters", icon=":material/scatter_plot:"),
+    st.Page(ui.PAGES["studies"], title="Studies", icon=":material/grid_on:"),
 ]
 page = st.navigation(pages)
 ui.remember_page(page)

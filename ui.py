@@ -27,6 +27,7 @@ PAGES = {
     "jobs": "pages/jobs.py",
     "persona": "pages/persona.py",
     "clusters": "pages/clusters.py",
+    "studies": "pages/studies.py",
 }
 
 

@@ -328,3 +328,96 @@ def demo_spec(which: str = "tiny"):
         return RunSpec(data=data, model="smollm2-135m", methods=["base", "unified", "per_persona"], seed=0,
                        name="demo · smollm2-135m", train={"epochs": 2, "max_new_tokens": 24})
     raise ValueError(f"unknown demo {which!r}")
+
+
+# ----------------------------------------------------------------------------- studies
+
+def studies(path=None) -> pd.DataFrame:
+    """Every study with its runs landed so far."""
+    return store.query("SELECT s.*, (SELECT count(*) FROM runs r WHERE r.study_id = s.study_id) AS n_landed, "
+                       "(SELECT count(*) FROM runs r WHERE r.study_id = s.study_id AND r.status = 'done') AS n_done "
+                       "FROM studies s ORDER BY created_at DESC", path=path)
+
+
+def study_view(study_id, reference: str = "unified", metric: str = "score", kind: str = "all", path=None) -> dict:
+    """A study's statistics per grid point (runs that differ only in seed pooled by stats.over_seeds) and method.
+
+    table: one row per (point, method) with the axis values as columns, mean and 95% CI over personas of
+    seed-averaged scores, Δ vs `reference` with its paired CI, the seed spread, train + eval seconds (mean
+    over seeds) and run ids. cells: per point the winning method, its margin over the runner-up (paired,
+    seed-averaged per persona) and whether that margin is significant. axes: the varied axes.
+    """
+    import json
+    runs = store.query("SELECT run_id, coords_json FROM runs WHERE study_id = ? ORDER BY run_id", [study_id], path)
+    spec = store.query("SELECT spec_json FROM studies WHERE study_id = ?", [study_id], path)
+    axes = list(json.loads(spec.spec_json[0])["vary"]) if len(spec) else []
+    empty = {"table": pd.DataFrame(), "cells": pd.DataFrame(), "axes": axes, "ceiling": pd.DataFrame()}
+    if runs.empty:
+        return empty
+    coords = {r.run_id: json.loads(r.coords_json or "{}") for r in runs.itertuples()}
+    point = {rid: json.dumps({a: c.get(a) for a in axes}, sort_keys=True) for rid, c in coords.items()}
+    scores = persona_scores(list(coords), metric, path, kind)
+    if scores.empty:
+        return empty
+    table = stats.over_seeds(scores, point, reference=reference).rename(columns={"group": "point"})
+    times = store.query("SELECT run_id, method, train_seconds + eval_seconds AS seconds FROM method_results "
+                        "WHERE run_id IN (SELECT unnest(?))", [list(coords)], path)
+    times["point"] = times.run_id.map(point)
+    table = table.merge(times.groupby(["point", "method"], as_index=False)["seconds"].mean(), on=["point", "method"],
+                        how="left")
+    members = pd.Series(point).rename_axis("run_id").reset_index(name="point")
+    table = table.merge(members.groupby("point")["run_id"].agg(list).rename("run_ids").reset_index(), on="point")
+    for a in axes:
+        table[a] = table.point.map(lambda p, a=a: json.loads(p)[a])
+    ceiling = blind_ceiling(list(coords), metric, path, kind)
+    if len(ceiling):
+        ceiling = ceiling.assign(point=ceiling.run_id.map(point)).groupby("point", as_index=False)["ceiling"].mean()
+        for a in axes:
+            ceiling[a] = ceiling.point.map(lambda p, a=a: json.loads(p)[a])
+    seed_avg = scores.assign(point=scores.run_id.map(point)).groupby(
+        ["point", "method", "persona_id"], as_index=False)["score"].mean()
+    return {"table": table.sort_values(axes + ["method"]).reset_index(drop=True), "cells": _winners(seed_avg, axes),
+            "axes": axes, "ceiling": ceiling}
+
+
+def _winners(seed_avg: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """Per point: the best method by mean, its paired margin over the runner-up and whether the margin's 95%
+    t-interval excludes 0 (else "no significant winner")."""
+    import json
+    rows = []
+    for p, g in seed_avg.groupby("point"):
+        wide = g.pivot_table(index="persona_id", columns="method", values="score")
+        ranked = wide.mean().sort_values(ascending=False)
+        best, second = ranked.index[0], (ranked.index[1] if len(ranked) > 1 else None)
+        row = {"point": p, "winner": best, "runner_up": second, "margin": float("nan"), "margin_ci_low": float("nan"),
+               "margin_ci_high": float("nan"), "significant": False}
+        if second is not None:
+            d = stats.paired_difference(*stats.align(wide[best].dropna().to_dict(), wide[second].dropna().to_dict()))
+            row.update(margin=d["mean_diff"], margin_ci_low=d["ci_low"], margin_ci_high=d["ci_high"],
+                       significant=bool(d["ci_low"] > 0))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    for a in axes:
+        out[a] = out.point.map(lambda q, a=a: json.loads(q)[a])
+    return out
+
+
+def crossover_text(table: pd.DataFrame, axis: str, method: str, reference: str) -> str:
+    """Where `method` beats `reference` along one axis, in words, from the paired 95% CIs of Δ."""
+    rows = table[(table.method == method)].sort_values(axis)
+    if rows.empty or rows.delta.isna().all():
+        return f"{method} has no paired comparison with {reference} in this study."
+    wins = rows[rows.delta_ci_low > 0]
+    losses = rows[rows.delta_ci_high < 0]
+    fmt = lambda r: f"Δ {r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]"
+    if len(wins) == 0:
+        worse = f"; significantly worse at {axis} ∈ {{{', '.join(str(v) for v in losses[axis])}}}" if len(losses) else ""
+        return f"{method} never beats {reference} significantly at these {axis} values{worse}."
+    values = list(rows[axis])
+    first = wins.iloc[0]
+    tail = rows[rows[axis] >= first[axis]]
+    if (tail.delta_ci_low > 0).all():
+        return (f"{method} beats {reference} from {axis} ≥ {first[axis]} on; at {axis} = {first[axis]}: {fmt(first)}"
+                + ("" if first[axis] != values[0] else " (everywhere in this study)") + ".")
+    return (f"{method} beats {reference} significantly at {axis} ∈ {{{', '.join(str(v) for v in wins[axis])}}} "
+            f"but not at every larger value; at {axis} = {first[axis]}: {fmt(first)}.")

@@ -72,7 +72,7 @@ def charts(at):
 
 # ----------------------------------------------------------------------------- empty store
 
-@pytest.mark.parametrize("page", ["compare", "launch", "jobs", "persona", "clusters"])
+@pytest.mark.parametrize("page", ["compare", "launch", "jobs", "persona", "clusters", "studies"])
 def test_pages_on_empty_store(empty, page, monkeypatch):
     at = app(empty, page, monkeypatch)
     assert at.title

@@ -142,3 +142,61 @@ def test_statistics_over_seeds_equal_a_hand_computation():
     assert out.loc["per_persona", "seed_std"] == pytest.approx(seed_means.std(ddof=1))
     one = stats.over_seeds(df[df.run_id == "s0"], {"s0": "g"}).set_index("method")
     assert math.isnan(one.loc["unified", "seed_std"]) and one.loc["unified", "n_seeds"] == 1
+
+
+@pytest.fixture(scope="module")
+def studied(tmp_path_factory):
+    """One study per shape: one axis x 2 seeds, and two axes x 1 seed (tiny-random)."""
+    d = tmp_path_factory.mktemp("studies")
+    db = str(d / "store.duckdb")
+    one = run_study(StudySpec(data=SMALL, vary={"personal_fraction": [0.0, 0.5]}, seeds=[0, 1],
+                              methods=["base", "unified"], model="tiny-random", train=TRAIN, name="one axis"), db)
+    two = run_study(StudySpec(data=SMALL, vary={"personal_fraction": [0.0, 0.5], "r": [2, 4]}, seeds=[0],
+                              methods=["base", "unified"], model="tiny-random", train=TRAIN, name="two axes"), db)
+    return {"store": db, "jobs": d / "jobs", "one": one, "two": two}
+
+
+def _page(studied, monkeypatch, **query):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("PLL_STORE", studied["store"])
+    monkeypatch.setenv("PLL_JOBS", str(studied["jobs"]))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.switch_page("pages/studies.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def test_studies_page_one_axis(studied, monkeypatch):
+    from engine import views
+    at = _page(studied, monkeypatch, study=studied["one"])
+    assert at.selectbox[0].value == studied["one"]
+    assert len(at.get("vega_lite_chart")) == 3  # score with CI band, Δ with CI band, time vs score
+    text = "\n".join(str(m.value) for m in at.markdown)
+    assert "base" in text and ("beats unified" in text or "never beats unified" in text)
+    view = views.study_view(studied["one"], path=studied["store"])
+    t = view["table"]
+    assert set(t.personal_fraction) == {0.0, 0.5} and set(t.n_seeds) == {2} and len(t) == 4
+    assert all(len(r) == 2 for r in t.run_ids)  # each point pools its two seeds
+
+
+def test_studies_page_two_axes_has_a_winner_map(studied, monkeypatch):
+    at = _page(studied, monkeypatch, study=studied["two"])
+    assert len(at.get("vega_lite_chart")) == 4  # + the winner heat map
+    from engine import views
+    cells = views.study_view(studied["two"], path=studied["store"])["cells"]
+    assert len(cells) == 4 and set(cells.winner) <= {"base", "unified"}
+    assert (cells.significant == (cells.margin_ci_low > 0)).all()
+
+
+def test_crossover_in_words():
+    from engine.views import crossover_text
+    t = pd.DataFrame({"method": "per_persona", "personal_fraction": [0.0, 0.25, 0.5, 0.75],
+                      "delta": [-0.05, 0.01, 0.08, 0.12], "delta_ci_low": [-0.08, -0.02, 0.05, 0.07],
+                      "delta_ci_high": [-0.02, 0.04, 0.11, 0.17]})
+    s = crossover_text(t, "personal_fraction", "per_persona", "unified")
+    assert s.startswith("per_persona beats unified from personal_fraction ≥ 0.5 on") and "+0.080 [+0.050, +0.110]" in s
+    never = crossover_text(t.assign(delta_ci_low=-0.1), "personal_fraction", "per_persona", "unified")
+    assert "never beats unified significantly" in never and "significantly worse at personal_fraction ∈ {0.0}" in never
