@@ -421,3 +421,39 @@ def crossover_text(table: pd.DataFrame, axis: str, method: str, reference: str) 
                 + ("" if first[axis] != values[0] else " (everywhere in this study)") + ".")
     return (f"{method} beats {reference} significantly at {axis} ∈ {{{', '.join(str(v) for v in wins[axis])}}} "
             f"but not at every larger value; at {axis} = {first[axis]}: {fmt(first)}.")
+
+
+# ----------------------------------------------------------------------------- seeds
+
+SEED_FREE = ("seed", "name", "methods", "precision_resolved", "device")  # what may differ between seeds of one setup
+
+
+def seed_groups(run_ids, path=None) -> dict:
+    """run_id -> a label shared by the runs that differ only in seed (same data, model, hyperparameters,
+    options, metric); a run alone keeps a group of its own."""
+    import hashlib
+    import json
+    runs = store.query("SELECT run_id, name, model, dataset, config_json FROM runs WHERE run_id IN (SELECT unnest(?)) "
+                       "ORDER BY run_id", [_ids(run_ids)], path)
+    keys, labels = {}, {}
+    for r in runs.itertuples():
+        try:
+            cfg = json.loads(r.config_json or "{}")
+        except ValueError:
+            cfg = {}
+        key = json.dumps({k: v for k, v in cfg.items() if k not in SEED_FREE}, sort_keys=True, default=str)
+        keys[r.run_id] = key
+        labels.setdefault(key, f"{r.model} · {r.dataset[:60]}")
+    n = pd.Series(keys).value_counts()
+    short = lambda k: hashlib.sha256(k.encode()).hexdigest()[:4]  # two setups on the same data stay apart
+    return {rid: f"{labels[k]} · {n[k]} seed{'s' if n[k] > 1 else ''} · {short(k)}" for rid, k in keys.items()}
+
+
+def compare_over_seeds(run_ids, reference: str = "unified", metric: str = "score", methods=None, path=None,
+                       kind: str = "all") -> pd.DataFrame:
+    """Compare's table with runs that differ only in seed taken together (stats.over_seeds)."""
+    scores = persona_scores(run_ids, metric, path, kind)
+    if methods:
+        scores = scores[scores.method.isin(list(methods) + [reference])]
+    out = stats.over_seeds(scores, seed_groups(run_ids, path), reference=reference)
+    return out[out.method.isin(list(methods))] if methods else out

@@ -141,6 +141,25 @@ st.dataframe(show.style.format(formats, na_rep="—"), hide_index=True, width="s
 st.download_button("Download CSV", table.drop(columns=["run"]).to_csv(index=False).encode(),
                    file_name=f"compare-{'-'.join(r[-6:] for r in run_ids)}.csv", mime="text/csv")
 
+groups = ui.read("seed_groups", run_ids) if multi else {}
+if groups and len(set(groups.values())) < len(groups):
+    together = st.toggle("Take runs that differ only in seed together", value=st.query_params.get("seeds") == "1",
+                         key="group_seeds", help="per persona the mean over seeds, then statistics over personas; "
+                                                 "beside it the mean ± std over seeds of each seed's mean")
+    ui.set_qp(seeds="1" if together else None)
+    if together:
+        over = ui.read("compare_over_seeds", run_ids, reference=reference, metric=metric, methods=methods, kind=kind)
+        st.markdown("**Over seeds**")
+        cols = ["group", "method", "n_seeds", "seed_mean", "seed_std", "n_personas", "mean", "std", "ci_low", "ci_high",
+                "delta", "delta_ci_low", "delta_ci_high", "wilcoxon_p", "helped", "hurt", "tied"]
+        st.dataframe(over[cols].style.format(precision=4, na_rep="—"), hide_index=True, width="stretch",
+                     key="seed_table", column_config={
+                         "seed_mean": st.column_config.NumberColumn("mean over seeds"),
+                         "seed_std": st.column_config.NumberColumn("std over seeds"),
+                         "mean": st.column_config.NumberColumn("mean (seed-averaged personas)")})
+        st.download_button("Download CSV (over seeds)", over[cols].to_csv(index=False).encode(),
+                           file_name=f"compare-seeds-{'-'.join(r[-6:] for r in run_ids)}.csv", mime="text/csv")
+
 routes = ui.read("routing", run_ids) if "routed" in set(table.method) else None
 if routes is not None and len(routes["summary"]):
     st.markdown("**Routing** — `routed` picks each persona's method by its mean validation score")

@@ -200,3 +200,27 @@ def test_crossover_in_words():
     assert s.startswith("per_persona beats unified from personal_fraction ≥ 0.5 on") and "+0.080 [+0.050, +0.110]" in s
     never = crossover_text(t.assign(delta_ci_low=-0.1), "personal_fraction", "per_persona", "unified")
     assert "never beats unified significantly" in never and "significantly worse at personal_fraction ∈ {0.0}" in never
+
+
+def test_compare_takes_seeds_together(studied, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    from engine import views
+    runs = study_runs(studied["one"], studied["store"])
+    groups = views.seed_groups(list(runs.run_id), studied["store"])
+    assert len(set(groups.values())) == 2  # two personal_fraction values, two seeds each
+    for f in (0.0, 0.5):
+        ids = list(runs[runs.at_personal_fraction == f].run_id)
+        assert len({groups[i] for i in ids}) == 1
+    monkeypatch.setenv("PLL_STORE", studied["store"])
+    monkeypatch.setenv("PLL_JOBS", str(studied["jobs"]))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params["runs"] = ",".join(runs.run_id)
+    at.query_params["seeds"] = "1"
+    at.switch_page("pages/compare.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    (seed_table,) = [d.value for d in at.dataframe if "n_seeds" in d.value]
+    assert len(seed_table) == 4 and set(seed_table.n_seeds) == {2}
+    scores = store.persona_scores(list(runs.run_id), studied["store"])
+    hand = stats.over_seeds(scores, groups)
+    assert sorted(seed_table["mean"].round(6)) == sorted(hand["mean"].round(6))
