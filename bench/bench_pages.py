@@ -26,10 +26,11 @@ sys.path.insert(0, str(ROOT))
 from engine import store  # noqa: E402
 
 METHODS = ["base", "unified", "per_persona", "hybrid", "cluster", "merge:ab_mean", "merge:exact", "routed"]
-PAGES = ["compare", "launch", "jobs", "persona", "clusters"]
+PAGES = ["compare", "launch", "jobs", "persona", "clusters", "studies"]
 
 
-def build_store(path, n_personas=200, n_methods=8, n_runs=3, n_test=3, seed=0, work_dir=None) -> list[str]:
+def build_store(path, n_personas=200, n_methods=8, n_runs=3, n_test=3, seed=0, work_dir=None, prefix="bench",
+                extra_of=None) -> list[str]:
     """Synthetic runs ingested into `path`; returns their run ids (with clusters, UMAP, cluster_k, merge weights)."""
     rng = np.random.default_rng(seed)
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="pll-bench-"))
@@ -37,18 +38,18 @@ def build_store(path, n_personas=200, n_methods=8, n_runs=3, n_test=3, seed=0, w
     pids = [f"p{i:03d}" for i in range(n_personas)]
     run_ids = []
     for r in range(n_runs):
-        run_id = f"20260101-00000{r}-bench{r}"
+        run_id = f"20260101-00000{r}-{prefix}{r}"
         res = work_dir / run_id
         k = 5
         cluster = rng.integers(0, k, n_personas)
         centres = rng.normal(0, 4, (k, 2))
         xy = centres[cluster] + rng.normal(0, 1, (n_personas, 2))
         store.write_run_file(res, {
-            "run_id": run_id, "created_at": f"2026-01-01T00:00:0{r}+00:00", "finished_at": f"2026-01-01T01:00:0{r}+00:00",
+            "run_id": run_id, "created_at": f"2026-01-01T00:00:{r:02d}+00:00", "finished_at": f"2026-01-01T01:00:{r:02d}+00:00",
             "name": f"bench run {r}", "status": "done", "dataset": "sim:personas=200", "dataset_hash": "x" * 64,
             "task": "dialogue", "n_personas": n_personas, "model": "smollm2-135m", "device": "cpu", "seed": r,
             "methods": ",".join(methods), "error": None, "job_id": None, "artifacts_dir": str(res),
-            "config_json": json.dumps({"seed": r})})
+            "config_json": json.dumps({"seed": r}), **(extra_of(r) if extra_of else {})})
         store.write_run_table(res, "personas", pd.DataFrame({
             "persona_id": pids, "profile": [f"Persona {p}: a {['nurse', 'chef', 'student'][i % 3]} who likes "
                                             f"{['warm light', 'loud music', 'cool rooms'][i % 3]}." for i, p in enumerate(pids)],
@@ -97,6 +98,24 @@ def _routing(candidates, pids, rng) -> dict:
             "routing_on_test": {p: str(rng.choice(candidates)) for p in pids}, "test_routed_score": 0.8}
 
 
+def build_studies(path, n_studies=3, n_runs=12, n_methods=8, n_personas=50, work_dir=None) -> list[str]:
+    """n_studies studies of n_runs runs each (personal_fraction x 2 seeds); returns the study ids."""
+    from engine.study import StudySpec, save_study
+    ids = []
+    for k in range(n_studies):
+        study_id = f"study-bench-{k}"
+        values = [round(i / max(1, n_runs // 2 - 1), 3) for i in range(n_runs // 2)]
+        spec = StudySpec(data="sim:personas=50", vary={"personal_fraction": values}, seeds=[0, 1],
+                         methods=METHODS[:n_methods], model="smollm2-135m", name=f"bench study {k}")
+        save_study(study_id, spec, "done", n_runs, path)
+        build_store(path, n_personas, n_methods, n_runs, seed=100 + k, prefix=f"s{k}-", work_dir=work_dir,
+                    extra_of=lambda r, k=k, values=values: {
+                        "study_id": f"study-bench-{k}",
+                        "coords_json": json.dumps({"personal_fraction": values[r // 2], "seed": r % 2})})
+        ids.append(study_id)
+    return ids
+
+
 def render(page: str, store_file: str, query: dict | None = None, timeout: float = 60):
     """One render of a page through app.py (navigation + sidebar) with AppTest; returns (seconds, AppTest)."""
     from streamlit.testing.v1 import AppTest
@@ -116,6 +135,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--studies", type=int, default=3)
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="pll-bench-"))
     path = str(tmp / "store.duckdb")
@@ -123,10 +143,12 @@ def main(argv=None) -> int:
     os.chdir(ROOT)
     t0 = time.perf_counter()
     run_ids = build_store(path, args.personas, args.methods, args.runs, work_dir=tmp / "results")
-    print(f"store: {args.runs} runs x {args.methods} methods x {args.personas} personas "
-          f"built in {time.perf_counter() - t0:.1f} s ({os.path.getsize(path) / 2**20:.1f} MiB)")
+    study_ids = build_studies(path, args.studies, 12, args.methods, 50, work_dir=tmp / "study-results")
+    print(f"store: {args.runs} runs x {args.methods} methods x {args.personas} personas, and {args.studies} studies "
+          f"x 12 runs x {args.methods} methods x 50 personas, built in {time.perf_counter() - t0:.1f} s "
+          f"({os.path.getsize(path) / 2**20:.1f} MiB)")
     queries = {"compare": {"runs": ",".join(run_ids)}, "persona": {"run": run_ids[0], "persona": "p007"},
-               "clusters": {"run": run_ids[0]}}
+               "clusters": {"run": run_ids[0]}, "studies": {"study": study_ids[0]}}
     import logging
     import streamlit as st
     logging.getLogger("streamlit").setLevel(logging.ERROR)
