@@ -51,8 +51,13 @@ def main():
     if len(ceilings["all"]):
         c = {k: float(v.ceiling.iloc[0]) if len(v) else None for k, v in ceilings.items()}
         print(f"| persona-blind ceiling | {fmt(c['all'])} | | {fmt(c['personal'])} | {fmt(c['general'])} | | | | | | |")
+    routes = views.routing([run_id], path=args.store)["summary"]
+    if len(routes):
+        r = routes.iloc[0]
+        print(f"| routed chosen on test (optimistic, not a method) | {fmt(r.routed_on_test)} | | | | "
+              f"{fmt(r.gap, '+.3f')} over `routed` | | | | | |")
     stages = tables["all"].stages
-    print("\nstages: " + "; ".join(f"{m}: {s}" for m, s in stages.items() if s))
+    print("\nstages: " + "; ".join(f"{m}: {s}" for m, s in stages.items() if s and m != "routed"))
 
 
 if __name__ == "__main__":
