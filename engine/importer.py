@@ -398,10 +398,16 @@ class ImportPlan:
     personas: pd.DataFrame | None  # the personas rows of a new run
 
 
+def default_method_name(file_name: str) -> str:
+    """The file's name without its extension, made a method name ("per persona (2).csv" -> "per_persona_2")."""
+    name = re.sub(r"[^A-Za-z0-9_.:+-]+", "_", Path(file_name).stem).strip("_.:+-")[:64]
+    return name or "imported"
+
+
 def method_names(files, methods) -> list[str]:
     """`--method` once per file in order, or none: each file's name without its extension."""
     if not methods:
-        names = [Path(f).stem for f in files]
+        names = [default_method_name(f) for f in files]
     elif len(methods) != len(files):
         raise ImportProblems([f"import: {len(files)} file(s) but {len(methods)} --method; give --method once per file "
                               "(in the same order), or leave it out to name each method after its file"])

@@ -2,7 +2,6 @@
 another tool's per-persona results as a run (engine.importer does the reading and checking)."""
 import hashlib
 from dataclasses import fields
-from pathlib import Path
 
 import streamlit as st
 
@@ -325,8 +324,9 @@ if results is not None:
     c3, c4 = st.columns(2)
     score_column = c3.selectbox("Score column (the primary metric)", results.metrics,
                                 index=results.metrics.index(default_metric), key=f"import_metric_{results.sha256[:12]}")
-    method_name = c4.text_input("Method name", key="import_method", placeholder=Path(results_name).stem,
-                                help="Default: the file's name without its extension").strip() or Path(results_name).stem
+    default_method = importer.default_method_name(results_name)
+    method_name = c4.text_input("Method name", key="import_method", placeholder=default_method,
+                                help="Default: the file's name without its extension").strip() or default_method
     request = (results.sha256, method_name, score_column, persona_column, target_run, run_name)
     done = st.session_state.get("import_done")
     if st.button("Import", key="import_button", type="primary", disabled=bool(done and done[0] == request)):

@@ -120,6 +120,12 @@ def test_score_column_choice(tmp_path):
     assert ids.personas == ["1", "2"] and ids.numbers["acc"] == {"1": 0.5, "2": 0.25}
 
 
+def test_default_method_names_are_usable_names():
+    assert importer.method_names(["runs/per persona (2).csv", "b.x.jsonl"], None) == ["per_persona_2", "b.x"]
+    with pytest.raises(importer.ImportProblems, match="method 'b' named twice"):
+        importer.method_names(["a/b.csv", "c/b.json"], None)
+
+
 def test_json_record_lines_are_where_each_object_starts():
     text = as_json_object()
     rf = importer.read_results("x.json", text.encode())
