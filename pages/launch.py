@@ -305,9 +305,10 @@ if results_raw is not None:
     except importer.ImportProblems as e:
         show_import_problems(e)
 if results is not None:
-    st.success(f"{len(results.personas)} personas · metrics: {', '.join(results.metrics)}"
-               + (f" · kept as details: {', '.join(results.others)}" if results.others else "")
-               + (f" · ignored (no numbers): {', '.join(results.texts)}" if results.texts else ""))
+    names = lambda columns: ui.plain(", ".join(columns))  # the file's column names, shown as text
+    st.success(f"{len(results.personas)} personas · metrics: {names(results.metrics)}"
+               + (f" · kept as details: {names(results.others)}" if results.others else "")
+               + (f" · ignored (no numbers): {names(results.texts)}" if results.texts else ""))
     all_runs = ui.read("runs")
     imported_runs = all_runs[all_runs.task == "imported"]
     c1, c2 = st.columns(2)
