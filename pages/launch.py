@@ -330,18 +330,20 @@ if results is not None:
                                 help="Default: the file's name without its extension").strip() or default_method
     request = (results.sha256, method_name, score_column, persona_column, target_run, run_name)
     done = st.session_state.get("import_done")
-    if st.button("Import", key="import_button", type="primary", disabled=bool(done and done[0] == request)):
+    already = bool(done and done[0] == request)  # this file, imported just so: a second click adds nothing
+    if st.button("Import", key="import_button", type="primary", disabled=already) and not already:
         try:
             run_id = importer.import_results([(results_name, results_raw)], [method_name], score_column,
                                              persona_column or importer.PERSONA_COLUMN, target_run, run_name,
                                              ui.store_file())
-            st.session_state["import_done"] = (request, run_id)
         except importer.ImportProblems as e:
             show_import_problems(e)
         except store.StoreError as e:  # busy, or not a usable store: nothing was written
             st.error(f"{e}")
-    done = st.session_state.get("import_done")
-    if done and done[0] == request:
+        else:
+            st.session_state["import_done"] = (request, run_id)
+            st.rerun()  # redrawn with the button disabled and the link to Compare
+    if already:
         st.success(f"Imported as method {ui.plain(method_name)} of run {done[1]}.")
         st.page_link(ui.PAGES["compare"], label="Open in Compare", icon=":material/leaderboard:",
                      query_params={"runs": done[1]})
