@@ -195,7 +195,8 @@ st.markdown("**Score against time** — what each point of accuracy costs")
 ev_time = st.altair_chart(scatter.properties(height=300), on_select="rerun", key="time_chart", width="stretch") \
     if len(tdf) else None
 if not timed.all():
-    st.caption(f"Not on the time chart (imported results have no times): {', '.join(sorted(set(table[~timed].method)))}.")
+    st.caption("Not on the time chart (imported results have no times): "
+               f"{ui.plain(', '.join(sorted(set(table[~timed].method))))}.")
 
 
 def _first(event, name):

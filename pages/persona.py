@@ -49,7 +49,8 @@ with c2:
     st.metric("Cluster", "–" if cl is None or cl != cl else int(cl))
     sil = prof.get("silhouette")
     st.metric("Silhouette", "–" if sil is None or sil != sil else f"{sil:.3f}")
-    st.caption(f"train / val / test dialogues: {prof.get('n_train')} / {prof.get('n_val')} / {prof.get('n_test')}")
+    if not imported:
+        st.caption(f"train / val / test dialogues: {prof.get('n_train')} / {prof.get('n_val')} / {prof.get('n_test')}")
 if imported:
     st.info("Imported results: this run holds the per-persona scores of another tool only — no profile text, "
             "cluster, test examples or replies were imported.")
