@@ -1,4 +1,4 @@
-"""`python -m engine ...`: synth, run, runs, ingest (and the dashboard's worker, export).
+"""`python -m engine ...`: synth, run, runs, import, ingest (and the dashboard's worker, export).
 
 Exit codes: 0 ok, 1 the run failed while working, 2 bad input (nothing was written).
 """
@@ -242,18 +242,21 @@ def _print_runs(path, run_ids=None) -> None:
     methods = store.method_summaries(ids, path)
     fmt = lambda v: "  —  " if v != v else f"{v:.3f}"  # NaN: undefined (one persona)
     for _, r in runs.iterrows():
-        print(f"{r.run_id}  {r.status:9s} {r.model}  {r.dataset}  seed={r.seed}  personas={r.n_personas}  "
-              f"score={r.get('metric') or 'score'}")
+        imported = r.get("task") == "imported"  # per-persona scores only: no model, seed, kinds or times
+        print(f"{r.run_id}  {r.status:9s} {'imported' if imported else r.model}  {r.dataset}  "
+              f"{'' if imported else f'seed={r.seed}  '}personas={r.n_personas}  score={r.get('metric') or 'score'}")
         by_kind = lambda df, m, k: df[(df.run_id == r.run_id) & (df.method == m) & (df.kind == k)].score.mean() \
             if len(df) else float("nan")
         for _, m in methods[methods.run_id == r.run_id].iterrows():
             s = summarize(scores[(scores.run_id == r.run_id) & (scores.method == m.method)].score.values)
             epochs = "" if m.get("epochs_trained") is None or m.epochs_trained != m.epochs_trained \
                 else f"  epochs {m.epochs_trained:.1f}"
+            measured = "" if imported else (
+                f"  personal {fmt(by_kind(kinds, m.method, 'personal'))}  general "
+                f"{fmt(by_kind(kinds, m.method, 'general'))}  train {m.train_seconds:7.1f}s  eval {m.eval_seconds:6.1f}s"
+                f"{epochs}")
             print(f"    {m.method:16s} {fmt(s['mean'])} ± {fmt(s['std'])}  (95% CI {fmt(s['ci_low'])}–"
-                  f"{fmt(s['ci_high'])}, n={s['n']})  personal {fmt(by_kind(kinds, m.method, 'personal'))}  "
-                  f"general {fmt(by_kind(kinds, m.method, 'general'))}  train {m.train_seconds:7.1f}s  "
-                  f"eval {m.eval_seconds:6.1f}s{epochs}")
+                  f"{fmt(s['ci_high'])}, n={s['n']}){measured}")
         routes = routing([r.run_id], path)["summary"]
         if len(routes):
             x = routes.iloc[0]
@@ -264,6 +267,35 @@ def _print_runs(path, run_ids=None) -> None:
             mean = lambda k: b[b.kind == k].score.mean() if (b.kind == k).any() else float("nan")
             print(f"    {'persona-blind ceiling':16s} {fmt(mean('all'))}  personal {fmt(mean('personal'))}  "
                   f"general {fmt(mean('general'))}  (the data's persona-blind replies, scored like a method)")
+
+
+def cmd_import(args) -> int:
+    """Per-persona results of other tools (CSV, JSON, JSONL) as an imported run; prints the run id last."""
+    from engine import importer, store
+    path = store.store_path(args.store)
+    try:
+        store.check_location(path)
+        if os.path.exists(path):  # a foreign or broken file fails here, before the files are read
+            store.query("SELECT 1 FROM runs LIMIT 0", path=path)
+    except store.StoreBusy:
+        raise  # main: exit 3, try again later
+    except store.StoreError as e:
+        return _err(f"error: {e}")
+    files = []
+    for f in args.files:
+        try:
+            files.append((f, Path(f).read_bytes()))
+        except OSError as e:
+            return _err(f"{f}: cannot be read ({e.strerror})")
+    try:
+        run_id = importer.import_results(files, args.method, args.metric_column, args.persona_column, args.run,
+                                         args.name, path)
+    except importer.ImportProblems as e:
+        return _err("\n".join(e.problems))
+    print(f"imported {len(files)} method(s) into run {run_id}", file=sys.stderr)
+    _print_runs(path, [run_id])
+    print(run_id)
+    return 0
 
 
 def cmd_runs(args) -> int:
@@ -395,6 +427,22 @@ def build_parser() -> argparse.ArgumentParser:
                                     "embedding_similarity for other dialogue data, accuracy for choice data")
     _add_train_flags(r)
     r.set_defaults(fn=cmd_run)
+
+    im = sub.add_parser("import", help="store per-persona results of other tools (CSV, JSON, JSONL) as a run; prints "
+                                       "the run id last")
+    im.add_argument("files", nargs="+", metavar="FILE", help="CSV with a header, JSON (a list of per-persona objects, "
+                                                             "or an object holding one such list), or JSONL")
+    im.add_argument("--method", action="append", help="the method each FILE becomes: once per FILE, in order "
+                                                      "(default: the file's name without its extension)")
+    im.add_argument("--metric-column", help="the column that becomes the score (default: 'score' when present, "
+                                            "else the first column with every value in [0, 1]; with --run: the "
+                                            "run's score)")
+    im.add_argument("--persona-column", default="persona_id")
+    where = im.add_mutually_exclusive_group()
+    where.add_argument("--run", help="add the method(s) to this imported run (same personas, same score)")
+    where.add_argument("--name", help="name of the new run")
+    im.add_argument("--store", default=None)
+    im.set_defaults(fn=cmd_import)
 
     ls = sub.add_parser("runs", help="list runs with per-method mean ± std of score over personas")
     ls.add_argument("--store", default=None)

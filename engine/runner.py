@@ -9,7 +9,6 @@ import json
 import resource
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ from engine.data import load_dataset, repeated_targets
 from engine.evaluate import ALL_METRICS, persona_blind_scores, persona_means, persona_means_by_kind, primary_metric
 from engine.methods import Context, resolve_method
 from engine.models import load_model, pick_device
+from engine.store import new_run_id
 from engine.train import ConfigError, TrainConfig
 
 
@@ -72,10 +72,6 @@ class RunSpec:
 def run_order(methods: list[str]) -> list[str]:
     """The methods in the order given, `routed` last: it chooses among the others' results."""
     return [m for m in methods if m != "routed"] + [m for m in methods if m == "routed"]
-
-
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
 def reset_peak_memory(device) -> None:
@@ -154,15 +150,13 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
             out = resolve_method(method)(ctx)
             ctx.finished[method] = out
             per_persona = persona_means(out.predictions)
-            summary = {
-                "method": method, "train_seconds": out.train_seconds, "eval_seconds": out.eval_seconds,
-                "peak_mem_mb": peak_memory_mb(device), "trainable_params": out.trainable_params,
-                "n_adapters": out.n_adapters, "device": str(device), "n_personas": len(per_persona),
-                "mean_score": float(per_persona["score"].mean()), "train_tokens": out.train_tokens,
-                "tokens_per_second": out.tokens_per_second, "final_loss": out.final_loss,
-                "epochs_trained": (out.details.get("epochs") or {}).get("mean"),
-                "details_json": json.dumps(out.details, default=str),
-            }
+            summary = store.method_summary(
+                method, per_persona, train_seconds=out.train_seconds, eval_seconds=out.eval_seconds,
+                peak_mem_mb=peak_memory_mb(device), trainable_params=out.trainable_params,
+                n_adapters=out.n_adapters, device=str(device), train_tokens=out.train_tokens,
+                tokens_per_second=out.tokens_per_second, final_loss=out.final_loss,
+                epochs_trained=(out.details.get("epochs") or {}).get("mean"),
+                details_json=json.dumps(out.details, default=str))
             store.write_method_files(results_dir, method, summary, {
                 "persona_results": per_persona, "persona_kind_results": persona_means_by_kind(out.predictions),
                 "predictions": out.predictions, **out.tables})

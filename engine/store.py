@@ -14,7 +14,9 @@ import random
 import shutil
 import threading
 import time
+import uuid
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -67,6 +69,7 @@ CREATE TABLE IF NOT EXISTS studies (
     n_runs INTEGER);
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS study_id VARCHAR;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS coords_json VARCHAR;
+ALTER TABLE persona_results ADD COLUMN IF NOT EXISTS metrics_json VARCHAR;
 CREATE TABLE IF NOT EXISTS jobs (
     job_id VARCHAR PRIMARY KEY, kind VARCHAR, status VARCHAR, progress DOUBLE, phase VARCHAR,
     created_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP, error VARCHAR, run_id VARCHAR,
@@ -97,6 +100,11 @@ OUR_TABLE = "runs"  # a DuckDB file with tables but without this one belongs to 
 
 def store_path(path: str | os.PathLike | None = None) -> str:
     return str(path or os.environ.get("PLL_STORE") or DEFAULT_STORE)
+
+
+def new_run_id() -> str:
+    """A run id that sorts by creation time (UTC) and does not collide between processes."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
 def runs_dir(path=None) -> Path:
@@ -234,6 +242,14 @@ def write_run_table(results_dir: Path, table: str, df: pd.DataFrame) -> None:
     tmp = results_dir / f".{table}.parquet.tmp{os.getpid()}"
     df.to_parquet(tmp, index=False)
     os.replace(tmp, results_dir / f"{table}.parquet")
+
+
+def method_summary(method: str, per_persona: pd.DataFrame, **measured) -> dict:
+    """A method's method_results row: `n_personas` and `mean_score` from its per-persona results (the rows every
+    statistic reads), so a trained and an imported method are summarised alike; `measured` adds times, sizes,
+    details."""
+    return {"method": method, **measured, "n_personas": len(per_persona),
+            "mean_score": float(per_persona["score"].mean())}
 
 
 def write_method_files(results_dir: Path, method: str, summary: dict, tables: dict[str, pd.DataFrame]) -> None:

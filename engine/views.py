@@ -44,7 +44,8 @@ def runs(path=None) -> pd.DataFrame:
 
 def run_label(row) -> str:
     name = row.get("name") or ""
-    return f"{row['run_id']} · {name} · seed {row.get('seed')} · {row.get('status')}"
+    made = "imported" if row.get("task") == "imported" else f"seed {row.get('seed')}"  # imported runs have no seed
+    return f"{row['run_id']} · {name} · {made} · {row.get('status')}"
 
 
 def table_counts(path=None) -> dict:

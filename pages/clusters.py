@@ -16,6 +16,8 @@ PROFILE_METHODS = "`cluster` or a `merge:*` method"
 def why_no_map(run) -> str:
     """Why a run has no profile map (the runner makes one only when a method reads the profiles)."""
     methods = [m for m in str(run.get("methods") or "").split(",") if m]
+    if run.get("task") == "imported":
+        return "it holds imported per-persona scores only: no profile texts to embed and cluster"
     if not any(needs_profile(m) for m in methods):
         return (f"its methods ({', '.join(methods) or 'none'}) do not read profile texts, so no map was made; "
                 f"a run with {PROFILE_METHODS} has one (they need a profile text for every persona)")

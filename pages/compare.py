@@ -222,7 +222,8 @@ with c2:
     ev_box = st.altair_chart((box + points).properties(height=320), on_select="rerun", key="box_chart",
                              width="stretch")
 
-tdf = table.assign(time=table.total_seconds.clip(lower=0.01))
+timed = table.train_seconds.notna() | table.eval_seconds.notna()  # imported methods have no times
+tdf = table[timed].assign(time=table.total_seconds.clip(lower=0.01))
 tpick = alt.selection_point(name="tpick", fields=["run_id", "method"], on="click")
 scatter = alt.Chart(tdf).mark_circle(size=160).encode(
     x=alt.X("time:Q", scale=alt.Scale(type="log"), title="train + eval seconds (log)"),
@@ -232,7 +233,11 @@ scatter = alt.Chart(tdf).mark_circle(size=160).encode(
              alt.Tooltip("eval_seconds:Q", format=".1f"), alt.Tooltip("mean:Q", format=".4f"), "trainable_params"],
 ).add_params(tpick)
 st.markdown("**Score against time** — what each point of accuracy costs")
-ev_time = st.altair_chart(scatter.properties(height=300), on_select="rerun", key="time_chart", width="stretch")
+ev_time = st.altair_chart(scatter.properties(height=300), on_select="rerun", key="time_chart", width="stretch") \
+    if len(tdf) else None
+if not timed.all():
+    st.caption("Not on the time chart (imported results have no times): "
+               f"{ui.plain(', '.join(sorted(set(table[~timed].method))))}.")
 
 
 def _first(event, name):

@@ -1,11 +1,12 @@
-"""Launch: configure a run (dataset, model, methods, hyperparameters, seeds), check it, start it as jobs."""
+"""Launch: configure a run (dataset, model, methods, hyperparameters, seeds), check it, start it as jobs; or import
+another tool's per-persona results as a run (engine.importer does the reading and checking)."""
 import hashlib
 from dataclasses import fields
 
 import streamlit as st
 
 import ui
-from engine import jobs, paths, views
+from engine import importer, jobs, paths, store, views
 from engine.checks import check_data
 from engine.data import DataError, load_dataset, repeated_targets
 from engine.evaluate import ALL_METRICS, primary_metric
@@ -265,3 +266,85 @@ if st.button("Start", type="primary", key="start", disabled=bool(problems) or so
     if started:
         st.session_state["just_started"] = started
         st.switch_page(ui.PAGES["jobs"])
+
+# ----------------------------------------------------------------------------- import
+st.divider()
+st.subheader("Import results from other studies")
+st.caption("Per-persona results of your own scripts: a CSV with a header, a JSON list of per-persona objects (or an "
+           "object holding one such list), or JSON Lines — a persona column plus one column per metric. The file "
+           "becomes one method of an imported run, with the same statistics on Compare as a trained run. Columns "
+           "with every value in [0, 1] are metrics; other numeric columns are kept as details.")
+import_kind = st.radio("Results file", ["Upload", "File path"], horizontal=True, key="import_kind")
+results_name, results_raw = None, None
+if import_kind == "Upload":
+    up = st.file_uploader("Results file (CSV, JSON, JSONL)", type=["csv", "json", "jsonl"], key="import_upload")
+    if up is not None:
+        results_name, results_raw = up.name, up.getvalue()
+else:
+    typed = st.text_input("Path to a results file", key="import_path", placeholder="results/per_persona.csv",
+                          help=f"Inside the data folder {paths.data_home()} ($PLL_HOME).").strip()
+    if typed:
+        try:
+            results_path = paths.confine(typed, "results path")
+            results_name, results_raw = str(results_path), results_path.read_bytes()
+        except paths.PathError as e:
+            st.error(str(e))
+        except OSError as e:
+            st.error(f"{ui.plain(typed)}: cannot be read ({e.strerror})")
+persona_column = st.text_input("Persona column", importer.PERSONA_COLUMN, key="import_persona_column").strip()
+
+
+def show_import_problems(e: importer.ImportProblems):
+    st.error(f"The results file cannot be imported ({len(e.problems)} problem(s)); nothing was written:")
+    st.code("\n".join(e.problems), language=None)
+
+
+results = None
+if results_raw is not None:
+    try:
+        results = importer.read_results(results_name, results_raw, persona_column or importer.PERSONA_COLUMN)
+    except importer.ImportProblems as e:
+        show_import_problems(e)
+if results is not None:
+    names = lambda columns: ui.plain(", ".join(columns))  # the file's column names, shown as text
+    st.success(f"{len(results.personas)} personas · metrics: {names(results.metrics)}"
+               + (f" · kept as details: {names(results.others)}" if results.others else "")
+               + (f" · ignored (no numbers): {names(results.texts)}" if results.texts else ""))
+    all_runs = ui.read("runs")
+    imported_runs = all_runs[all_runs.task == "imported"]
+    c1, c2 = st.columns(2)
+    into = c1.radio("Into", ["A new run", "An imported run"], horizontal=True, key="import_into",
+                    disabled=imported_runs.empty, help="An imported run's methods score the same personas")
+    target_run, run_name = None, None
+    if into == "A new run":
+        run_name = c2.text_input("Run name (optional)", key="import_run_name").strip() or None
+    else:
+        labels = {r["run_id"]: views.run_label(r) for _, r in imported_runs.iterrows()}
+        target_run = c2.selectbox("Imported run", list(labels), format_func=labels.get, key="import_run")
+    run_metric = imported_runs.set_index("run_id").metric.get(target_run) if target_run else None
+    default_metric = run_metric if run_metric in results.metrics else results.score_column
+    c3, c4 = st.columns(2)
+    score_column = c3.selectbox("Score column (the primary metric)", results.metrics,
+                                index=results.metrics.index(default_metric), key=f"import_metric_{results.sha256[:12]}")
+    default_method = importer.default_method_name(results_name)
+    method_name = c4.text_input("Method name", key="import_method", placeholder=default_method,
+                                help="Default: the file's name without its extension").strip() or default_method
+    request = (results.sha256, method_name, score_column, persona_column, target_run, run_name)
+    done = st.session_state.get("import_done")
+    already = bool(done and done[0] == request)  # this file, imported just so: a second click adds nothing
+    if st.button("Import", key="import_button", type="primary", disabled=already) and not already:
+        try:
+            run_id = importer.import_results([(results_name, results_raw)], [method_name], score_column,
+                                             persona_column or importer.PERSONA_COLUMN, target_run, run_name,
+                                             ui.store_file())
+        except importer.ImportProblems as e:
+            show_import_problems(e)
+        except store.StoreError as e:  # busy, or not a usable store: nothing was written
+            st.error(f"{e}")
+        else:
+            st.session_state["import_done"] = (request, run_id)
+            st.rerun()  # redrawn with the button disabled and the link to Compare
+    if already:
+        st.success(f"Imported as method {ui.plain(method_name)} of run {done[1]}.")
+        st.page_link(ui.PAGES["compare"], label="Open in Compare", icon=":material/leaderboard:",
+                     query_params={"runs": done[1]})

@@ -14,6 +14,7 @@ if runs.empty:
     st.stop()
 
 run_id = ui.pick_run(runs)
+imported = runs.set_index("run_id").task.get(run_id) == "imported"  # per-persona scores only
 personas = ui.read("persona_list", run_id)
 if personas.empty:
     st.info("This run has no personas stored.")
@@ -48,7 +49,11 @@ with c2:
     st.metric("Cluster", "–" if cl is None or cl != cl else int(cl))
     sil = prof.get("silhouette")
     st.metric("Silhouette", "–" if sil is None or sil != sil else f"{sil:.3f}")
-    st.caption(f"train / val / test dialogues: {prof.get('n_train')} / {prof.get('n_val')} / {prof.get('n_test')}")
+    if not imported:
+        st.caption(f"train / val / test dialogues: {prof.get('n_train')} / {prof.get('n_val')} / {prof.get('n_test')}")
+if imported:
+    st.info("Imported results: this run holds the per-persona scores of another tool only — no profile text, "
+            "cluster, test examples or replies were imported.")
 
 # ----------------------------------------------------------------------------- scores across methods
 st.subheader("Scores across methods")
@@ -95,7 +100,8 @@ else:
 st.subheader("Test examples")
 preds = d["predictions"]
 if preds.empty:
-    st.caption("No predictions stored for this persona.")
+    st.caption("Imported results have no test examples or replies, only the scores above." if imported
+               else "No predictions stored for this persona.")
 else:
     ex_ids = list(dict.fromkeys(preds.example_id))
     st.caption(f"{len(ex_ids)} test example(s), each with the reference reply and every method's reply and score.")
