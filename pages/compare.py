@@ -163,7 +163,7 @@ if groups and len(set(groups.values())) < len(groups):
 routes = ui.read("routing", run_ids) if "routed" in set(table.method) else None
 if routes is not None and len(routes["summary"]):
     st.markdown("**Routing** — `routed` picks each persona's method by its mean validation score")
-    c1, c2 = st.columns([2, 3])
+    c1, c2 = st.columns([3, 2])
     with c1:
         summ = routes["summary"].assign(run=lambda t: t.run_id.map(dict(zip(table.run_id, table.run))))
         st.dataframe(summ[["run", "routed", "routed_on_test", "gap"]] if multi else
@@ -178,9 +178,9 @@ if routes is not None and len(routes["summary"]):
     with c2:
         counts = routes["choices"].groupby(["run_id", "method"]).size().reset_index(name="personas")
         st.altair_chart(alt.Chart(counts).mark_bar().encode(
-            y=alt.Y("method:N", sort="-x", title=None), x=alt.X("personas:Q", title="personas routed to"),
+            y=alt.Y("method:N", sort="-x", title=None), x=alt.X("personas:Q", title="personas routed to", axis=alt.Axis(tickMinStep=1, format="d")),
             color=alt.Color("method:N", legend=None), **({"row": alt.Row("run_id:N", title=None)} if multi else {}),
-            tooltip=["method", "personas"]).properties(height=28 * counts.method.nunique() + 30), width="stretch")
+            tooltip=["method", "personas"]).properties(height=36 * counts.method.nunique() + 50), width="stretch")
 
 # ----------------------------------------------------------------------------- charts
 order = [m for m in methods if m in set(table.method)]
