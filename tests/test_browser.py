@@ -155,8 +155,12 @@ def _flow(server, pg):
         charts.nth(i).scroll_into_view_if_needed()
         charts.nth(i).locator("canvas, svg.marks").first.wait_for()
     assert "runs=" in pg.url
+    chosen = pg.get_by_role("combobox", name=re.compile("^Methods"))
+    chosen.click()  # focused, the multiselect shows every chip (unfocused, chips that do not fit collapse to "+N")
+    settle(pg, 300)
     for m in ("base", "unified", "per_persona", "cluster", "merge:exact"):
-        assert pg.get_by_text(m, exact=True).count() or m in pg.content()
+        assert pg.get_by_text(m, exact=True).count() or m in pg.content(), m
+    pg.keyboard.press("Escape")
     shot(pg, server, "compare")
 
     # ------------------------------------------------------------------ Persona: click its row on Compare
