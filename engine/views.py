@@ -93,7 +93,7 @@ def blind_ceiling(run_ids, metric: str = "score", path=None, kind: str = "all") 
 def _stages_text(details_json) -> str:
     import json
     try:
-        stages = json.loads(details_json or "{}").get("stages") or {}
+        stages = json.loads(details_json if isinstance(details_json, str) else "{}").get("stages") or {}
     except ValueError:
         return ""
     return " + ".join(f"{k} {v:.0f} s" for k, v in stages.items()) if len(stages) > 1 else ""
@@ -127,7 +127,7 @@ def routing(run_ids, path=None) -> dict:
                        "AND run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
     choices, summary = [], []
     for r in rows.itertuples():
-        d = json.loads(r.details_json or "{}")
+        d = json.loads(r.details_json if isinstance(r.details_json, str) else "{}")
         on_test = d.get("routing_on_test", {})
         choices += [(r.run_id, p, m, on_test.get(p)) for p, m in d.get("routing", {}).items()]
         summary.append((r.run_id, r.mean_score, d.get("test_routed_score")))
