@@ -326,24 +326,16 @@ def cmd_export(args) -> int:
 
 
 def _parse_vary(items) -> dict:
-    """["personal_fraction=0,0.5", "r=4,16"] -> {"personal_fraction": [0.0, 0.5], "r": [4, 16]}."""
+    """["personal_fraction=0,0.5", "r=4,16"] -> {"personal_fraction": [0, 0.5], "r": [4, 16]}."""
+    from engine.study import parse_values
     from engine.train import ConfigError
     vary = {}
     for item in items or []:
         axis, eq, values = item.partition("=")
         if not eq or not values.strip():
             raise ConfigError(f"--vary {item!r}: write AXIS=V1,V2,...")
-        vary[axis.strip()] = [_number(v.strip()) for v in values.split(",") if v.strip()]
+        vary[axis.strip()] = parse_values(values)
     return vary
-
-
-def _number(v: str):
-    for kind in (int, float):
-        try:
-            return kind(v)
-        except ValueError:
-            pass
-    return v
 
 
 def cmd_study(args) -> int:

@@ -110,18 +110,22 @@ def check_spec(spec) -> None:
         raise ConfigError(str(e)) from None
 
 
-def submit(spec, kind: str = "run", jobs_dir=None, store_file=None, spawn: bool = True) -> str:
-    """Check the spec, write the job folder, start its worker; returns the job id."""
-    check_spec(spec)
+def submit(spec, kind: str = "run", jobs_dir=None, store_file=None, spawn: bool = True, run_id: str | None = None,
+           checked: bool = False) -> str:
+    """Check the spec (unless `checked`), write the job folder, start its worker; returns the job id."""
+    if not checked:
+        check_spec(spec)
     root = jobs_root(jobs_dir, store_file)
-    from engine.runner import new_run_id
-    job_id, run_id = new_job_id(), new_run_id()
+    from engine.store import new_run_id
+    job_id, run_id = new_job_id(), run_id or new_run_id()
+    study_id = (spec.study or {}).get("study_id")
     d = root / job_id
     d.mkdir(parents=True)
     store.write_json_atomic(d / "spec.json", {"kind": kind, "run_id": run_id, "spec": asdict(spec),
                                               "jobs_dir": str(root.resolve())})
     store.write_json_atomic(d / "status.json", {
         "job_id": job_id, "kind": kind, "status": "queued", "run_id": run_id, "device": device_key(spec.device),
+        "study_id": study_id,
         "created_at": _now(), "started_at": None, "finished_at": None, "error": None, "pid": None})
     if spawn:
         start_worker(job_id, root)
@@ -264,7 +268,7 @@ def job_info(job_id: str, jobs_dir=None, store_file=None) -> dict | None:
     info = {**status, "job_id": job_id, "progress": _clean_progress(_read_json(d / "progress.json", {}))}
     for k in ("created_at", "started_at", "finished_at"):
         info[k] = _iso(info.get(k))
-    for k in ("kind", "run_id", "device", "error"):
+    for k in ("kind", "run_id", "device", "error", "study_id"):
         info[k] = _text(info.get(k))
     if not isinstance(info.get("pid"), int) or isinstance(info.get("pid"), bool):
         info["pid"] = None

@@ -38,6 +38,7 @@ class RunSpec:
     train: dict = field(default_factory=dict)    # TrainConfig fields
     options: dict = field(default_factory=dict)  # method options: cluster_k, merge_k, ...
     metric: str | None = None     # the primary metric (`score`); None: chosen from the data (engine.evaluate)
+    study: dict | None = None     # {"study_id", "coords_json"} when the run is a point of a study (engine.study)
 
     def check(self) -> TrainConfig:
         """Raises ConfigError naming what is wrong; returns the training config."""
@@ -98,11 +99,11 @@ def peak_memory_mb(device) -> float:
 
 
 def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = None, job_id: str | None = None,
-                on_method_done=None, lm=None, skip=(), study: dict | None = None) -> str:
+                on_method_done=None, lm=None, skip=()) -> str:
     """Run every method of the spec; one result folder per finished method. Returns the run id.
 
     lm: the spec's model already loaded (a study loads it once); skip: methods already finished in this
-    run's folder (a resumed study); study: {"study_id", "coords_json"} of the study the run belongs to.
+    run's folder (a resumed study).
     """
     cfg = spec.check()
     dataset = load_dataset(spec.data, context_window=cfg.context_window)
@@ -118,7 +119,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
         "dataset": dataset.source, "dataset_hash": dataset.hash, "task": dataset.task,
         "n_personas": len(dataset.personas), "model": spec.model, "device": str(device), "seed": spec.seed,
         "methods": ",".join(spec.methods), "error": None, "job_id": job_id,
-        "artifacts_dir": str(results_dir.resolve()), "metric": metric, **(study or {}),
+        "artifacts_dir": str(results_dir.resolve()), "metric": metric, **(spec.study or {}),
         "config_json": json.dumps({**asdict(spec), "train": cfg.to_dict(), "metric": metric,
                                    "test_targets_repeating_train": [repeats, n_test]}, sort_keys=True),
     }

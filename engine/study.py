@@ -86,6 +86,23 @@ class StudySpec:
         return out
 
 
+def parse_values(text: str) -> list:
+    """"0,0.25,0.5" -> [0, 0.25, 0.5]: integers, then numbers, else the text as it is."""
+    out = []
+    for v in (t.strip() for t in text.split(",")):
+        if not v:
+            continue
+        for kind in (int, float):
+            try:
+                out.append(kind(v))
+                break
+            except ValueError:
+                pass
+        else:
+            out.append(v)
+    return out
+
+
 def new_study_id() -> str:
     return "study-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
 
@@ -138,8 +155,8 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
                 from engine.models import load_model
                 lm = load_model(run_spec.model, device=run_spec.device, precision=run_spec.precision)
             results = store.runs_dir(path) / run_id
+            run_spec.study = {"study_id": study_id, "coords_json": json.dumps(coords, sort_keys=True)}
             execute_run(run_spec, results, run_id=run_id, lm=lm, skip=skip,
-                        study={"study_id": study_id, "coords_json": json.dumps(coords, sort_keys=True)},
                         on_method_done=lambda _m: store.ingest(results, path), progress=progress)
             store.ingest(results, path)
         status = "done"
@@ -149,6 +166,34 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
     finally:
         save_study(study_id, spec, status, len(points), path)
     return study_id
+
+
+def submit_study(spec: StudySpec, store_file=None, jobs_dir=None, spawn: bool = True) -> str:
+    """The dashboard's way: one job per grid point (run id `<study>-<i>`), queued in grid order on the jobs'
+    device queue; the study's row is written first. Everything is checked before anything is written."""
+    from engine import jobs
+    points = spec.points()
+    for _, run_spec in points[:1]:
+        jobs.check_spec(run_spec)  # data, model, methods against the data; the other points differ only by knobs
+    study_id = new_study_id()
+    save_study(study_id, spec, "queued", len(points), store_file)
+    for i, (coords, run_spec) in enumerate(points):
+        run_spec.study = {"study_id": study_id, "coords_json": json.dumps(coords, sort_keys=True)}
+        jobs.submit(run_spec, jobs_dir=jobs_dir, store_file=store_file, spawn=spawn, run_id=run_id_of(study_id, i),
+                    checked=i > 0)
+    return study_id
+
+
+def cancel_study(study_id: str, store_file=None, jobs_dir=None) -> int:
+    """Cancel every queued or running job of the study; returns how many were cancelled."""
+    from engine import jobs
+    mine = [j for j in jobs.list_jobs(jobs_dir, store_file) if j.get("study_id") == study_id
+            and j["status"] in jobs.ACTIVE]
+    for j in sorted(mine, key=lambda j: j["status"] != "queued"):  # queued first: none starts while one stops
+        jobs.cancel(j["job_id"], jobs_dir, store_file)
+    spec = load_study(study_id, store_file)
+    save_study(study_id, spec, "cancelled", len(spec.points()), store_file)
+    return len(mine)
 
 
 def study_runs(study_id: str, path=None):

@@ -4,6 +4,7 @@ import streamlit as st
 
 import ui
 from engine import jobs, views
+from engine.study import submit_study
 
 ui.page_setup()
 st.title("Compare methods")
@@ -17,7 +18,7 @@ def welcome():
         "Does personalising a small language model with LoRA adapters (one per persona, per cluster, merged, "
         "hybrid) beat one shared adapter? The store is empty — start with a demo on the built-in smart-home "
         "persona simulator, or configure your own run on **Launch**.")
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     with c1:
         st.markdown("**Quick demo** — `tiny-random` model, 6 personas, every method. Under a minute on a laptop CPU; "
                     "a 2-layer random model only learns the reply format, so the scores are a toy's, but every "
@@ -29,6 +30,11 @@ def welcome():
                     "Several minutes on CPU.")
         if st.button("Run the SmolLM2 demo", icon=":material/play_arrow:", key="demo_smollm2"):
             _start_demo("smollm2")
+    with c3:
+        st.markdown("**Quick study** — the same toy over a grid: `personal_fraction` 0 and 0.5 × 2 seeds, four "
+                    "methods, four runs in about a minute; the **Studies** page then plots score against the knob.")
+        if st.button("Run the quick study", icon=":material/grid_on:", key="demo_study"):
+            _start_demo("study")
     active = [j for j in jobs.list_jobs(ui.jobs_dir()) if j["status"] in jobs.ACTIVE]
     if active:
         st.info(f"{len(active)} job(s) running — results appear here as each method finishes.")
@@ -37,7 +43,10 @@ def welcome():
 
 def _start_demo(which):
     try:
-        jobs.submit(views.demo_spec(which), store_file=ui.store_file(), jobs_dir=ui.jobs_dir())
+        if which == "study":
+            submit_study(views.quick_study_spec(), store_file=ui.store_file(), jobs_dir=ui.jobs_dir())
+        else:
+            jobs.submit(views.demo_spec(which), store_file=ui.store_file(), jobs_dir=ui.jobs_dir())
     except Exception as e:
         st.error(f"Could not start the demo: {e}")
         return

@@ -5,6 +5,7 @@ import streamlit as st
 import ui
 from engine import jobs, views
 from engine.models import ModelError
+from engine.study import cancel_study
 
 ui.page_setup()
 st.title("Jobs")
@@ -21,6 +22,34 @@ def _eta(p):
     return views.fmt_seconds(p.get("eta_seconds")) if p.get("eta_seconds") is not None else "–"
 
 
+def study_block(study_id: str, js: list[dict]):
+    """A study as a whole: runs done / total, ETA from its finished runs, cancel all, open the Studies page."""
+    done = [j for j in js if j["status"] == "done"]
+    active = [j for j in js if j["status"] in jobs.ACTIVE]
+    ended = {s: sum(j["status"] == s for j in js) for s in ("failed", "cancelled")}
+    took = [t1 - t0 for j in done if (t0 := _ts(j.get("started_at"))) and (t1 := _ts(j.get("finished_at")))]
+    eta = sum(took) / len(took) * len(active) if took and active else None
+    with st.container(border=True):
+        st.markdown(f"**Study {ui.plain(study_id)}** · {len(done)}/{len(js)} runs done"
+                    + "".join(f" · {n} {s}" for s, n in ended.items() if n)
+                    + (f" · ETA {views.fmt_seconds(eta)}" if eta is not None else ""))
+        st.progress(len(done) / len(js))
+        c1, c2 = st.columns(2)
+        if active and c1.button("Cancel the study", key=f"cancel_study_{study_id}"):
+            cancel_study(study_id, ui.store_file(), ui.jobs_dir())
+            ui.poll_jobs()
+            st.rerun(scope="fragment")
+        c2.page_link(ui.PAGES["studies"], label="Open the study", icon=":material/grid_on:",
+                     query_params={"study": study_id})
+
+
+def _ts(iso):
+    try:
+        return pd.Timestamp(iso).timestamp() if iso else None
+    except ValueError:
+        return None
+
+
 @st.fragment(run_every=2)
 def live():
     polled = ui.poll_jobs()
@@ -33,6 +62,12 @@ def live():
         st.info("No jobs yet. Start one on Launch (or with a demo button on Compare when the store is empty).")
         st.page_link(ui.PAGES["launch"], label="Open Launch", icon=":material/rocket_launch:")
         return
+    by_study = {}
+    for j in all_jobs:
+        if j.get("study_id"):
+            by_study.setdefault(j["study_id"], []).append(j)
+    for sid, js in by_study.items():
+        study_block(sid, js)
     rows = []
     for j in all_jobs:
         p = j.get("progress") or {}

@@ -15,6 +15,7 @@ from engine.methods import known_methods
 from engine.models import REGISTRY, ModelError
 from engine.runner import RunSpec
 from engine.simulator import SIMULATOR_DEFAULTS, format_sim_spec
+from engine.study import SIM_KNOBS, StudySpec, parse_values, submit_study
 from engine.train import ConfigError, TrainConfig
 
 ui.page_setup()
@@ -266,6 +267,47 @@ if st.button("Start", type="primary", key="start", disabled=bool(problems) or so
     if started:
         st.session_state["just_started"] = started
         st.switch_page(ui.PAGES["jobs"])
+
+# ----------------------------------------------------------------------------- study
+st.divider()
+st.subheader("Or run a study: this setup over a grid")
+st.caption("One or two axes (a simulator knob, or a hyperparameter on any data) × the seeds above: one run per grid "
+           "point and seed, queued as jobs; the Studies page shows each method's score against the knob.")
+is_sim = isinstance(source, str) and (source == "sim" or source.startswith("sim:"))
+axes_avail = (list(SIM_KNOBS) if is_sim else []) + ["r", "lr", "epochs", "dropout"]
+STUDY_DEFAULTS = {"personal_fraction": "0,0.25,0.5,0.75", "train_per_persona": "10,20,30", "archetypes": "2,5,8",
+                  "archetype_noise": "0,0.15,0.3", "profile_fidelity": "0,0.5,1", "personas": "4,8,16",
+                  "r": "4,16", "lr": "0.0003,0.001", "epochs": "1,3", "dropout": "0,0.1"}
+c1, c2 = st.columns(2)
+axis1 = c1.selectbox("Vary", axes_avail, key="study_axis1")
+values1 = c1.text_input("its values", STUDY_DEFAULTS.get(axis1, ""), key=f"study_values_{axis1}")
+axis2 = c2.selectbox("and (optional)", ["—"] + [a for a in axes_avail if a != axis1], key="study_axis2")
+values2 = c2.text_input("its values", STUDY_DEFAULTS.get(axis2, ""), key=f"study_values2_{axis2}",
+                        disabled=axis2 == "—")
+study_spec, study_problem = None, None
+try:
+    vary = {axis1: parse_values(values1)}
+    if axis2 != "—":
+        vary[axis2] = parse_values(values2)
+    study_spec = StudySpec(data=source or "", vary=vary, seeds=seeds, methods=list(methods), model=model,
+                           name=name or None, device=None if device == "auto" else device, precision=precision,
+                           train=train, options=options, metric=metric)
+    n_points = len(study_spec.points())
+    per_run = est["seconds"] if summary and cfg and methods and model and seeds else None
+    st.caption(f"{n_points} runs" + (f"; at most ≈ {views.fmt_seconds(per_run * n_points)} at the current "
+                                     f"dataset's size" if per_run else ""))
+except (ConfigError, ValueError) as e:
+    study_problem = str(e)
+    st.error(f"study: {study_problem}")
+if st.button("Start study", key="start_study", disabled=bool(problems) or source is None or study_problem is not None):
+    try:
+        sid = submit_study(study_spec, store_file=ui.store_file(), jobs_dir=ui.jobs_dir())
+        st.session_state["just_started"] = [sid]
+        st.switch_page(ui.PAGES["jobs"])
+    except DataError as e:
+        st.error("The dataset breaks the contract:\n" + "\n".join(e.problems[:50]))
+    except (ValueError, ModelError, OSError) as e:
+        st.error(f"{type(e).__name__}: {e}")
 
 # ----------------------------------------------------------------------------- import
 st.divider()

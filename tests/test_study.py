@@ -224,3 +224,70 @@ def test_compare_takes_seeds_together(studied, monkeypatch):
     scores = store.persona_scores(list(runs.run_id), studied["store"])
     hand = stats.over_seeds(scores, groups)
     assert sorted(seed_table["mean"].round(6)) == sorted(hand["mean"].round(6))
+
+
+def test_a_dashboard_study_queues_one_job_per_run_and_cancels_as_a_whole(tmp_path, monkeypatch):
+    from engine import jobs
+    from engine.study import cancel_study, submit_study
+    db, jd = str(tmp_path / "store.duckdb"), tmp_path / "jobs"
+    spec = StudySpec(data=SMALL, vary={"personal_fraction": [0.0, 0.5]}, seeds=[0, 1], methods=["base"],
+                     model="tiny-random", train=TRAIN, name="queued")
+    study_id = submit_study(spec, store_file=db, jobs_dir=jd, spawn=False)
+    queued = jobs.list_jobs(jd)
+    assert len(queued) == 4 and {j["study_id"] for j in queued} == {study_id}
+    assert sorted(j["run_id"] for j in queued) == [f"{study_id}-{i:03d}" for i in range(4)]
+    saved = [json.loads((jd / j["job_id"] / "spec.json").read_text())["spec"] for j in queued]
+    assert sorted((json.loads(s["study"]["coords_json"])["personal_fraction"], s["seed"]) for s in saved) == \
+        [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]
+    row = store.query("SELECT status, n_runs FROM studies", path=db).iloc[0]
+    assert (row.status, row.n_runs) == ("queued", 4)
+    assert cancel_study(study_id, db, jd) == 4
+    assert {j["status"] for j in jobs.list_jobs(jd)} == {"cancelled"}
+    assert store.query("SELECT status FROM studies", path=db).status[0] == "cancelled"
+
+
+def test_a_bad_dashboard_study_writes_nothing(tmp_path):
+    from engine.study import submit_study
+    db, jd = tmp_path / "store.duckdb", tmp_path / "jobs"
+    with pytest.raises(ConfigError):
+        submit_study(StudySpec(data=SMALL, vary={"personal_fraction": [0.5, 3]}, seeds=[0], methods=["base"],
+                               model="tiny-random"), store_file=str(db), jobs_dir=jd, spawn=False)
+    assert not db.exists() and not jd.exists()
+
+
+def test_launch_starts_a_study_and_jobs_shows_it_whole(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    from engine import jobs
+    monkeypatch.setenv("PLL_STORE", str(tmp_path / "store.duckdb"))
+    monkeypatch.setenv("PLL_JOBS", str(tmp_path / "jobs"))
+    started = []
+    monkeypatch.setattr(jobs, "start_worker", lambda job_id, root: started.append(job_id) or 0)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("pages/launch.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("4 runs" in str(c.value) for c in at.caption)  # personal_fraction 0, 0.25, 0.5, 0.75 x seed 0
+    at.button(key="start_study").click().run()
+    assert len(started) == 4
+    at.switch_page("pages/jobs.py").run()
+    text = "\n".join(str(m.value) for m in at.markdown)
+    assert "0/4 runs done" in text
+    assert at.button(key=[k for k in (b.key for b in at.button) if k and k.startswith("cancel_study_")][0])
+
+
+def test_welcome_quick_study_button_queues_the_grid(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    from engine import jobs, views
+    monkeypatch.setenv("PLL_STORE", str(tmp_path / "store.duckdb"))
+    monkeypatch.setenv("PLL_JOBS", str(tmp_path / "jobs"))
+    started = []
+    monkeypatch.setattr(jobs, "start_worker", lambda job_id, root: started.append(job_id) or 0)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.switch_page("pages/compare.py")
+    at.run()
+    at.button(key="demo_study").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    spec = views.quick_study_spec()
+    assert len(started) == len(spec.points()) == 4
+    assert {j["study_id"] for j in jobs.list_jobs(tmp_path / "jobs")} == \
+        set(store.query("SELECT study_id FROM studies", path=str(tmp_path / "store.duckdb")).study_id)
