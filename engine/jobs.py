@@ -52,6 +52,17 @@ def _ts(iso: str | None) -> float | None:
         return None
 
 
+def group_progress(group: list[dict]) -> dict:
+    """A group of jobs (a study's) as a whole: counts per status, and the time left estimated from the
+    finished ones' run time (None until one has finished or when none is active)."""
+    counts = {s: sum(j["status"] == s for j in group) for s in ACTIVE + FINISHED}
+    took = [t1 - t0 for j in group if j["status"] == "done"
+            and (t0 := _ts(j.get("started_at"))) is not None and (t1 := _ts(j.get("finished_at"))) is not None]
+    active = sum(counts[s] for s in ACTIVE)
+    return {"total": len(group), "counts": counts, "active": active,
+            "eta_seconds": sum(took) / len(took) * active if took and active else None}
+
+
 def _iso(value) -> str | None:
     """An ISO time as written by this module, or None: what the store's TIMESTAMP columns accept."""
     return value if isinstance(value, str) and _ts(value) is not None else None

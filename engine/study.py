@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from engine import store
 from engine.runner import RunSpec, execute_run
-from engine.simulator import SIMULATOR_DEFAULTS, format_sim_spec, parse_sim_spec
+from engine.simulator import format_sim_spec, parse_sim_spec
 from engine.train import ConfigError, TrainConfig
 
 SIM_KNOBS = ("personal_fraction", "train_per_persona", "archetypes", "archetype_noise", "profile_fidelity", "personas")
@@ -118,6 +118,11 @@ def save_study(study_id: str, spec: StudySpec, status: str, n_runs: int, path=No
                     [study_id, spec.name or study_id, json.dumps(spec.to_dict()), status, n_runs])
 
 
+def set_study_status(study_id: str, status: str, path=None) -> None:
+    with store.connect(path) as con:
+        con.execute("UPDATE studies SET status = ? WHERE study_id = ?", [status, study_id])
+
+
 def load_study(study_id: str, path=None) -> StudySpec:
     rows = store.query("SELECT spec_json FROM studies WHERE study_id = ?", [study_id], path)
     if rows.empty:
@@ -164,7 +169,7 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
         status = "cancelled"
         raise
     finally:
-        save_study(study_id, spec, status, len(points), path)
+        set_study_status(study_id, status, path)
     return study_id
 
 
@@ -191,8 +196,7 @@ def cancel_study(study_id: str, store_file=None, jobs_dir=None) -> int:
             and j["status"] in jobs.ACTIVE]
     for j in sorted(mine, key=lambda j: j["status"] != "queued"):  # queued first: none starts while one stops
         jobs.cancel(j["job_id"], jobs_dir, store_file)
-    spec = load_study(study_id, store_file)
-    save_study(study_id, spec, "cancelled", len(spec.points()), store_file)
+    set_study_status(study_id, "cancelled", store_file)
     return len(mine)
 
 
@@ -204,5 +208,3 @@ def study_runs(study_id: str, path=None):
         runs[f"at_{key}"] = coords.map(lambda d: d.get(key))
     return runs
 
-
-__all__ = ["StudySpec", "run_study", "load_study", "study_runs", "SIM_KNOBS", "SIMULATOR_DEFAULTS"]

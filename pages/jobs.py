@@ -24,30 +24,20 @@ def _eta(p):
 
 def study_block(study_id: str, js: list[dict]):
     """A study as a whole: runs done / total, ETA from its finished runs, cancel all, open the Studies page."""
-    done = [j for j in js if j["status"] == "done"]
-    active = [j for j in js if j["status"] in jobs.ACTIVE]
-    ended = {s: sum(j["status"] == s for j in js) for s in ("failed", "cancelled")}
-    took = [t1 - t0 for j in done if (t0 := _ts(j.get("started_at"))) and (t1 := _ts(j.get("finished_at")))]
-    eta = sum(took) / len(took) * len(active) if took and active else None
+    g = jobs.group_progress(js)
+    done = g["counts"]["done"]
     with st.container(border=True):
-        st.markdown(f"**Study {ui.plain(study_id)}** · {len(done)}/{len(js)} runs done"
-                    + "".join(f" · {n} {s}" for s, n in ended.items() if n)
-                    + (f" · ETA {views.fmt_seconds(eta)}" if eta is not None else ""))
-        st.progress(len(done) / len(js))
+        st.markdown(f"**Study {ui.plain(study_id)}** · {done}/{g['total']} runs done"
+                    + "".join(f" · {g['counts'][s]} {s}" for s in ("failed", "cancelled") if g["counts"][s])
+                    + (f" · ETA {views.fmt_seconds(g['eta_seconds'])}" if g["eta_seconds"] is not None else ""))
+        st.progress(done / g["total"])
         c1, c2 = st.columns(2)
-        if active and c1.button("Cancel the study", key=f"cancel_study_{study_id}"):
+        if g["active"] and c1.button("Cancel the study", key=f"cancel_study_{study_id}"):
             cancel_study(study_id, ui.store_file(), ui.jobs_dir())
             ui.poll_jobs()
             st.rerun(scope="fragment")
         c2.page_link(ui.PAGES["studies"], label="Open the study", icon=":material/grid_on:",
                      query_params={"study": study_id})
-
-
-def _ts(iso):
-    try:
-        return pd.Timestamp(iso).timestamp() if iso else None
-    except ValueError:
-        return None
 
 
 @st.fragment(run_every=2)

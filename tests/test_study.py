@@ -14,7 +14,7 @@ import pytest
 from engine import stats, store
 from engine.study import StudySpec, run_study, study_runs
 from engine.train import ConfigError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, open_page
 
 SMALL = "sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1"
 TRAIN = {"epochs": 1, "max_new_tokens": 2, "r": 4}
@@ -157,16 +157,7 @@ def studied(tmp_path_factory):
 
 
 def _page(studied, monkeypatch, **query):
-    from streamlit.testing.v1 import AppTest
-    monkeypatch.setenv("PLL_STORE", studied["store"])
-    monkeypatch.setenv("PLL_JOBS", str(studied["jobs"]))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.switch_page("pages/studies.py")
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
+    return open_page(monkeypatch, studied["store"], studied["jobs"], "studies", **query)
 
 
 def test_studies_page_one_axis(studied, monkeypatch):
@@ -203,7 +194,6 @@ def test_crossover_in_words():
 
 
 def test_compare_takes_seeds_together(studied, monkeypatch):
-    from streamlit.testing.v1 import AppTest
     from engine import views
     runs = study_runs(studied["one"], studied["store"])
     groups = views.seed_groups(list(runs.run_id), studied["store"])
@@ -211,14 +201,7 @@ def test_compare_takes_seeds_together(studied, monkeypatch):
     for f in (0.0, 0.5):
         ids = list(runs[runs.at_personal_fraction == f].run_id)
         assert len({groups[i] for i in ids}) == 1
-    monkeypatch.setenv("PLL_STORE", studied["store"])
-    monkeypatch.setenv("PLL_JOBS", str(studied["jobs"]))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.query_params["runs"] = ",".join(runs.run_id)
-    at.query_params["seeds"] = "1"
-    at.switch_page("pages/compare.py")
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
+    at = open_page(monkeypatch, studied["store"], studied["jobs"], "compare", runs=",".join(runs.run_id), seeds="1")
     (seed_table,) = [d.value for d in at.dataframe if "n_seeds" in d.value]
     assert len(seed_table) == 4 and set(seed_table.n_seeds) == {2}
     scores = store.persona_scores(list(runs.run_id), studied["store"])
@@ -256,16 +239,10 @@ def test_a_bad_dashboard_study_writes_nothing(tmp_path):
 
 
 def test_launch_starts_a_study_and_jobs_shows_it_whole(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
     from engine import jobs
-    monkeypatch.setenv("PLL_STORE", str(tmp_path / "store.duckdb"))
-    monkeypatch.setenv("PLL_JOBS", str(tmp_path / "jobs"))
     started = []
     monkeypatch.setattr(jobs, "start_worker", lambda job_id, root: started.append(job_id) or 0)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page("pages/launch.py")
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
+    at = open_page(monkeypatch, tmp_path / "store.duckdb", tmp_path / "jobs", "launch")
     assert any("4 runs" in str(c.value) for c in at.caption)  # personal_fraction 0, 0.25, 0.5, 0.75 x seed 0
     at.button(key="start_study").click().run()
     assert len(started) == 4
@@ -276,18 +253,25 @@ def test_launch_starts_a_study_and_jobs_shows_it_whole(tmp_path, monkeypatch):
 
 
 def test_welcome_quick_study_button_queues_the_grid(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
     from engine import jobs, views
-    monkeypatch.setenv("PLL_STORE", str(tmp_path / "store.duckdb"))
-    monkeypatch.setenv("PLL_JOBS", str(tmp_path / "jobs"))
     started = []
     monkeypatch.setattr(jobs, "start_worker", lambda job_id, root: started.append(job_id) or 0)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page("pages/compare.py")
-    at.run()
+    at = open_page(monkeypatch, tmp_path / "store.duckdb", tmp_path / "jobs", "compare")
     at.button(key="demo_study").click().run()
     assert not at.exception, [e.message for e in at.exception]
     spec = views.quick_study_spec()
     assert len(started) == len(spec.points()) == 4
     assert {j["study_id"] for j in jobs.list_jobs(tmp_path / "jobs")} == \
         set(store.query("SELECT study_id FROM studies", path=str(tmp_path / "store.duckdb")).study_id)
+
+
+def test_a_study_s_progress_as_a_whole():
+    from engine import jobs
+    js = [{"status": "done", "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:01:00+00:00"},
+          {"status": "done", "started_at": "2026-01-01T00:01:00+00:00", "finished_at": "2026-01-01T00:04:00+00:00"},
+          {"status": "running", "started_at": "2026-01-01T00:04:00+00:00"}, {"status": "queued"},
+          {"status": "failed"}]
+    g = jobs.group_progress(js)
+    assert (g["total"], g["active"], g["counts"]["done"], g["counts"]["failed"]) == (5, 2, 2, 1)
+    assert g["eta_seconds"] == pytest.approx(2 * 120.0)  # mean of the finished runs (60 s, 180 s) x 2 left
+    assert jobs.group_progress(js[2:4])["eta_seconds"] is None  # nothing finished yet: no estimate
