@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from engine import jobs, store, views
 from engine.methods import known_methods
 from engine.runner import RunSpec
+from tests.conftest import open_page
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -48,15 +48,7 @@ def empty(tmp_path):
 
 
 def app(where, page, monkeypatch, **query):
-    monkeypatch.setenv("PLL_STORE", where["store"])
-    monkeypatch.setenv("PLL_JOBS", str(where["jobs"]))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.switch_page(f"pages/{page}.py")
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
+    return open_page(monkeypatch, where["store"], where["jobs"], page, **query)
 
 
 def texts(at):

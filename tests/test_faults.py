@@ -25,6 +25,7 @@ import pytest
 
 from engine import cli, jobs, store
 from engine.runner import RunSpec
+from tests.conftest import open_page, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "sim:personas=3,train_per_persona=3,val_per_persona=1,test_per_persona=1"
@@ -34,16 +35,6 @@ LONGER = "sim:personas=4,train_per_persona=12,val_per_persona=1,test_per_persona
 def spec(data=TINY, methods=("base", "unified"), epochs=1):
     return RunSpec(data=data, model="tiny-random", methods=list(methods), device="cpu",
                    train={"epochs": epochs, "patience": 0, "max_new_tokens": 2, "batch_size": 2})  # patience 0: long jobs last
-
-
-def wait_for(pred, timeout=120, every=0.2, what="condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        v = pred()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def run_worker_here(job_id, jobs_dir):
@@ -326,18 +317,12 @@ def test_broken_status_file(lab, name, status):
 
 def test_garbage_progress_of_a_starting_job(lab, monkeypatch):
     """A job that has just started (no worker pid yet) with a progress.json of the wrong types: Jobs renders it."""
-    from streamlit.testing.v1 import AppTest
     j, d, run_id = clone_job(lab, "progress")
     (d / "status.json").write_text(json.dumps({"job_id": j, "status": "queued", "run_id": run_id, "pid": None,
                                                "created_at": jobs._now()}))
     (d / "progress.json").write_text(json.dumps({"phase": 7, "fraction": "most", "eta_seconds": "soon",
                                                  "done": [1], "total": None, "methods_total": 2}))
-    monkeypatch.setenv("PLL_STORE", lab["store"])
-    monkeypatch.setenv("PLL_JOBS", str(lab["jobs"]))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page("pages/jobs.py")
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
+    at = open_page(monkeypatch, lab["store"], lab["jobs"], "jobs")
     table = at.dataframe[0].value
     assert table.set_index("job").status[j] == "queued" and lab["healthy"] in set(table.job)
     (d / "status.json").write_text(json.dumps({"job_id": j, "status": "cancelled", "run_id": run_id}))
@@ -422,13 +407,7 @@ def test_disk_full_while_a_worker_writes_a_method(lab, monkeypatch):
 
 def test_jobs_page_after_every_fault(lab, monkeypatch):
     """Whatever the faults left in the jobs folder, the Jobs page renders and lists every job."""
-    from streamlit.testing.v1 import AppTest
-    monkeypatch.setenv("PLL_STORE", lab["store"])
-    monkeypatch.setenv("PLL_JOBS", str(lab["jobs"]))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page("pages/jobs.py")
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
+    at = open_page(monkeypatch, lab["store"], lab["jobs"], "jobs")
     table = at.dataframe[0].value
     folders = {p.name for p in lab["jobs"].iterdir() if p.is_dir() and not p.name.startswith(".")}
     assert set(table.job) == folders and lab["healthy"] in set(table.job)

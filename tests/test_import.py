@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from engine import cli, importer, store, views
+from tests.conftest import open_page
 
 ROOT = Path(__file__).resolve().parent.parent
 # persona, action_f1 (a metric the store has a column for), bleu (another metric), latency_ms (not in [0, 1]), note
@@ -365,15 +365,7 @@ def test_run_on_a_store_that_does_not_exist_creates_nothing(lab, tmp_path, capsy
 # ----------------------------------------------------------------------------- dashboard
 
 def app(where, page, monkeypatch, **query):
-    monkeypatch.setenv("PLL_STORE", where["store"])
-    monkeypatch.setenv("PLL_JOBS", str(Path(where["store"]).parent / "jobs"))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    for k, v in query.items():
-        at.query_params[k] = v
-    at.switch_page(f"pages/{page}.py")
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
-    return at
+    return open_page(monkeypatch, where["store"], Path(where["store"]).parent / "jobs", page, **query)
 
 
 def shown(at):

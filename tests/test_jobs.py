@@ -20,6 +20,7 @@ from engine.data import DataError
 from engine.models import ModelError
 from engine.runner import RunSpec
 from engine.train import ConfigError
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "sim:personas=3,train_per_persona=3,val_per_persona=1,test_per_persona=1"
@@ -40,16 +41,6 @@ def env(tmp_path, monkeypatch):
     for job in jobs.list_jobs(j):  # never leave a worker behind
         if job["status"] in jobs.ACTIVE:
             jobs.cancel(job["job_id"], j, grace=1)
-
-
-def wait_for(pred, timeout=120, every=0.2, what="condition"):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        v = pred()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def info(env, job_id):
