@@ -17,6 +17,15 @@ from engine.train import TrainConfig
 TRAIN_FLAGS = {f.name: f for f in fields(TrainConfig)}
 
 
+RAY_HELP = ("run the heavy work on the Ray cluster at ADDRESS (host:port, or auto for one `ray start --head` "
+            "started here); default $PLL_RAY_ADDRESS, else this machine")
+
+
+def ray_address(explicit):
+    from engine.ray_backend import ray_address as address
+    return address(explicit)
+
+
 def _err(msg: str) -> int:
     print(msg, file=sys.stderr)
     return 2
@@ -144,7 +153,7 @@ def cmd_run(args) -> int:
         options["rag_k"] = args.rag_k
     spec = RunSpec(data=args.data, model=args.model, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
                    seed=args.seed, name=args.name, device=args.device, precision=args.precision,
-                   train=_train_overrides(args), options=options, metric=args.metric)
+                   train=_train_overrides(args), options=options, metric=args.metric, ray=ray_address(args.ray))
     path = store.store_path(args.store)
     try:
         _check_run_location(path)
@@ -355,7 +364,7 @@ def cmd_study(args) -> int:
                              seeds=[int(s) for s in args.seeds.split(",") if s.strip()],
                              methods=[m.strip() for m in args.methods.split(",") if m.strip()], model=args.model,
                              name=args.name, device=args.device, precision=args.precision,
-                             train=_train_overrides(args), metric=args.metric)
+                             train=_train_overrides(args), metric=args.metric, ray=ray_address(args.ray))
             study_id = None
         spec.points()  # everything checked before any work
     except (ConfigError, DataError, ModelError, ValueError, store.StoreError) as e:
@@ -412,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name")
     r.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    r.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
     r.add_argument("--cluster-k", help="clusters for the cluster method: an integer or auto")
     r.add_argument("--merge-k", type=int, help="neighbours merged per persona (merge methods)")
     r.add_argument("--rag-k", type=int, help="own train dialogues retrieved into the prompt (rag, unified+rag; default 4)")
@@ -471,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--name")
     sd.add_argument("--device")
     sd.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    sd.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
     sd.add_argument("--metric")
     sd.add_argument("--resume", metavar="STUDY_ID", help="finish a study cut short (its stored spec; other flags ignored)")
     sd.add_argument("--store", default=None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import os
 import signal
 import subprocess
@@ -89,6 +90,11 @@ def _read_json(path: Path, default=None):
         return default
 
 
+def job_device(spec) -> str:
+    """The lock a run's job waits for: its device, or its Ray cluster (one run at a time spreads over it)."""
+    return f"ray:{spec.ray}" if getattr(spec, "ray", None) else device_key(spec.device)
+
+
 def device_key(device: str | None) -> str:
     """The lock name of a device: cpu, cuda:0, cuda:1, ... (auto resolves like the engine does)."""
     if not device or device == "auto":
@@ -109,6 +115,9 @@ def check_spec(spec) -> None:
     from engine.models import REGISTRY, ModelError
 
     cfg = spec.check()  # hyperparameters, method options, device (engine.checks)
+    if spec.ray:  # Ray installed and a cluster answering at the address, or a clear error now
+        from engine.ray_backend import resolve_address
+        resolve_address(spec.ray)
     if not spec.model or (spec.model not in REGISTRY and not os.path.isdir(spec.model) and "/" not in spec.model):
         raise ModelError(f"unknown model '{spec.model}': use one of {', '.join(REGISTRY)}, "
                          "a local model folder or a Hugging Face id such as Qwen/Qwen2.5-0.5B-Instruct")
@@ -135,7 +144,7 @@ def submit(spec, kind: str = "run", jobs_dir=None, store_file=None, spawn: bool 
     store.write_json_atomic(d / "spec.json", {"kind": kind, "run_id": run_id, "spec": asdict(spec),
                                               "jobs_dir": str(root.resolve())})
     store.write_json_atomic(d / "status.json", {
-        "job_id": job_id, "kind": kind, "status": "queued", "run_id": run_id, "device": device_key(spec.device),
+        "job_id": job_id, "kind": kind, "status": "queued", "run_id": run_id, "device": job_device(spec),
         "study_id": study_id,
         "created_at": _now(), "started_at": None, "finished_at": None, "error": None, "pid": None})
     if spawn:
@@ -587,7 +596,7 @@ def acquire_device(root: Path, job_id: str, device: str):
     """Block until this job holds the device; returns the open lock file (keep it open while running)."""
     locks = root / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
-    f = open(locks / f"{device.replace(':', '_')}.lock", "a+")
+    f = open(locks / f"{re.sub(r'[^A-Za-z0-9.-]', '_', device)}.lock", "a+")
     said = False
     while True:
         if (_read_json(root / job_id / "status.json") or {}).get("status") == "cancelled":
@@ -629,7 +638,7 @@ def worker_main(job_id: str, jobs_dir=None) -> int:
         print(f"job {job_id} is already finished; nothing to do", flush=True)
         return 0
     spec = RunSpec.from_dict(saved["spec"])
-    device = device_key(spec.device)
+    device = job_device(spec)
     _IDENTITY.update(job_id=job_id, kind=saved.get("kind", "run"), run_id=saved["run_id"], device=device,
                      created_at=first.get("created_at"))
     print(f"[{_now()}] worker pid {os.getpid()} for job {job_id} (run {saved['run_id']}) on {device}", flush=True)

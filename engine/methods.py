@@ -42,6 +42,8 @@ class Context:
     finished: dict = field(default_factory=dict)  # method -> MethodOutput of the run's finished methods
     validate: bool = False                        # also answer val (for `routed`), kept in `validation`
     validation: dict = field(default_factory=dict)  # method -> (val predictions, seconds)
+    backend: object = None                        # engine.ray_backend.RayBackend: shards go to a cluster; None: here
+    merged_base: tuple | None = None              # (state, scaling) merged into the base weights now (hybrid)
 
     @property
     def persona_ids(self) -> list[str]:
@@ -66,10 +68,6 @@ class MethodOutput:
     details: dict = field(default_factory=dict)
 
 
-def _encoded(ctx, examples):
-    return [encode_example(ctx.lm.tokenizer, e, ctx.cfg) for e in examples]
-
-
 def adapter_seeds(ctx, keys: list[str]) -> list[int]:
     """One seed per adapter, from the run seed and the adapter's own key (a persona id, "cluster3",
     "unified"): the same adapter gets the same streams whichever others train beside it."""
@@ -78,19 +76,33 @@ def adapter_seeds(ctx, keys: list[str]) -> list[int]:
 
 def train_groups(ctx, groups: list[list], val_groups: list[list], keys: list[str], phase: str):
     """Fresh LoRA layers with one adapter per group of train examples, trained in one batched pass, each
-    stopping on its own validation group (DESIGN §6: every method trains under the same rule)."""
+    stopping on its own validation group (DESIGN §6: every method trains under the same rule). With a Ray
+    backend the groups train in shards on the cluster and come back into this model's LoRA layers."""
     empty = [keys[i] for i, g in enumerate(groups) if not g]
     if empty:
         raise ValueError(f"{phase}: {', '.join(empty[:5])} {'has' if len(empty) == 1 else 'have'} no training examples")
     seeds = adapter_seeds(ctx, keys)
-    inject_lora(ctx.lm.model, len(groups), ctx.cfg.r, ctx.cfg.alpha, ctx.cfg.dropout, ctx.cfg.targets, seed=ctx.seed,
+    if ctx.backend is None:
+        return train_adapters(ctx.lm, groups, val_groups, seeds, ctx.cfg, ctx.seed, ctx.progress, phase)
+    states, stats = ctx.backend.train(ctx, groups, val_groups, seeds, phase)
+    inject_lora(ctx.lm.model, len(groups), ctx.cfg.r, ctx.cfg.alpha, 0.0, ctx.cfg.targets, seed=ctx.seed,
                 init=ctx.cfg.init, adapter_seeds=seeds)
+    load_adapter_states(ctx.lm.model, states)
+    return stats
+
+
+def train_adapters(lm, groups: list[list], val_groups: list[list], seeds: list[int], cfg, seed: int, progress,
+                   phase: str):
+    """train_groups' work on one model (here, or a Ray actor's): inject, encode, train; the trained adapters
+    stay in the model's LoRA layers (removed on failure)."""
+    inject_lora(lm.model, len(groups), cfg.r, cfg.alpha, cfg.dropout, cfg.targets, seed=seed, init=cfg.init,
+                adapter_seeds=seeds)
     try:
-        data = [_encoded(ctx, g) for g in groups]
-        val = [_encoded(ctx, g) for g in val_groups]
-        return train_adapters_batched(ctx.lm, data, ctx.cfg, seeds=seeds, val=val, progress=ctx.progress, phase=phase)
+        data = [[encode_example(lm.tokenizer, e, cfg) for e in g] for g in groups]
+        val = [[encode_example(lm.tokenizer, e, cfg) for e in g] for g in val_groups]
+        return train_adapters_batched(lm, data, cfg, seeds=seeds, val=val, progress=progress, phase=phase)
     except BaseException:
-        remove_lora(ctx.lm.model)  # the caller removes them after reading the adapters; on failure, nobody would
+        remove_lora(lm.model)  # the caller removes them after reading the adapters; on failure, nobody would
         raise
 
 
@@ -102,6 +114,8 @@ def _evaluate_split(ctx, split: str, adapter_of: dict[str, int] | None, phase: s
     if prepare is not None:
         examples = prepare(examples)
     adapters = None if adapter_of is None else [adapter_of[e.persona_id] for e in examples]
+    if ctx.backend is not None:
+        return ctx.backend.evaluate(ctx, examples, adapters, phase), time.time() - t0
     progress = (lambda _p, d, t, **kw: ctx.report(phase, d, t, **kw)) if ctx.progress else None
     preds = evaluate(ctx.lm, ctx.dataset, examples, adapters, ctx.cfg, progress, ctx.metric)
     return preds, time.time() - t0
@@ -132,6 +146,17 @@ def loaded_states(ctx, states: list[dict]):
         yield
     finally:
         remove_lora(ctx.lm.model)
+
+
+@contextlib.contextmanager
+def merged_into_base(ctx, state: dict, scaling: float):
+    """The base weights with `state` merged in for the block (hybrid); a Ray backend's actors are told too."""
+    with merged_adapter(ctx.lm.model, state, scaling):
+        ctx.merged_base = (state, scaling)
+        try:
+            yield
+        finally:
+            ctx.merged_base = None
 
 
 def save(ctx, method: str, states: list[dict], names: list[str], routing: dict[str, int], **extra):
@@ -228,7 +253,7 @@ def hybrid(ctx) -> MethodOutput:
     """Unified adapter merged into the base, then one adapter per persona trained on top. Charged for both
     stages, whether or not the unified one was already trained for `unified`."""
     unified_state, unified_stats = unified_adapter(ctx, "hybrid: train unified")
-    with merged_adapter(ctx.lm.model, unified_state, ctx.cfg.alpha / ctx.cfg.r):
+    with merged_into_base(ctx, unified_state, ctx.cfg.alpha / ctx.cfg.r):
         stats = train_groups(ctx, *_persona_groups(ctx), "hybrid: train per persona")
         try:
             save(ctx, "hybrid", [adapter_state(ctx.lm.model, i) for i in range(len(ctx.persona_ids))], ctx.persona_ids,

@@ -39,6 +39,7 @@ class RunSpec:
     options: dict = field(default_factory=dict)  # method options: cluster_k, merge_k, ...
     metric: str | None = None     # the primary metric (`score`); None: chosen from the data (engine.evaluate)
     study: dict | None = None     # {"study_id", "coords_json"} when the run is a point of a study (engine.study)
+    ray: str | None = None        # a Ray cluster's address ("auto", host:port): the heavy work goes there
 
     def check(self) -> TrainConfig:
         """Raises ConfigError naming what is wrong; returns the training config."""
@@ -54,6 +55,8 @@ class RunSpec:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()):
+            raise ConfigError(f"ray must be a cluster address such as auto or 10.0.0.5:6379, got {self.ray!r}")
         if self.metric is not None and self.metric not in ALL_METRICS:
             raise ConfigError(f"metric must be one of {', '.join(ALL_METRICS)}, got {self.metric!r}")
         if not isinstance(self.train, dict) or not isinstance(self.options, dict):
@@ -129,9 +132,23 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
         lm = load_model(spec.model, device=spec.device, precision=spec.precision)  # a bad name fails before any write
     checks.check_loaded_model(lm.model, cfg, spec.model)
     print(f"precision: {lm.precision} ({lm.precision_reason})", file=sys.stderr, flush=True)
+    backend = None
+    if spec.ray:  # a cluster that is not there fails here, before any write
+        if progress:
+            progress("ray: start actors", 0, 1)
+        from engine.ray_backend import RayBackend
+        backend = RayBackend(spec.ray, spec.model, lm.precision, run_id)
+        run["device"] = f"ray: {backend.describe()['actors']} actors on {backend.describe()['nodes']} nodes"
+        print(f"ray: {backend.describe()}", file=sys.stderr, flush=True)
     run["config_json"] = json.dumps({**json.loads(run["config_json"]), "precision_resolved": {
-        "precision": lm.precision, "reason": lm.precision_reason, "calibration": lm.calibration}}, sort_keys=True)
-    store.write_run_file(results_dir, run)
+        "precision": lm.precision, "reason": lm.precision_reason, "calibration": lm.calibration},
+        **({"backend": backend.describe()} if backend else {})}, sort_keys=True)
+    try:
+        store.write_run_file(results_dir, run)
+    except BaseException:
+        if backend:
+            backend.close()
+        raise
     counts = {s: dataset.by_persona(s) for s in ("train", "val", "test")}
     store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts))
     try:
@@ -140,7 +157,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
             store.write_run_table(results_dir, "persona_blind", pd.concat(
                 [persona_means(blind).assign(kind="all"), persona_means_by_kind(blind)], ignore_index=True))
         ctx = Context(lm=lm, dataset=dataset, cfg=cfg, seed=spec.seed, options=spec.options, progress=progress,
-                      artifacts_dir=results_dir / "adapters", metric=metric)
+                      artifacts_dir=results_dir / "adapters", metric=metric, backend=backend)
         ctx.validate = "routed" in spec.methods
         for method in run_order(spec.methods):
             if method in skip:
@@ -148,7 +165,10 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
             torch.manual_seed(spec.seed)
             reset_peak_memory(device)
             ctx.current = method
+            mark = len(backend.shard_seconds) if backend else 0
             out = resolve_method(method)(ctx)
+            if backend:
+                out.details["ray_shards"] = backend.shard_seconds[mark:]
             ctx.finished[method] = out
             per_persona = persona_means(out.predictions)
             summary = store.method_summary(
@@ -178,6 +198,8 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
         raise
     finally:
         store.write_run_file(results_dir, run)
+        if backend:
+            backend.close()
     return run_id
 
 

@@ -36,6 +36,7 @@ class StudySpec:
     train: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     metric: str | None = None
+    ray: str | None = None                        # every run's heavy work on this Ray cluster (engine.ray_backend)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,7 +78,7 @@ class StudySpec:
                 spec = RunSpec(data=data, model=self.model, methods=list(self.methods), seed=seed,
                                name=f"{self.name or 'study'} · {label + ' · ' if label else ''}seed {seed}",
                                device=self.device, precision=self.precision, train=train,
-                               options=dict(self.options), metric=self.metric)
+                               options=dict(self.options), metric=self.metric, ray=self.ray)
                 try:
                     spec.check()
                 except ConfigError as e:

@@ -85,6 +85,10 @@ def live():
                 st.progress(min(1.0, float(p.get("fraction") or 0.0)),
                             text=f"{ui.plain(p.get('phase') or 'starting / waiting for the device')} · "
                                  f"{p.get('done', 0)}/{p.get('total', '?')} · ETA {_eta(p)}")
+                if p.get("shards"):  # a run on a Ray cluster (engine.ray_backend)
+                    st.caption(f"Ray cluster {ui.plain(str(j.get('device', '')).removeprefix('ray:'))}: "
+                               f"{p.get('nodes', '?')} nodes · {p.get('actors', '?')} actors busy · "
+                               f"{p.get('cpus', 0)} CPUs, {p.get('gpus', 0)} GPUs in use · {ui.plain(p['shards'])}")
             if j.get("error") and status != "cancelled":
                 st.error(ui.plain(j["error"]))
             if j.get("poll_error"):

@@ -13,6 +13,7 @@ from engine.evaluate import ALL_METRICS, primary_metric
 from engine.lora import INITS
 from engine.methods import known_methods
 from engine.models import REGISTRY, ModelError
+from engine.ray_backend import ray_address
 from engine.runner import RunSpec
 from engine.simulator import SIMULATOR_DEFAULTS, format_sim_spec
 from engine.study import SIM_KNOBS, StudySpec, parse_values, submit_study
@@ -126,8 +127,16 @@ try:
     device_opts += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 except ImportError:
     pass
+cluster_at = ray_address()
+where = None
+if cluster_at:
+    where = st.radio("Where", ["this machine", f"Ray cluster at {cluster_at}"], key="where", horizontal=True,
+                     help="PLL_RAY_ADDRESS names the cluster: actors there keep the model loaded and train and answer "
+                          "the personas in shards; results come back here as from a local run")
+ray_target = cluster_at if where and where != "this machine" else None
 c3, c4, c5 = st.columns(3)
-device = c3.selectbox("Device", device_opts, key="device")
+device = c3.selectbox("Device", device_opts, key="device", disabled=bool(ray_target),
+                      help="on a Ray cluster each actor uses its GPU, else CPUs" if ray_target else None)
 precision = c4.selectbox("Precision", ["auto", "fp32", "bf16"], key="precision",
                          help="auto: bf16 where this machine computes it natively (measured once), else fp32")
 on_cpu = device == "cpu" or (device == "auto" and len(device_opts) == 2)
@@ -252,7 +261,7 @@ if st.button("Start", type="primary", key="start", disabled=bool(problems) or so
     for seed in seeds:
         spec = RunSpec(data=source, model=model, methods=list(methods), seed=seed, name=name or None,
                        device=None if device == "auto" else device, precision=precision, train=train,
-                       options=options, metric=metric)
+                       options=options, metric=metric, ray=ray_target)
         try:
             started.append(jobs.submit(spec, store_file=ui.store_file(), jobs_dir=ui.jobs_dir()))
         except DataError as e:
@@ -291,7 +300,7 @@ try:
         vary[axis2] = parse_values(values2)
     study_spec = StudySpec(data=source or "", vary=vary, seeds=seeds, methods=list(methods), model=model,
                            name=name or None, device=None if device == "auto" else device, precision=precision,
-                           train=train, options=options, metric=metric)
+                           train=train, options=options, metric=metric, ray=ray_target)
     n_points = len(study_spec.points())
     per_run = est["seconds"] if summary and cfg and methods and model and seeds else None
     st.caption(f"{n_points} runs" + (f"; at most ≈ {views.fmt_seconds(per_run * n_points)} at the current "

@@ -308,3 +308,26 @@ def test_server_is_reachable_from_this_machine_only(tmp_path):
     shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                            timeout=60).stdout.split()
     assert shown == ["127.0.0.1", "none", "False"]
+
+
+def test_a_click_on_a_studies_point_opens_its_runs_on_compare(tmp_path, page):
+    sys.path.insert(0, str(ROOT))
+    from engine.study import StudySpec, run_study
+    store_file = tmp_path / "store.duckdb"
+    study_id = run_study(StudySpec(data="sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1",
+                                   vary={"personal_fraction": [0.0, 0.5]}, seeds=[0], methods=["base"],
+                                   model="tiny-random", train={"max_new_tokens": 4}, name="click"), store_file)
+    p, info = start_server(tmp_path, store_file)
+    try:
+        page.goto(f"{info['url']}/studies?study={study_id}")
+        point = page.get_by_test_id("stVegaLiteChart").first.locator("g.mark-symbol path").first  # vega's SVG
+        point.wait_for()
+        settle(page)
+        point.click(force=True)  # a point of the score line: the first grid point's base
+        page.get_by_text("Compare methods").wait_for()
+        assert re.search(rf"runs={study_id}-00[01]", page.url), page.url
+    except BaseException:
+        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        raise
+    finally:
+        stop_server(p, info)
