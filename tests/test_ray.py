@@ -138,6 +138,27 @@ def test_a_killed_actor_is_restarted_and_its_shard_redone(cluster, local_run, tm
     assert json.loads((out / "run.json").read_text())["status"] == "done"
 
 
+def test_cancelling_the_job_ends_its_actors_and_frees_the_cluster(cluster, tmp_path):
+    """A dashboard job on the cluster: its worker is the run's driver; cancel ends it, Ray ends the actors it
+    owned, and every CPU of the cluster is free again."""
+    import ray
+
+    from engine import jobs
+    from tests.conftest import wait_for
+    spec = RunSpec(data=DATA, model="tiny-random", methods=["per_persona"], ray=cluster.address,
+                   train={**TRAIN, "epochs": 500})  # would train for many minutes
+    job = jobs.submit(spec, jobs_dir=tmp_path / "jobs", store_file=tmp_path / "store.duckdb")
+    wait_for(lambda: (jobs.job_info(job, tmp_path / "jobs")["progress"].get("shards")), timeout=240,
+             what="the job's shards training on the cluster")
+    ray.init(address=cluster.address, logging_level="ERROR")
+    try:
+        assert ray.available_resources().get("CPU", 0) == 0  # both actors busy
+        assert jobs.cancel(job, tmp_path / "jobs", grace=3.0)
+        assert jobs.job_info(job, tmp_path / "jobs")["status"] == "cancelled"
+        wait_for(lambda: ray.available_resources().get("CPU", 0) == 2, timeout=60, what="the cluster's CPUs freed")
+    finally:
+        ray.shutdown()
+
 def test_no_cluster_at_the_address_is_a_clear_error_before_any_write(tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "run"
