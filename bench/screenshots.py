@@ -119,10 +119,15 @@ def main(argv=None) -> int:
     ap.add_argument("--run", help="run id (default: the newest run with results)")
     ap.add_argument("--persona", help="persona id for persona.png (default: the run's first)")
     ap.add_argument("--out", default=str(ROOT / "assets"))
+    ap.add_argument("--study", help="only studies.png: this study's page (Δ vs --ref, on --kind targets)")
+    ap.add_argument("--ref", default="unified")
+    ap.add_argument("--kind", default="all", choices=["all", "personal", "general"])
     args = ap.parse_args(argv)
     if chromium_path() is None:
         print("no chromium on PATH (Debian: apt-get install chromium)", file=sys.stderr)
         return 2
+    if args.study:
+        return study_shot(args)
     sys.path.insert(0, str(ROOT))
     from engine import store, views
     runs = views.runs(args.store)
@@ -151,6 +156,24 @@ def main(argv=None) -> int:
         finally:
             stop_server(p, info)
     print(f"wrote compare.png, persona.png, clusters.png to {out} (run {run_id}, persona {persona})")
+    return 0
+
+
+def study_shot(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "studies.png" if args.kind == "all" else f"studies-{args.kind}.png"
+    with tempfile.TemporaryDirectory(prefix="pll-shots-") as tmp:
+        p, info = start_server(Path(tmp), Path(args.store).resolve())
+        try:
+            with browser_page() as pg:
+                pg.goto(f"{info['url']}/studies?study={args.study}&ref={args.ref}&kind={args.kind}")
+                pg.get_by_test_id("stVegaLiteChart").first.locator("svg.marks, canvas").first.wait_for()
+                settle(pg, 1500)
+                shot(pg, out / name)
+        finally:
+            stop_server(p, info)
+    print(f"wrote {name} to {out} (study {args.study})")
     return 0
 
 
