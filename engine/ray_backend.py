@@ -126,6 +126,8 @@ class ModelActor:
         import torch
         if threads:
             torch.set_num_threads(threads)
+        import engine.evaluate  # noqa: F401 - imported now, so the first shard's time is its own work
+        import engine.methods  # noqa: F401
         from engine.models import load_model
         self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         self.lm = load_model(model, device=self.device, precision=precision)
