@@ -58,8 +58,7 @@ def test_combined_stats_charge_device_time_and_keep_adapter_order():
 
 @pytest.fixture(scope="module")
 def cluster():
-    pytest.importorskip("ray", reason="requirements.txt pins ray; CI installs it")
-    import ray
+    import ray  # requirements.txt pins it
     from ray.cluster_utils import Cluster
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([old] if old else []))  # the nodes' workers import engine
@@ -170,7 +169,6 @@ def test_cancelling_the_job_ends_its_actors_and_frees_the_cluster(cluster, tmp_p
         ray.shutdown()
 
 def test_no_cluster_at_the_address_is_a_clear_error_before_any_write(tmp_path):
-    pytest.importorskip("ray")
     out = tmp_path / "run"
     with pytest.raises(RayUnavailable, match=r"no Ray cluster answers at '127\.0\.0\.1:9'"):
         execute_run(RunSpec(data=DATA, model="tiny-random", methods=["base"], ray="127.0.0.1:9"), out)
