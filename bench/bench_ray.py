@@ -79,7 +79,8 @@ def main() -> None:
               f"({b['tokens_per_second']:.0f} tokens/s per actor), eval {b['eval_seconds']:.1f} s wall | "
               f"mean score {a['mean_score']:.4f} vs {b['mean_score']:.4f}; replies and scores identical: {same}")
         for s in json.loads(b["details_json"])["ray_shards"]:
-            print(f"    {s['phase']}: shard {s['shard'] + 1}/{s['of']} on node {s['node']} {s['seconds']:.1f} s")
+            tokens = f", {s['tokens']:,} tokens of {s['adapters']} adapters" if "tokens" in s else ""
+            print(f"    {s['phase']}: shard {s['shard'] + 1}/{s['of']} on node {s['node']} {s['seconds']:.1f} s{tokens}")
     print(f"(result folders under {out})")
 
 

@@ -2,7 +2,7 @@
 files as always.
 
 Actors keep the base model loaded: one per GPU, or one per PLL_RAY_CPUS_PER_ACTOR CPUs (default 4, at most a
-node's CPUs) on a CPU cluster. A method's adapters are cut into contiguous shards of about equal data, each
+node's CPUs) on a CPU cluster. A method's adapters are cut into contiguous shards of about equal tokens, each
 trained in one batched pass on one actor; the personas' test (and val) examples are cut the same way and
 answered on the actors holding their adapters. Adapter states, training stats and predictions come back to
 the driver. Every adapter draws from its own seed streams (engine.train), so a shard trains exactly what
@@ -18,6 +18,7 @@ same path (a shared filesystem or the same image): actors import `engine` and lo
 """
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -73,19 +74,26 @@ def resolve_address(address: str) -> str:
 
 
 def shards(sizes: list[int], n: int) -> list[list[int]]:
-    """Indices 0..len(sizes)-1 cut into at most n contiguous, non-empty runs of about equal total size."""
+    """Indices 0..len(sizes)-1 cut into at most n contiguous, non-empty runs of about equal total size: each cut
+    where the running total comes closest to its share (a cut at the first total past it can leave 3/4 of
+    the work on one side)."""
     n = max(1, min(n, len(sizes)))
-    total, out, cur, acc = sum(sizes), [], [], 0
-    for i, s in enumerate(sizes):
-        cur.append(i)
-        acc += s
-        left_items, left_shards = len(sizes) - i - 1, n - len(out) - 1
-        if left_shards > 0 and (acc >= total * (len(out) + 1) / n or left_items == left_shards):
-            out.append(cur)
-            cur = []
-    if cur:
-        out.append(cur)
-    return out
+    prefix = list(itertools.accumulate(sizes))
+    total, bounds = (prefix[-1] if prefix else 0), [0]
+    for k in range(1, n):
+        target = total * k / n
+        bounds.append(min(range(bounds[-1] + 1, len(sizes) - (n - k) + 1),
+                          key=lambda b: (abs(prefix[b - 1] - target), b)))
+    bounds.append(len(sizes))
+    return [list(range(bounds[i], bounds[i + 1])) for i in range(n)]
+
+
+def token_counts(lm, groups, cfg) -> list[int]:
+    """Tokens each group trains on, as the trainer will encode them (truncated to max_length): what shards
+    balance. Personas' dialogues differ in length several-fold, and long contexts are cut at max_length, so
+    neither example counts nor text lengths track the work."""
+    from engine.train import encode_example
+    return [sum(len(encode_example(lm.tokenizer, e, cfg).ids) for e in g) for g in groups]
 
 
 def combine_stats(parts: list[TrainStats], offsets: list[int]) -> TrainStats:
@@ -276,7 +284,7 @@ class RayBackend:
 
     def train(self, ctx, groups, val_groups, seeds, phase):
         """(adapter states in the groups' order, combined TrainStats) of the groups trained in shards."""
-        cuts = shards([len(g) for g in groups], len(self.actors))
+        cuts = shards(token_counts(ctx.lm, groups, ctx.cfg), len(self.actors))
         refs = [Shard(k, self.actors[k].train.remote([groups[i] for i in idx], [val_groups[i] for i in idx],
                                                      [seeds[i] for i in idx], ctx.cfg, ctx.seed, phase,
                                                      ctx.merged_base),
@@ -285,7 +293,7 @@ class RayBackend:
         states = [s for r in results for s in r[0]]
         offsets = [idx[0] for idx in cuts]
         for k, r in enumerate(results):
-            self._log(phase, k, len(cuts), r[2])
+            self._log(phase, k, len(cuts), r[2], tokens=r[1].tokens, adapters=len(cuts[k]))
         return states, combine_stats([r[1] for r in results], offsets)
 
     def evaluate(self, ctx, examples, adapters, phase) -> pd.DataFrame:
@@ -325,7 +333,7 @@ class RayBackend:
         preds.index = order
         return preds.sort_index().reset_index(drop=True)
 
-    def _log(self, phase, k, n, seconds):
+    def _log(self, phase, k, n, seconds, **extra):
         w = self.where[k]
         self.shard_seconds.append({"phase": phase, "shard": k, "of": n, "host": w["host"], "node": w["node"][:8],
-                                   "seconds": round(seconds, 3)})
+                                   "seconds": round(seconds, 3), **extra})

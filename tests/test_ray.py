@@ -34,7 +34,8 @@ TRAIN = {"epochs": 2, "patience": 0, "dropout": 0.0, "r": 4}
     ([10, 1, 1, 1], 2, [[0], [1, 2, 3]]),     # sizes, not counts, balance the shards
     ([1, 1, 1, 10], 2, [[0, 1, 2], [3]]),
     ([3, 3, 3], 1, [[0, 1, 2]]),
-    ([2] * 7, 3, [[0, 1, 2], [3, 4], [5, 6]]),
+    ([2] * 7, 3, [[0, 1], [2, 3, 4], [5, 6]]),
+    ([653, 755, 1158, 661], 2, [[0, 1], [2, 3]]),  # smollm2's 4 personas: not [[0, 1, 2], [3]] (2566 vs 661)
 ])
 def test_shards_are_contiguous_balanced_and_cover_everything(sizes, n, expected):
     out = shards(sizes, n)
