@@ -118,6 +118,42 @@ def combine_stats(parts: list[TrainStats], offsets: list[int]) -> TrainStats:
     return out
 
 
+def _connect(ray, address: str) -> bool:
+    """ray.init to the cluster unless this process is connected already; True when this call connected."""
+    if ray.is_initialized():
+        return False
+    env = {k: v for k, v in os.environ.items() if k.startswith(("PLL_", "HF_", "TRANSFORMERS_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                       if p])
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, runtime_env={"env_vars": env},
+             logging_level="ERROR")
+    return True
+
+
+def actor_slots(ray, address: str) -> list[tuple[str, int, int]]:
+    """(node id, CPUs, GPUs) of each actor to start: one per GPU, else one per PLL_RAY_CPUS_PER_ACTOR CPUs (default
+    4, at most a node's CPUs)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
+    per = int(os.environ.get("PLL_RAY_CPUS_PER_ACTOR", "4"))
+    slots = []
+    for n in nodes:
+        if gpus:
+            slots += [(n["NodeID"], 1, 1)] * int(n["Resources"].get("GPU", 0))
+        else:
+            cpus = int(n["Resources"].get("CPU", 0))
+            each = max(1, min(per, cpus))
+            slots += [(n["NodeID"], each, 0)] * (cpus // each)
+    if not slots:
+        raise RayUnavailable(f"the Ray cluster at {address} has no CPU or GPU to place an actor on")
+    return slots
+
+
+def _on(node: str):
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    return NodeAffinitySchedulingStrategy(node, soft=True)
+
+
 def _merged(lm, merged):
     import contextlib
 
@@ -183,6 +219,71 @@ class ModelActor:
         return preds, time.time() - t0
 
 
+class RunActor:
+    """Holds the base model; runs whole runs (a study's grid points) one after another, here in one process."""
+
+    def __init__(self, model: str, precision: str, threads: int, env: dict):
+        os.environ.update(env)
+        import ray
+        import torch
+        if threads:
+            torch.set_num_threads(threads)
+        import engine.runner  # noqa: F401 - imported now, so a run's time is its own work
+        from engine.models import load_model
+        self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        self.lm = load_model(model, device=self.device, precision=precision)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def run(self, spec, results: str, run_id: str, skip: list) -> tuple[str, str, str]:
+        from engine.runner import execute_run
+        execute_run(spec, Path(results), run_id=run_id, lm=self.lm, skip=set(skip))
+        return run_id, results, self.node
+
+
+class RunPool:
+    """Actors placed like RayBackend's (one per GPU, or per PLL_RAY_CPUS_PER_ACTOR CPUs), each taking the next
+    whole run when it is free; `with` ends them and the connection."""
+
+    def __init__(self, address: str, model: str, precision: str):
+        ray = _import_ray()
+        self.ray, self.address = ray, resolve_address(address)
+        self._opened = _connect(ray, self.address)
+        try:
+            self.slots = actor_slots(ray, self.address)
+            cls = ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)(RunActor)
+            env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+            self.actors = [cls.options(num_cpus=c, num_gpus=g, scheduling_strategy=_on(node)).remote(
+                model, precision, c, env) for node, c, g in self.slots]
+        except BaseException:
+            self.__exit__()
+            raise
+        self.size = len(self.actors)
+        self.nodes: list[str] = []
+
+    def run(self, todo: list[tuple]):
+        """(run_id, results folder) of each run as it finishes; a run that fails ends the study with its id."""
+        from ray.util import ActorPool
+        pool = ActorPool(self.actors)
+        for spec, results, run_id, skip in todo:
+            pool.submit(lambda a, v: a.run.remote(*v), (spec, results, run_id, skip))
+        while pool.has_next():
+            run_id, results, node = pool.get_next_unordered()
+            self.nodes.append(node)
+            yield run_id, results
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for a in getattr(self, "actors", []):
+            try:
+                self.ray.kill(a)
+            except Exception:  # noqa: BLE001 - an actor already gone is what we want
+                pass
+        if self._opened and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
 @dataclass
 class Shard:
     actor: int
@@ -197,14 +298,8 @@ class RayBackend:
     def __init__(self, address: str, model: str, precision: str, run_id: str = "run"):
         ray = _import_ray()
         self.address = resolve_address(address)
-        self.ray, self.run_id, self._opened = ray, run_id, False
-        if not ray.is_initialized():
-            env = {k: v for k, v in os.environ.items() if k.startswith(("PLL_", "HF_", "TRANSFORMERS_"))}
-            env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(
-                os.pathsep) if p])
-            ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False,
-                     runtime_env={"env_vars": env}, logging_level="ERROR")
-            self._opened = True
+        self.ray, self.run_id = ray, run_id
+        self._opened = _connect(ray, self.address)
         try:
             self._start_actors(model, precision)
         except BaseException:
@@ -213,24 +308,11 @@ class RayBackend:
 
     def _start_actors(self, model: str, precision: str):
         ray = self.ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        gpus = int(sum(n["Resources"].get("GPU", 0) for n in nodes))
-        per = int(os.environ.get("PLL_RAY_CPUS_PER_ACTOR", "4"))
-        slots = []  # (node id, cpus, gpus) per actor
-        for n in nodes:
-            if gpus:
-                slots += [(n["NodeID"], 1, 1)] * int(n["Resources"].get("GPU", 0))
-            else:
-                cpus = int(n["Resources"].get("CPU", 0))
-                each = max(1, min(per, cpus))
-                slots += [(n["NodeID"], each, 0)] * (cpus // each)
-        if not slots:
-            raise RayUnavailable(f"the Ray cluster at {self.address} has no CPU or GPU to place an actor on")
+        slots = actor_slots(ray, self.address)
         cls = ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS, max_concurrency=2)(ModelActor)
         env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         self.actors = [cls.options(name=f"pll-{self.run_id}-{i}", namespace=NAMESPACE, num_cpus=c, num_gpus=g,
-                                   scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote(
+                                   scheduling_strategy=_on(node)).remote(
             model, precision, c, env) for i, (node, c, g) in enumerate(slots)]
         self.slots = slots
         self.where = ray.get([a.where.remote() for a in self.actors])  # fails here if the model does not load

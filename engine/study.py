@@ -148,6 +148,10 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
     save_study(study_id, spec, "running", len(points), path)
     status = "failed"
     try:
+        if spec.ray:
+            _run_on_ray(spec, points, study_id, path, progress)
+            status = "done"
+            return study_id
         for i, (coords, run_spec) in enumerate(points):
             run_id = run_id_of(study_id, i)
             done = finished_methods(run_id, path)
@@ -172,6 +176,27 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
     finally:
         set_study_status(study_id, status, path)
     return study_id
+
+
+def _run_on_ray(spec: StudySpec, points, study_id: str, path, progress) -> None:
+    """The grid's unfinished runs placed whole on the cluster's free actors (each keeps its model loaded and runs
+    one point at a time, in one process there); each run is ingested here as it lands."""
+    from engine.ray_backend import RunPool
+    todo = []
+    for i, (coords, run_spec) in enumerate(points):
+        run_id = run_id_of(study_id, i)
+        done = finished_methods(run_id, path)
+        left = [m for m in run_spec.methods if m not in done]
+        if left:
+            run_spec.study = {"study_id": study_id, "coords_json": json.dumps(coords, sort_keys=True)}
+            run_spec.ray = None  # the point runs inside its actor, not sharded again
+            todo.append((run_spec, str(store.runs_dir(path) / run_id), run_id,
+                         sorted(set() if "routed" in left else done)))
+    with RunPool(spec.ray, spec.model, spec.precision) as pool:
+        for n, (run_id, results) in enumerate(pool.run(todo), 1):
+            store.ingest(results, path)
+            if progress:
+                progress(f"runs on the cluster ({pool.size} actors)", n, len(todo), run=run_id, node=pool.nodes[-1][:8])
 
 
 def submit_study(spec: StudySpec, store_file=None, jobs_dir=None, spawn: bool = True) -> str:

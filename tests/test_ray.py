@@ -7,6 +7,7 @@ replies must be identical and adapter weights equal within 1e-5 (fp32).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -168,6 +169,27 @@ def test_cancelling_the_job_ends_its_actors_and_frees_the_cluster(cluster, tmp_p
         wait_for(lambda: ray.available_resources().get("CPU", 0) == 2, timeout=60, what="the cluster's CPUs freed")
     finally:
         ray.shutdown()
+
+def test_a_study_places_whole_runs_on_the_clusters_actors(cluster, tmp_path):
+    """`study --ray`: each grid point runs whole on a free actor (both nodes busy at once), lands in the store with
+    its coordinates, and equals the same point run in one process."""
+    from engine import store
+    from engine.study import StudySpec, run_study
+    path = tmp_path / "store.duckdb"
+    nodes = []
+    spec = StudySpec(data=DATA, vary={"personal_fraction": [0.25, 0.75]}, seeds=[0], methods=["per_persona"],
+                     model="tiny-random", train=TRAIN, ray=cluster.address)
+    study = run_study(spec, path, progress=lambda phase, done, total, **kw: nodes.append(kw.get("node")))
+    runs = store.query("SELECT run_id, status, coords_json FROM runs WHERE study_id = ? ORDER BY run_id", [study],
+                       path=path)
+    assert runs.status.tolist() == ["done", "done"]
+    assert [json.loads(c)["personal_fraction"] for c in runs.coords_json] == [0.25, 0.75]
+    assert len(set(nodes)) == 2  # the two points ran on the two nodes
+    local = tmp_path / "local"
+    execute_run(dataclasses.replace(spec.points()[1][1], ray=None), local)  # the 0.75 point, in one process
+    _, p_local, _ = _method(local, "per_persona")
+    p_ray = pd.read_parquet(store.runs_dir(path) / runs.run_id.iloc[1] / "methods" / "per_persona" / "predictions.parquet")
+    assert p_local.prediction.tolist() == p_ray.prediction.tolist()
 
 def test_no_cluster_at_the_address_is_a_clear_error_before_any_write(tmp_path):
     out = tmp_path / "run"
