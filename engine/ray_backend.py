@@ -57,7 +57,7 @@ def _import_ray():
 def resolve_address(address: str) -> str:
     """host:port of the cluster's GCS ("auto": the cluster `ray start --head` started on this machine), checked to
     answer within 3 s; raises RayUnavailable naming the address otherwise."""
-    ray = _import_ray()
+    _import_ray()  # a clear error when Ray is missing
     from ray._private.services import canonicalize_bootstrap_address_or_die, parse_address
     try:
         resolved = canonicalize_bootstrap_address_or_die(address) if address == "auto" else address
@@ -69,7 +69,6 @@ def resolve_address(address: str) -> str:
     except OSError as e:
         raise RayUnavailable(f"no Ray cluster answers at '{address}' ({host}:{port}): {e.strerror or e}. Start one "
                              "(`ray start --head`), fix PLL_RAY_ADDRESS, or run on this machine") from None
-    del ray
     return f"{host}:{port}"
 
 
