@@ -148,9 +148,25 @@ def actor_slots(ray, address: str) -> list[tuple[str, int, int]]:
     return slots
 
 
-def _on(node: str):
+def _start(ray, actor_class, slots, model: str, precision: str, names=None, **options) -> list:
+    """One actor of `actor_class` per slot, each on its node (soft affinity), restarted by Ray if it dies."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    return NodeAffinitySchedulingStrategy(node, soft=True)
+    cls = ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS, **options)(actor_class)
+    env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return [cls.options(num_cpus=c, num_gpus=g, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True),
+                        **({"name": names[i], "namespace": NAMESPACE} if names else {})).remote(model, precision, c, env)
+            for i, (node, c, g) in enumerate(slots)]
+
+
+def _stop(ray, actors: list, opened: bool) -> None:
+    """End the actors (ours: nobody else uses them) and the connection if this process opened it."""
+    for a in actors:
+        try:
+            ray.kill(a)
+        except Exception:  # noqa: BLE001 - an actor already gone is what we want
+            pass
+    if opened and ray.is_initialized():
+        ray.shutdown()
 
 
 def _merged(lm, merged):
@@ -160,21 +176,25 @@ def _merged(lm, merged):
     return merged_adapter(lm.model, *merged) if merged else contextlib.nullcontext()
 
 
+def _load_here(model: str, precision: str, threads: int, env: dict) -> tuple[str, object, str]:
+    """(device, loaded model, node id) in an actor's process: its GPU if Ray gave it one, else its CPUs. The
+    engine is imported now, so the first piece of work is timed as its own."""
+    os.environ.update(env)
+    import ray
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
+    import engine.runner  # noqa: F401 - and with it methods, evaluate, train
+    from engine.models import load_model
+    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    return device, load_model(model, device=device, precision=precision), ray.get_runtime_context().get_node_id()
+
+
 class ModelActor:
     """Holds the base model on its GPU or CPUs; trains and answers the shards it is given."""
 
     def __init__(self, model: str, precision: str, threads: int, env: dict):
-        os.environ.update(env)
-        import ray
-        import torch
-        if threads:
-            torch.set_num_threads(threads)
-        import engine.evaluate  # noqa: F401 - imported now, so the first shard's time is its own work
-        import engine.methods  # noqa: F401
-        from engine.models import load_model
-        self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-        self.lm = load_model(model, device=self.device, precision=precision)
-        self.node = ray.get_runtime_context().get_node_id()
+        self.device, self.lm, self.node = _load_here(model, precision, threads, env)
         self.state = {"phase": "", "done": 0, "total": 0}
 
     def where(self) -> dict:
@@ -222,16 +242,7 @@ class RunActor:
     """Holds the base model; runs whole runs (a study's grid points) one after another, here in one process."""
 
     def __init__(self, model: str, precision: str, threads: int, env: dict):
-        os.environ.update(env)
-        import ray
-        import torch
-        if threads:
-            torch.set_num_threads(threads)
-        import engine.runner  # noqa: F401 - imported now, so a run's time is its own work
-        from engine.models import load_model
-        self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-        self.lm = load_model(model, device=self.device, precision=precision)
-        self.node = ray.get_runtime_context().get_node_id()
+        self.device, self.lm, self.node = _load_here(model, precision, threads, env)
 
     def run(self, spec, results: str, run_id: str, skip: list) -> tuple[str, str, str]:
         from engine.runner import execute_run
@@ -248,11 +259,7 @@ class RunPool:
         self.ray, self.address = ray, resolve_address(address)
         self._opened = _connect(ray, self.address)
         try:
-            self.slots = actor_slots(ray, self.address)
-            cls = ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)(RunActor)
-            env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-            self.actors = [cls.options(num_cpus=c, num_gpus=g, scheduling_strategy=_on(node)).remote(
-                model, precision, c, env) for node, c, g in self.slots]
+            self.actors = _start(ray, RunActor, actor_slots(ray, self.address), model, precision)
         except BaseException:
             self.__exit__()
             raise
@@ -274,13 +281,7 @@ class RunPool:
         return self
 
     def __exit__(self, *exc):
-        for a in getattr(self, "actors", []):
-            try:
-                self.ray.kill(a)
-            except Exception:  # noqa: BLE001 - an actor already gone is what we want
-                pass
-        if self._opened and self.ray.is_initialized():
-            self.ray.shutdown()
+        _stop(self.ray, getattr(self, "actors", []), self._opened)
 
 
 @dataclass
@@ -307,13 +308,11 @@ class RayBackend:
 
     def _start_actors(self, model: str, precision: str):
         ray = self.ray
-        slots = actor_slots(ray, self.address)
-        cls = ray.remote(max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS, max_concurrency=2)(ModelActor)
-        env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-        self.actors = [cls.options(name=f"pll-{self.run_id}-{i}", namespace=NAMESPACE, num_cpus=c, num_gpus=g,
-                                   scheduling_strategy=_on(node)).remote(
-            model, precision, c, env) for i, (node, c, g) in enumerate(slots)]
-        self.slots = slots
+        self.slots = actor_slots(ray, self.address)
+        # named, so an operator (and the fault test) can find a run's actors; threaded, so progress() answers
+        # while a shard trains
+        self.actors = _start(ray, ModelActor, self.slots, model, precision, max_concurrency=2,
+                             names=[f"pll-{self.run_id}-{i}" for i in range(len(self.slots))])
         self.where = ray.get([a.where.remote() for a in self.actors])  # fails here if the model does not load
         self.shard_seconds: list[dict] = []  # every shard's {phase, shard, actor, node, seconds}
 
@@ -324,15 +323,8 @@ class RayBackend:
                 "cpus_per_actor": self.slots[0][1], "gpus": sum(s[2] for s in self.slots)}
 
     def close(self):
-        ray = self.ray
-        for a in getattr(self, "actors", []):
-            try:
-                ray.kill(a)
-            except Exception:  # noqa: BLE001 - an actor already gone is what we want
-                pass
+        _stop(self.ray, getattr(self, "actors", []), self._opened)
         self.actors = []
-        if self._opened and ray.is_initialized():
-            ray.shutdown()
 
     # ------------------------------------------------------------------ work
 

@@ -138,19 +138,20 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
             progress("ray: start actors", 0, 1)
         from engine.ray_backend import RayBackend
         backend = RayBackend(spec.ray, spec.model, lm.precision, run_id)
-        run["device"] = f"ray: {backend.describe()['actors']} actors on {backend.describe()['nodes']} nodes"
-        print(f"ray: {backend.describe()}", file=sys.stderr, flush=True)
+        cluster = backend.describe()
+        run["device"] = f"ray: {cluster['actors']} actors on {cluster['nodes']} nodes"
+        print(f"ray: {cluster}", file=sys.stderr, flush=True)
     run["config_json"] = json.dumps({**json.loads(run["config_json"]), "precision_resolved": {
         "precision": lm.precision, "reason": lm.precision_reason, "calibration": lm.calibration},
-        **({"backend": backend.describe()} if backend else {})}, sort_keys=True)
+        **({"backend": cluster} if backend else {})}, sort_keys=True)
+    counts = {s: dataset.by_persona(s) for s in ("train", "val", "test")}
     try:
         store.write_run_file(results_dir, run)
-    except BaseException:
+        store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts))
+    except BaseException:  # the block below (which closes it on every path) is not reached
         if backend:
             backend.close()
         raise
-    counts = {s: dataset.by_persona(s) for s in ("train", "val", "test")}
-    store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts))
     try:
         blind = persona_blind_scores(dataset, metric)
         if blind is not None:
