@@ -1,6 +1,6 @@
 """Shared pieces of the dashboard pages: the store path, cached reads, job polling, small widgets.
 
-Reads go through engine.views inside st.cache_data, keyed by the store path and the store's version
+Reads go through engine.analysis.views inside st.cache_data, keyed by the store path and the store's version
 (file mtimes), so new results appear as soon as they are ingested. One process-wide lock serialises
 this process's store connections (store.PROCESS_LOCK): DuckDB refuses a read-only and a read-write
 connection to the same file inside one process, and Streamlit sessions are threads of one process.
@@ -14,7 +14,10 @@ import threading
 
 import streamlit as st
 
-from engine import jobs, paths, store, views
+from engine import store
+from engine.lab import jobs
+from engine.lab import paths
+from engine.analysis import views
 
 STORE_LOCK = store.PROCESS_LOCK
 _POLL_LOCK = threading.Lock()
@@ -77,7 +80,7 @@ def read(fn: str, *args, **kwargs):
 
 
 def poll_jobs() -> dict:
-    """Ingest new job results into the store; never raises for the store or a job folder (engine.jobs.poll).
+    """Ingest new job results into the store; never raises for the store or a job folder (engine.lab.jobs.poll).
 
     One session polls at a time: another session asking meanwhile gets the latest result at once.
     """

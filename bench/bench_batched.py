@@ -4,7 +4,7 @@
     python bench/bench_batched.py --personas 32
     python bench/bench_batched.py --model qwen0.5b-random --personas 200 --device cuda
 
-Every side trains every persona's adapter on the same examples, in the same order (engine.train.epoch_order),
+Every side trains every persona's adapter on the same examples, in the same order (engine.training.trainer.epoch_order),
 with the same batch size, number of steps, LoRA config, precision and dropout rate. Two baselines, each
 one PEFT adapter per persona trained alone (base loaded once; per persona a reset adapter and a fresh AdamW):
   plain  what a first PEFT script does: HF's `labels=` loss (full-vocabulary logits at every position),
@@ -12,7 +12,7 @@ one PEFT adapter per persona trained alone (base loaded once; per persona a rese
   tuned  PEFT given the trainer's own loss (logits only at target positions) and attention kernel (eager on
          CPU, also the faster one for its rows): what remains is the trainer's batching of all personas into
          one pass, its packing of a persona's rows behind their shared prompt prefix, and its cheaper dropout
-         mask (engine.lora.dropout_mask vs nn.Dropout; `--dropout 0` takes that out)
+         mask (engine.training.lora.dropout_mask vs nn.Dropout; `--dropout 0` takes that out)
 Time is wall time of the training loops only (model load and warm-up excluded). Tokens/s counts non-pad
 tokens through the model.
 `qwen0.5b-random` is a randomly initialised model of Qwen2.5-0.5B's shape, built locally (no download).
@@ -29,17 +29,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.data import load_dataset  # noqa: E402
-from engine.lora import inject_lora, remove_lora  # noqa: E402
-from engine.models import LoadedModel, load_model, pick_device  # noqa: E402
-from engine.train import (TrainConfig, encode_example, epoch_order, pad_batch, target_logprobs,  # noqa: E402
-                          train_adapters_batched)
+from engine.data.dataset import load_dataset  # noqa: E402
+from engine.training.lora import inject_lora, remove_lora  # noqa: E402
+from engine.models.loading import LoadedModel, load_model, pick_device  # noqa: E402
+from engine.training.config import TrainConfig  # noqa: E402
+from engine.training.encode import encode_example, pad_batch, target_logprobs  # noqa: E402
+from engine.training.trainer import epoch_order, train_adapters_batched  # noqa: E402
 
 
 def qwen_random(device: str | None, precision: str) -> LoadedModel:
     """Qwen2.5-0.5B's shape with random weights and SmolLM2's tokenizer (its ids fit Qwen's vocabulary)."""
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-    from engine.models import _smollm2_dir
+    from engine.models.loading import _smollm2_dir
     tok = AutoTokenizer.from_pretrained(_smollm2_dir())
     config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                          num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
@@ -50,7 +51,7 @@ def qwen_random(device: str | None, precision: str) -> LoadedModel:
         model = Qwen2ForCausalLM(config)
     model.requires_grad_(False).eval().to(dev)
     dtype = None if precision == "fp32" else torch.bfloat16
-    if dtype is not None:  # as engine.models.load_model: bf16 weights under bf16 autocast
+    if dtype is not None:  # as engine.models.loading.load_model: bf16 weights under bf16 autocast
         model.to(dtype)
     return LoadedModel("qwen0.5b-random", model, tok, dev, dtype)
 

@@ -100,7 +100,7 @@ def _routing(candidates, pids, rng) -> dict:
 
 def build_studies(path, n_studies=3, n_runs=12, n_methods=8, n_personas=50, work_dir=None) -> list[str]:
     """n_studies studies of n_runs runs each (personal_fraction x 2 seeds); returns the study ids."""
-    from engine.study import StudySpec, save_study
+    from engine.lab.study import StudySpec, save_study
     ids = []
     for k in range(n_studies):
         study_id = f"study-bench-{k}"

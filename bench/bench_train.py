@@ -18,10 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.data import load_dataset  # noqa: E402
-from engine.lora import inject_lora, remove_lora  # noqa: E402
-from engine.models import load_model  # noqa: E402
-from engine.train import TrainConfig, encode_example, pad_batch, train_adapters_batched  # noqa: E402
+from engine.data.dataset import load_dataset  # noqa: E402
+from engine.training.lora import inject_lora, remove_lora  # noqa: E402
+from engine.models.loading import load_model  # noqa: E402
+from engine.training.config import TrainConfig# noqa: E402
+from engine.training.encode import encode_example, pad_batch
+from engine.training.trainer import train_adapters_batched
 
 
 def naive_peft(lm, data, cfg, steps):

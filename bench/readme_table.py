@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import store, views  # noqa: E402
+from engine import store  # noqa: E402
+from engine.analysis import views
 
 
 def fmt(v, spec=".3f"):

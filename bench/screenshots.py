@@ -64,7 +64,7 @@ def start_server(d: Path, store_file=None):
 def stop_server(p, info) -> None:
     """Cancel the server's active jobs, then end its process group."""
     sys.path.insert(0, str(ROOT))
-    from engine import jobs
+    from engine.lab import jobs
     jobs_dir = info["dir"] / "jobs"
     for j in jobs.list_jobs(jobs_dir):
         if j["status"] in jobs.ACTIVE:
@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     if args.study:
         return study_shot(args)
     sys.path.insert(0, str(ROOT))
-    from engine import store, views
+    from engine import store
+    from engine.analysis import views
     runs = views.runs(args.store)
     runs = runs[runs.n_methods_done > 0]
     if runs.empty:

@@ -3,8 +3,9 @@ import altair as alt
 import streamlit as st
 
 import ui
-from engine import jobs, views
-from engine.study import submit_study
+from engine.lab import jobs
+from engine.analysis import views
+from engine.lab.study import submit_study
 
 ui.page_setup()
 st.title("Compare methods")

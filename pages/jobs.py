@@ -3,9 +3,10 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from engine import jobs, views
-from engine.models import ModelError
-from engine.study import cancel_study
+from engine.lab import jobs
+from engine.analysis import views
+from engine.models.loading import ModelError
+from engine.lab.study import cancel_study
 
 ui.page_setup()
 st.title("Jobs")
@@ -85,7 +86,7 @@ def live():
                 st.progress(min(1.0, float(p.get("fraction") or 0.0)),
                             text=f"{ui.plain(p.get('phase') or 'starting / waiting for the device')} · "
                                  f"{p.get('done', 0)}/{p.get('total', '?')} · ETA {_eta(p)}")
-                if p.get("shards"):  # a run on a Ray cluster (engine.ray_backend)
+                if p.get("shards"):  # a run on a Ray cluster (engine.backends.ray)
                     st.caption(f"Ray cluster {ui.plain(str(j.get('device', '')).removeprefix('ray:'))}: "
                                f"{p.get('nodes', '?')} nodes · {p.get('actors', '?')} actors busy · "
                                f"{p.get('cpus', 0)} CPUs, {p.get('gpus', 0)} GPUs in use · {ui.plain(p['shards'])}")

@@ -1,23 +1,27 @@
 """Launch: configure a run (dataset, model, methods, hyperparameters, seeds), check it, start it as jobs; or import
-another tool's per-persona results as a run (engine.importer does the reading and checking)."""
+another tool's per-persona results as a run (engine.lab.importer does the reading and checking)."""
 import hashlib
 from dataclasses import fields
 
 import streamlit as st
 
 import ui
-from engine import importer, jobs, paths, store, views
-from engine.checks import check_data
-from engine.data import DataError, load_dataset, repeated_targets
-from engine.evaluate import ALL_METRICS, primary_metric
-from engine.lora import INITS
-from engine.methods import known_methods
-from engine.models import REGISTRY, ModelError
-from engine.ray_backend import ray_address
-from engine.runner import RunSpec
-from engine.simulator import SIMULATOR_DEFAULTS, format_sim_spec
-from engine.study import SIM_KNOBS, StudySpec, parse_values, submit_study
-from engine.train import ConfigError, TrainConfig
+from engine import store
+from engine.lab import importer
+from engine.lab import jobs
+from engine.lab import paths
+from engine.analysis import views
+from engine.lab.checks import check_data
+from engine.data.dataset import DataError, load_dataset, repeated_targets
+from engine.training.evaluate import ALL_METRICS, primary_metric
+from engine.training.lora import INITS
+from engine.methods.common import known_methods
+from engine.models.loading import REGISTRY, ModelError
+from engine.backends.ray import ray_address
+from engine.lab.runner import RunSpec
+from engine.data.simulator import SIMULATOR_DEFAULTS, format_sim_spec
+from engine.lab.study import SIM_KNOBS, StudySpec, parse_values, submit_study
+from engine.training.config import ConfigError, TrainConfig
 
 ui.page_setup()
 st.title("Launch a run")
@@ -58,10 +62,10 @@ def estimate(source, stamp, model, methods, cfg_items, device, precision, store_
 
 @st.cache_data(show_spinner="Timing this CPU's matmuls in fp32 and bf16…", ttl=3600)
 def cpu_precision(model):
-    """What `--precision auto` picks on this CPU and why (engine.precision; measured once per machine)."""
+    """What `--precision auto` picks on this CPU and why (engine.models.precision; measured once per machine)."""
     import torch
 
-    from engine.precision import resolve_precision
+    from engine.models.precision import resolve_precision
     return resolve_precision("auto", torch.device("cpu"), model).to_dict()
 
 

@@ -3,7 +3,7 @@ import altair as alt
 import streamlit as st
 
 import ui
-from engine import views
+from engine.analysis import views
 
 ui.page_setup()
 st.title("Studies")

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import jobs, store, views
-from engine.methods import known_methods
-from engine.runner import RunSpec
+from engine import store
+from engine.lab import jobs
+from engine.analysis import views
+from engine.methods.common import known_methods
+from engine.lab.runner import RunSpec
 from tests.conftest import open_page
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,8 +207,8 @@ def test_clusters_default_run_from_real_engine_run(monkeypatch, full):
 
 
 def test_views_estimate_uses_measured_speed(full):
-    from engine.data import load_dataset
-    from engine.train import TrainConfig
+    from engine.data.dataset import load_dataset
+    from engine.training.config import TrainConfig
     ds = load_dataset("sim:personas=4,train_per_persona=4,val_per_persona=1,test_per_persona=1")
     est = views.estimate_seconds(ds, "tiny-random", ["base", "unified"], TrainConfig(), path=full["store"])
     assert est["measured"] and est["seconds"] > 0

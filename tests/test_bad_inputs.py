@@ -1,9 +1,9 @@
 """Every bad or odd input a user (or someone probing the server) can give: one clear line, exit 2, nothing written.
 
-The command-line cases run `engine.cli.main` in this process against a store that already holds a run, and
+The command-line cases run `engine.lab.cli.main` in this process against a store that already holds a run, and
 check: no exception escapes (no traceback), exit code 2, the message names what is wrong (and FILE:LINE for
 data files), and the store file and the runs/ folder are byte-for-byte what they were. The dashboard cases
-(paths typed into the server, upload names, models it would download) go through engine.paths and the
+(paths typed into the server, upload names, models it would download) go through engine.lab.paths and the
 Launch page in AppTest. One good run on a file without profile texts shows the check that lets it through.
 """
 import hashlib
@@ -14,7 +14,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from engine import cli, paths, store
+from engine import store
+from engine.lab import cli
+from engine.lab import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM = "sim:personas=3,train_per_persona=4,val_per_persona=1,test_per_persona=1"

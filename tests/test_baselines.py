@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import prompting
-from engine.data import Example, load_dataset
-from engine.methods import Context, MethodOutput, route, routed
-from engine.models import load_model
-from engine.train import ConfigError, TrainConfig, encode_example
+from engine.methods import prompting
+from engine.data.dataset import Example, load_dataset
+from engine.methods.common import Context, MethodOutput, route, routed
+from engine.models.loading import load_model
+from engine.training.config import ConfigError, TrainConfig
+from engine.training.encode import encode_example
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,7 @@ def test_routed_never_reads_test_labels():
 
 
 def test_routed_alone_fails_before_any_work():
-    from engine.runner import RunSpec
+    from engine.lab.runner import RunSpec
     with pytest.raises(ConfigError, match="routed"):
         RunSpec(data="sim", methods=["routed"]).check()
     ctx, _ = _ctx_with({}, {})
@@ -150,7 +151,7 @@ def test_routed_alone_fails_before_any_work():
 
 
 def test_routed_needs_val_examples():
-    from engine import checks
+    from engine.lab import checks
     ds = load_dataset("sim:personas=2,train_per_persona=2,val_per_persona=1,test_per_persona=1")
     no_val = dataclasses.replace(ds, examples=[e for e in ds.examples if e.split != "val"])
     with pytest.raises(ConfigError, match="routed chooses each persona's method on val"):

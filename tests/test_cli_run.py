@@ -97,7 +97,7 @@ def test_synth_writes_loadable_jsonl(tmp_path):
     out = tmp_path / "sim.jsonl"
     p = engine("synth", "--out", str(out), "--personas", "3", "--train-per-persona", "4", "--personal-fraction", "0.5")
     assert p.returncode == 0, p.stderr
-    from engine.data import load_jsonl
+    from engine.data.dataset import load_jsonl
     ds = load_jsonl(out)
     assert len(ds.personas) == 3 and ds.task == "dialogue"
     assert {e.kind for e in ds.examples} == {"personal", "general"}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from engine.data import DataError, Example, dataset_from_records, load_dataset, load_jsonl
+from engine.data.dataset import DataError, Example, dataset_from_records, load_dataset, load_jsonl
 
 PROFILE = {"p1": "Night-shift nurse, likes dim warm light.", "p2": "Retired teacher who reads at night."}
 

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from engine.embed import EMBED_DIM, embed, embedding_similarity, load_model
+from engine.models.embed import EMBED_DIM, embed, embedding_similarity, load_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,6 +41,6 @@ def test_model_cached():
 
 
 def test_no_streamlit_import():
-    code = ("import sys, engine.embed as e; e.embedding_similarity(['a'], ['a']); "
+    code = ("import sys, engine.models.embed as e; e.embedding_similarity(['a'], ['a']); "
             "assert 'streamlit' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)

@@ -14,11 +14,13 @@ import math
 import pytest
 import torch
 
-from engine import train as T
-from engine.data import load_dataset
-from engine.lora import adapter_state, inject_lora, remove_lora
-from engine.models import load_model
-from engine.train import TrainConfig, encode_example, epoch_order, pad_batch, train_adapters_batched
+from engine.training import trainer as T
+from engine.data.dataset import load_dataset
+from engine.training.lora import adapter_state, inject_lora, remove_lora
+from engine.models.loading import load_model
+from engine.training.config import TrainConfig
+from engine.training.encode import encode_example, pad_batch
+from engine.training.trainer import epoch_order, train_adapters_batched
 
 SIZES = (6, 3, 1)
 VAL_SIZES = (2, 2, 1)

@@ -4,12 +4,13 @@ import copy
 import pytest
 import torch
 
-from engine import cli, store
-from engine.export import export_adapter, save_adapters
-from engine.lora import adapter_state, inject_lora, load_adapter_states, merged_adapter, remove_lora
-from engine.merge import merge_adapters, pad_rank, state_rank
-from engine.models import load_model
-from engine.train import TrainConfig
+from engine import store
+from engine.lab import cli
+from engine.lab.export import export_adapter, save_adapters
+from engine.training.lora import adapter_state, inject_lora, load_adapter_states, merged_adapter, remove_lora
+from engine.training.merge import merge_adapters, pad_rank, state_rank
+from engine.models.loading import load_model
+from engine.training.config import TrainConfig
 
 CFG = TrainConfig(r=4, alpha=8.0, dropout=0.0)
 TOL = 1e-4
@@ -115,7 +116,7 @@ def test_hybrid_export_goes_on_base_with_unified_merged(lm, states, tmp_path):
 def test_cli_export_from_a_run(tmp_path):
     """A tiny run in a temp store, then `python -m engine export` for several methods; bad input exits 2."""
     from peft import PeftModel
-    from engine.runner import RunSpec, execute_run
+    from engine.lab.runner import RunSpec, execute_run
     db = str(tmp_path / "store.duckdb")
     spec = RunSpec(data="sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1",
                    model="tiny-random", methods=["unified", "per_persona", "merge:svd", "unified+profile", "prompted"],
@@ -149,10 +150,10 @@ def test_exported_base_and_adapter_answer_exactly_as_the_lab(tmp_path):
     import json
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-    from engine.evaluate import generate_replies
-    from engine.export import load_adapters
-    from engine.data import load_dataset
-    from engine.runner import RunSpec, execute_run
+    from engine.training.evaluate import generate_replies
+    from engine.lab.export import load_adapters
+    from engine.data.dataset import load_dataset
+    from engine.lab.runner import RunSpec, execute_run
     db = str(tmp_path / "store.duckdb")
     spec = RunSpec(data="sim:personas=2,train_per_persona=2,val_per_persona=1,test_per_persona=1",
                    model="tiny-random", methods=["per_persona"], train={"epochs": 2, "max_new_tokens": 6, "r": 4,

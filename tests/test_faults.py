@@ -23,8 +23,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from engine import cli, jobs, store
-from engine.runner import RunSpec
+from engine import store
+from engine.lab import cli
+from engine.lab import jobs
+from engine.lab.runner import RunSpec
 from tests.conftest import open_page, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +121,7 @@ def test_worker_killed_9(lab):
 
 POLLER = textwrap.dedent("""
     import sys, time
-    from engine import jobs
+    from engine.lab import jobs
     while True:
         jobs.poll(sys.argv[1], sys.argv[2])
         time.sleep(0.05)

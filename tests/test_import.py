@@ -1,4 +1,4 @@
-"""Importing other tools' per-persona results (engine.importer, `engine import`, Launch's Import section).
+"""Importing other tools' per-persona results (engine.lab.importer, `engine import`, Launch's Import section).
 
 The same table written as CSV, a JSON list, a JSON object holding the list, and JSONL must give the same rows;
 every bad file must be refused with `FILE:LINE: what`, exit 2 and the store byte-for-byte as it was (or still
@@ -13,7 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine import cli, importer, store, views
+from engine import store
+from engine.lab import cli
+from engine.lab import importer
+from engine.analysis import views
 from tests.conftest import open_page
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import jobs, store
-from engine.data import DataError
-from engine.models import ModelError
-from engine.runner import RunSpec
-from engine.train import ConfigError
+from engine import store
+from engine.lab import jobs
+from engine.data.dataset import DataError
+from engine.models.loading import ModelError
+from engine.lab.runner import RunSpec
+from engine.training.config import ConfigError
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

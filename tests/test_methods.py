@@ -8,7 +8,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from engine.methods import known_methods
+from engine.methods.common import known_methods
 from tests.conftest import ROOT
 
 METHODS = ["base", "unified", "per_persona", "hybrid", "cluster", "merge:ab_mean", "merge:exact", "merge:svd",
@@ -135,8 +135,9 @@ def test_quick_demo_learns_something(tmp_path):
     """The empty store's quick-demo button must show a working lab: every method scores every persona,
     and training moves the toy model off the base (which answers with blank lines) towards the replies'
     format (embedding similarity; a 2-layer random model does not get values right, so action_f1 stays low)."""
-    from engine import store, views
-    from engine.runner import execute_run
+    from engine import store
+    from engine.analysis import views
+    from engine.lab.runner import execute_run
     spec = views.demo_spec("tiny")
     execute_run(spec, tmp_path / "results")
     store.ingest(tmp_path / "results", tmp_path / "store.duckdb")
@@ -149,7 +150,7 @@ def test_quick_demo_learns_something(tmp_path):
 def test_peak_memory_is_per_method_window():
     """A method's peak memory starts at its own start: an earlier method's peak must not carry over."""
     import torch
-    from engine.runner import peak_memory_mb, reset_peak_memory
+    from engine.lab.runner import peak_memory_mb, reset_peak_memory
     cpu = torch.device("cpu")
     reset_peak_memory(cpu)
     big = np.ones(64 * 2**20)  # 512 MiB of float64, written so resident

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import precision
-from engine.precision import resolve_precision
+from engine.models import precision
+from engine.models.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,10 +67,12 @@ def test_calibration_is_cached_per_machine_and_isa_setting(cache, monkeypatch):
 GUARD = r"""
 import json, sys, time, torch
 sys.path.insert(0, sys.argv[1])
-from engine.data import Example
-from engine.lora import inject_lora, remove_lora
-from engine.models import load_model
-from engine.train import TrainConfig, encode_example, train_adapters_batched
+from engine.data.dataset import Example
+from engine.training.lora import inject_lora, remove_lora
+from engine.models.loading import load_model
+from engine.training.config import TrainConfig
+from engine.training.encode import encode_example
+from engine.training.trainer import train_adapters_batched
 
 cfg = TrainConfig(epochs=1, batch_size=4, dropout=0.0)
 models = {p: load_model("smollm2-135m", device="cpu", precision=p) for p in ("auto", "fp32")}
@@ -108,7 +110,7 @@ def test_ci_guard_emulated_bf16_cpu_gets_fp32_speed(tmp_path):
 
 
 def test_cli_calibrate_prints_the_choice_and_caches_it(tmp_path, monkeypatch, capsys):
-    from engine import cli
+    from engine.lab import cli
     monkeypatch.setenv("PLL_CACHE", str(tmp_path))
     assert cli.main(["calibrate"]) == 0
     out = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The Ray backend (engine.ray_backend) on a real 2-node cluster made inside the test (ray.cluster_utils.Cluster,
+"""The Ray backend (engine.backends.ray) on a real 2-node cluster made inside the test (ray.cluster_utils.Cluster,
 2 nodes x 1 CPU): sharded runs equal the one-process run, a killed actor is survived, a cluster that is not
 there is a clear error and the local backend keeps working.
 
@@ -19,10 +19,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine import ray_backend
-from engine.ray_backend import RayUnavailable, combine_stats, shards
-from engine.runner import RunSpec, execute_run
-from engine.train import TrainStats
+from engine.backends import ray as ray_backend
+from engine.backends.ray import RayUnavailable, combine_stats, shards
+from engine.lab.runner import RunSpec, execute_run
+from engine.training.trainer import TrainStats
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = "sim:personas=6,train_per_persona=4,val_per_persona=2,test_per_persona=2"
@@ -154,7 +154,7 @@ def test_cancelling_the_job_ends_its_actors_and_frees_the_cluster(cluster, tmp_p
     owned, and every CPU of the cluster is free again."""
     import ray
 
-    from engine import jobs
+    from engine.lab import jobs
     from tests.conftest import wait_for
     spec = RunSpec(data=DATA, model="tiny-random", methods=["per_persona"], ray=cluster.address,
                    train={**TRAIN, "epochs": 500})  # would train for many minutes
@@ -174,7 +174,7 @@ def test_a_study_places_whole_runs_on_the_clusters_actors(cluster, tmp_path):
     """`study --ray`: each grid point runs whole on a free actor (both nodes busy at once), lands in the store with
     its coordinates, and equals the same point run in one process."""
     from engine import store
-    from engine.study import StudySpec, run_study
+    from engine.lab.study import StudySpec, run_study
     path = tmp_path / "store.duckdb"
     nodes = []
     spec = StudySpec(data=DATA, vary={"personal_fraction": [0.25, 0.75]}, seeds=[0], methods=["per_persona"],

@@ -7,10 +7,10 @@ import re
 
 import numpy as np
 
-from engine.data import dataset_from_records, load_jsonl, repeated_targets
-from engine.simulator import (CONSISTENCY, PARAMS, SCENES, SIMULATOR_DEFAULTS, VALUE_GRID, build_benchmark, format_sim_spec,
+from engine.data.dataset import dataset_from_records, load_jsonl, repeated_targets
+from engine.data.simulator import (CONSISTENCY, PARAMS, SCENES, SIMULATOR_DEFAULTS, VALUE_GRID, build_benchmark, format_sim_spec,
                               parse_sim_spec, population_preferences, profile_hint_count, simulate, write_jsonl)
-from engine.smarthome import parse_actions
+from engine.data.smarthome import parse_actions
 
 SMALL = dict(personas=6, train_per_persona=8, val_per_persona=4, test_per_persona=4)
 
@@ -61,7 +61,7 @@ def test_dialogues_are_varied_multi_turn_and_ask_when_values_are_missing():
 
 
 def test_every_reply_says_exactly_its_actions(monkeypatch):
-    from engine import simulator
+    from engine.data import simulator
     said = []
     real = simulator.render_reply
 
@@ -150,7 +150,7 @@ def _personal_exchanges(records):
 
 
 def test_personal_replies_follow_the_persona_and_the_blind_reply_the_population():
-    from engine.simulator import _personal_exchange
+    from engine.data.simulator import _personal_exchange
     personas, _ = build_benchmark(**SMALL | {"personas": 12}, seed=2)
     population = population_preferences(personas)
     rng = np.random.default_rng(0)
@@ -202,7 +202,7 @@ def test_no_val_or_test_target_repeats_a_train_target_of_its_persona(knobs):
 
 def test_without_the_redraw_the_test_split_would_repeat_train_targets(monkeypatch):
     """The check above can fail: with redraws switched off the same knobs do repeat train targets."""
-    from engine import simulator
+    from engine.data import simulator
     knobs = {"personas": 2, "train_per_persona": 300, "val_per_persona": 0, "test_per_persona": 300,
              "personal_fraction": 1.0}
     monkeypatch.setattr(simulator, "target_keys", lambda messages: [])
@@ -257,7 +257,7 @@ def test_persona_blind_ceiling_is_far_below_a_personalized_reply_on_personal_tar
     """On the default benchmark the persona-blind replies, scored like a method, leave personal targets far
     from 1 on the primary metric (a perfect personalized reply is the reference: 1), and lose nothing on
     general ones."""
-    from engine.evaluate import persona_blind_scores, primary_metric
+    from engine.training.evaluate import persona_blind_scores, primary_metric
     ds = dataset_from_records(simulate(**SIMULATOR_DEFAULTS), "sim")
     assert primary_metric(ds) == "action_f1"
     blind = persona_blind_scores(ds, "action_f1")

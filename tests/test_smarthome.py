@@ -3,7 +3,7 @@ import itertools
 
 import pytest
 
-from engine.smarthome import DEVICES, action_metrics, is_numeric, parse_actions, render_actions
+from engine.data.smarthome import DEVICES, action_metrics, is_numeric, parse_actions, render_actions
 
 
 def test_render_is_short_and_canonical():

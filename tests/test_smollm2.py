@@ -2,11 +2,13 @@
 import pytest
 import torch
 
-from engine.data import Example
-from engine.evaluate import generate_replies
-from engine.lora import inject_lora, remove_lora
-from engine.models import load_model
-from engine.train import TrainConfig, encode_example, train_adapters_batched
+from engine.data.dataset import Example
+from engine.training.evaluate import generate_replies
+from engine.training.lora import inject_lora, remove_lora
+from engine.models.loading import load_model
+from engine.training.config import TrainConfig
+from engine.training.encode import encode_example
+from engine.training.trainer import train_adapters_batched
 
 
 @pytest.fixture(scope="module")

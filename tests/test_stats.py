@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from engine.stats import align, method_table, paired_difference, summarize, t_interval
+from engine.analysis.stats import align, method_table, paired_difference, summarize, t_interval
 
 
 def test_summarize_matches_numpy():

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine import stats, store
-from engine.study import StudySpec, run_study, study_runs
-from engine.train import ConfigError
+from engine import store
+from engine.analysis import stats
+from engine.lab.study import StudySpec, run_study, study_runs
+from engine.training.config import ConfigError
 from tests.conftest import ROOT, open_page
 
 SMALL = "sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1"
@@ -161,7 +162,7 @@ def _page(studied, monkeypatch, **query):
 
 
 def test_studies_page_one_axis(studied, monkeypatch):
-    from engine import views
+    from engine.analysis import views
     at = _page(studied, monkeypatch, study=studied["one"])
     assert at.selectbox[0].value == studied["one"]
     assert len(at.get("vega_lite_chart")) == 3  # score with CI band, Δ with CI band, time vs score
@@ -176,14 +177,14 @@ def test_studies_page_one_axis(studied, monkeypatch):
 def test_studies_page_two_axes_has_a_winner_map(studied, monkeypatch):
     at = _page(studied, monkeypatch, study=studied["two"])
     assert len(at.get("vega_lite_chart")) == 4  # + the winner heat map
-    from engine import views
+    from engine.analysis import views
     cells = views.study_view(studied["two"], path=studied["store"])["cells"]
     assert len(cells) == 4 and set(cells.winner) <= {"base", "unified"}
     assert (cells.significant == (cells.margin_ci_low > 0)).all()
 
 
 def test_crossover_in_words():
-    from engine.views import crossover_text
+    from engine.analysis.views import crossover_text
     t = pd.DataFrame({"method": "per_persona", "personal_fraction": [0.0, 0.25, 0.5, 0.75],
                       "delta": [-0.05, 0.01, 0.08, 0.12], "delta_ci_low": [-0.08, -0.02, 0.05, 0.07],
                       "delta_ci_high": [-0.02, 0.04, 0.11, 0.17]})
@@ -194,7 +195,7 @@ def test_crossover_in_words():
 
 
 def test_compare_takes_seeds_together(studied, monkeypatch):
-    from engine import views
+    from engine.analysis import views
     runs = study_runs(studied["one"], studied["store"])
     groups = views.seed_groups(list(runs.run_id), studied["store"])
     assert len(set(groups.values())) == 2  # two personal_fraction values, two seeds each
@@ -210,8 +211,8 @@ def test_compare_takes_seeds_together(studied, monkeypatch):
 
 
 def test_a_dashboard_study_queues_one_job_per_run_and_cancels_as_a_whole(tmp_path, monkeypatch):
-    from engine import jobs
-    from engine.study import cancel_study, submit_study
+    from engine.lab import jobs
+    from engine.lab.study import cancel_study, submit_study
     db, jd = str(tmp_path / "store.duckdb"), tmp_path / "jobs"
     spec = StudySpec(data=SMALL, vary={"personal_fraction": [0.0, 0.5]}, seeds=[0, 1], methods=["base"],
                      model="tiny-random", train=TRAIN, name="queued")
@@ -230,7 +231,7 @@ def test_a_dashboard_study_queues_one_job_per_run_and_cancels_as_a_whole(tmp_pat
 
 
 def test_a_bad_dashboard_study_writes_nothing(tmp_path):
-    from engine.study import submit_study
+    from engine.lab.study import submit_study
     db, jd = tmp_path / "store.duckdb", tmp_path / "jobs"
     with pytest.raises(ConfigError):
         submit_study(StudySpec(data=SMALL, vary={"personal_fraction": [0.5, 3]}, seeds=[0], methods=["base"],
@@ -239,7 +240,7 @@ def test_a_bad_dashboard_study_writes_nothing(tmp_path):
 
 
 def test_launch_starts_a_study_and_jobs_shows_it_whole(tmp_path, monkeypatch):
-    from engine import jobs
+    from engine.lab import jobs
     started = []
     monkeypatch.setattr(jobs, "start_worker", lambda job_id, root: started.append(job_id) or 0)
     at = open_page(monkeypatch, tmp_path / "store.duckdb", tmp_path / "jobs", "launch")
@@ -253,7 +254,8 @@ def test_launch_starts_a_study_and_jobs_shows_it_whole(tmp_path, monkeypatch):
 
 
 def test_welcome_quick_study_button_queues_the_grid(tmp_path, monkeypatch):
-    from engine import jobs, views
+    from engine.lab import jobs
+    from engine.analysis import views
     started = []
     monkeypatch.setattr(jobs, "start_worker", lambda job_id, root: started.append(job_id) or 0)
     at = open_page(monkeypatch, tmp_path / "store.duckdb", tmp_path / "jobs", "compare")
@@ -266,7 +268,7 @@ def test_welcome_quick_study_button_queues_the_grid(tmp_path, monkeypatch):
 
 
 def test_a_study_s_progress_as_a_whole():
-    from engine import jobs
+    from engine.lab import jobs
     js = [{"status": "done", "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:01:00+00:00"},
           {"status": "done", "started_at": "2026-01-01T00:01:00+00:00", "finished_at": "2026-01-01T00:04:00+00:00"},
           {"status": "running", "started_at": "2026-01-01T00:04:00+00:00"}, {"status": "queued"},

@@ -2,11 +2,12 @@
 import pytest
 import torch
 
-from engine.data import Example
-from engine.lora import dropout_mask, inject_lora, lora_layers, remove_lora
-from engine.models import load_model
-from engine.train import (ConfigError, Encoded, TrainConfig, encode_example, logprobs_at, micro_batches, pack_rows,
-                          packed_batch, pad_batch, shared_prefix, target_logprobs, train_adapters_batched)
+from engine.data.dataset import Example
+from engine.training.lora import dropout_mask, inject_lora, lora_layers, remove_lora
+from engine.models.loading import load_model
+from engine.training.config import ConfigError, TrainConfig
+from engine.training.encode import (Encoded, encode_example, logprobs_at, micro_batches, pack_rows, packed_batch, pad_batch, shared_prefix, target_logprobs)
+from engine.training.trainer import train_adapters_batched
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_packed_rows_score_exactly_like_rows_one_by_one(lm):
 
 def test_generation_step_through_distinct_adapters_equals_per_row():
     """One token per row (a generation step) takes the by-adapter path; it must give each row its own update."""
-    from engine.lora import AdapterRouter, MultiLoRALinear
+    from engine.training.lora import AdapterRouter, MultiLoRALinear
     torch.manual_seed(0)
     router = AdapterRouter()
     layer = MultiLoRALinear(torch.nn.Linear(12, 10), router, n_adapters=4, r=3, alpha=6.0)
@@ -149,7 +150,7 @@ def test_init_shared_starts_every_adapter_from_one_A_and_independent_from_its_ow
 def test_early_stopping_stops_each_adapter_and_keeps_its_best_state(lm):
     """Per adapter: training stops after `patience` epochs without a better validation loss, and the adapter
     ends in the state of its best epoch (its validation loss then is the best one recorded)."""
-    from engine.train import validation_losses
+    from engine.training.trainer import validation_losses
     # validation replies unlike the training ones: after the shared format is learnt, validation loss rises
     exs = [Example(f"e{i}", "p", "train", None, context=(("user", f"colour {i}"),), target="Red red red red.")
            for i in range(8)]
@@ -175,7 +176,7 @@ def test_early_stopping_stops_each_adapter_and_keeps_its_best_state(lm):
 def test_rows_with_their_own_system_prompts_pack_exactly(lm):
     """unified+profile's rows differ right after the system prompt (each persona's profile): the shared
     prefix ends there, and packed rows still score exactly like rows one by one."""
-    from engine.prompting import with_profiles
+    from engine.methods.prompting import with_profiles
     cfg = TrainConfig()
     exs = [Example(f"e{i}", f"p{i % 2}", "train", None, context=(("user", "dim the lights " * (i + 1)),),
                    target=f"Done: lights brightness {10 * i}.") for i in range(4)]

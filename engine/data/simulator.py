@@ -18,7 +18,7 @@ to the most common preference among the dataset's personas. For general targets 
 itself. Scoring it against the references gives the ceiling of any persona-blind method.
 
 No val or test target repeats (context and reply) a train target of its persona: such dialogues are
-drawn again. Replies are written so that engine.smarthome.parse_actions recovers exactly their actions
+drawn again. Replies are written so that engine.data.smarthome.parse_actions recovers exactly their actions
 (asserted in the tests on thousands of dialogues). Only numpy.random.default_rng(seed) is used: same
 knobs, same bytes. The profile text mixes a biography (which may point at the wrong archetype) with
 true preference hints; `profile_fidelity` sets the share of preferences that are hinted.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.smarthome import DEVICES, parse_actions
+from engine.data.smarthome import DEVICES, parse_actions
 
 SIMULATOR_DEFAULTS = {
     "personas": 8,
@@ -387,7 +387,7 @@ SCENES = {
 
 
 # -----------------------------------------------------------------------------
-# replies: varied natural language that engine.smarthome.parse_actions reads back exactly
+# replies: varied natural language that engine.data.smarthome.parse_actions reads back exactly
 
 _INPUT_NAMES = {"hdmi1": ("HDMI 1", "HDMI one"), "hdmi2": ("HDMI 2", "HDMI two"), "netflix": ("Netflix",),
                 "youtube": ("YouTube",), "antenna": ("the antenna", "the aerial")}

@@ -44,7 +44,7 @@ class LoadedModel:
     device: torch.device
     autocast_dtype: torch.dtype | None  # compute dtype inside torch.autocast, None for plain fp32
     precision: str = "fp32"             # what the run computes in: "fp32" | "bf16"
-    precision_reason: str = ""          # why (engine.precision): stored with the run's config
+    precision_reason: str = ""          # why (engine.models.precision): stored with the run's config
     calibration: dict | None = None     # the CPU calibration behind an `auto` choice, if one was made
 
     def autocast(self):
@@ -115,7 +115,7 @@ def _contiguous_input(module, args):
 def load_model(name: str, device: str | None = None, precision: str = "auto") -> LoadedModel:
     """Load a base model by registry name, HF hub id or local path; frozen, in eval mode.
 
-    precision: "auto" (engine.precision: bf16 where this machine computes it natively, else fp32; tiny-random
+    precision: "auto" (engine.models.precision: bf16 where this machine computes it natively, else fp32; tiny-random
     always fp32), "fp32", or "bf16". bf16 keeps the frozen weights in bf16 and computes under bf16 autocast (LoRA weights stay fp32):
     on CPU, where autocast alone would cast every weight on every call, this halves the memory and
     lets the matmuls run on bf16 units (AMX, AVX512-BF16) where the CPU has them.
@@ -139,7 +139,7 @@ def load_model(name: str, device: str | None = None, precision: str = "auto") ->
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.requires_grad_(False).eval().to(dev)
-    from engine.precision import resolve_precision
+    from engine.models.precision import resolve_precision
     choice = resolve_precision(precision, dev, name)
     autocast_dtype = None
     if choice.precision == "bf16":

@@ -6,7 +6,7 @@ A method folder `<run artifacts>/adapters/<method, ':' -> '__'>/` holds
   adapters.json         r, alpha, scaling (= alpha / r; every adapter uses it), targets, base model, layer
                         order, adapter names, persona -> adapter routing, and for merge methods the recipe
 Merge methods store their source per-persona adapters and, per persona, the neighbours, weights and
-seed; export recomputes the merged adapter with engine.merge (deterministic, the same code that was
+seed; export recomputes the merged adapter with engine.training.merge (deterministic, the same code that was
 evaluated), which keeps K·r-rank merges of 200 personas off the disk.
 
 `export_adapter` writes a standard PEFT LoRA folder (adapter_config.json + adapter_model.safetensors)
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.merge import merge_adapters
+from engine.training.merge import merge_adapters
 from engine.store import method_dirname
 
 
@@ -192,7 +192,7 @@ def export_base(model_name: str, precision: str, out) -> Path:
     run's precision) as a local transformers folder: PeftModel.from_pretrained on it answers as the lab did."""
     from safetensors.torch import save_model
 
-    from engine.models import load_model, provenance
+    from engine.models.loading import load_model, provenance
     lm = load_model(model_name, device="cpu", precision=precision)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ def upload_path(folder, name: str, digest: str) -> Path:
 
 def check_model(model: str) -> None:
     """A model the dashboard may load: the registry, a folder in the data folder, or a cached hub model."""
-    from engine.models import REGISTRY
+    from engine.models.loading import REGISTRY
     if model in REGISTRY:
         return
     if not HUB_ID.match(model) or (data_home() / model).is_dir():

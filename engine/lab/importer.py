@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine import store
-from engine.views import METRICS as STORE_METRICS  # persona_results' own metric columns (Compare can switch to them)
+from engine.analysis.views import METRICS as STORE_METRICS  # persona_results' own metric columns (Compare can switch to them)
 
 TASK = "imported"
 PERSONA_COLUMN = "persona_id"

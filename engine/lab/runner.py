@@ -16,14 +16,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from engine import checks, store
-from engine.cluster import ensure_clusters
-from engine.data import load_dataset, repeated_targets
-from engine.evaluate import ALL_METRICS, persona_blind_scores, persona_means, persona_means_by_kind, primary_metric
-from engine.methods import Context, resolve_method
-from engine.models import load_model, pick_device
+from engine import store
+from engine.lab import checks
+from engine.methods.cluster import ensure_clusters
+from engine.data.dataset import load_dataset, repeated_targets
+from engine.training.evaluate import ALL_METRICS, persona_blind_scores, persona_means, persona_means_by_kind, primary_metric
+from engine.methods.common import Context, resolve_method
+from engine.models.loading import load_model, pick_device
 from engine.store import new_run_id
-from engine.train import ConfigError, TrainConfig
+from engine.training.config import ConfigError, TrainConfig
 
 
 @dataclass
@@ -37,8 +38,8 @@ class RunSpec:
     precision: str = "auto"
     train: dict = field(default_factory=dict)    # TrainConfig fields
     options: dict = field(default_factory=dict)  # method options: cluster_k, merge_k, ...
-    metric: str | None = None     # the primary metric (`score`); None: chosen from the data (engine.evaluate)
-    study: dict | None = None     # {"study_id", "coords_json"} when the run is a point of a study (engine.study)
+    metric: str | None = None     # the primary metric (`score`); None: chosen from the data (engine.training.evaluate)
+    study: dict | None = None     # {"study_id", "coords_json"} when the run is a point of a study (engine.lab.study)
     ray: str | None = None        # a Ray cluster's address ("auto", host:port): the heavy work goes there
 
     def check(self) -> TrainConfig:
@@ -136,7 +137,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     if spec.ray:  # a cluster that is not there fails here, before any write
         if progress:
             progress("ray: start actors", 0, 1)
-        from engine.ray_backend import RayBackend
+        from engine.backends.ray import RayBackend
         backend = RayBackend(spec.ray, spec.model, lm.precision, run_id)
         cluster = backend.describe()
         run["device"] = f"ray: {cluster['actors']} actors on {cluster['nodes']} nodes"

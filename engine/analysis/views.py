@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from engine import stats, store
+from engine import store
+from engine.analysis import stats
 
 METRICS = ("score", "action_f1", "param_f1", "device_precision", "numerical_precision", "embedding_similarity",
            "accuracy")
@@ -101,7 +102,7 @@ def _stages_text(details_json) -> str:
 
 def compare_table(run_ids, reference: str = "unified", metric: str = "score", methods=None,
                   path=None, kind: str = "all") -> pd.DataFrame:
-    """engine.stats.method_table per (run, method) joined with time (every stage), epochs, parameters, names."""
+    """engine.analysis.stats.method_table per (run, method) joined with time (every stage), epochs, parameters, names."""
     scores = persona_scores(run_ids, metric, path, kind)
     if methods:
         scores = scores[scores.method.isin(list(methods) + [reference])]
@@ -194,7 +195,7 @@ def runs_with_clusters(path=None) -> list[str]:
 DEFAULT_TRAIN_TOKENS_PER_S = {"tiny-random": 3000.0, "smollm2-135m": 250.0}
 DEFAULT_EVAL_S_PER_TARGET = {"tiny-random": 0.1, "smollm2-135m": 1.0}
 UNKNOWN_TRAIN_TOKENS_PER_S, UNKNOWN_EVAL_S_PER_TARGET = 100.0, 3.0
-# On CPU without measurements, speeds follow this machine's calibrated matmul speed (engine.precision):
+# On CPU without measurements, speeds follow this machine's calibrated matmul speed (engine.models.precision):
 # training tokens/s per fp32 GFLOP/s, and evaluation seconds per target times fp32 GFLOP/s, both measured
 # with smollm2-135m in fp32 on a 2-core AMD EPYC (AVX2, 125 GFLOP/s: 250 tokens/s). Where bf16 runs natively
 # it adds at most the end-to-end gain measured on an AMX CPU (699 vs 491 tokens/s), not the matmul's.
@@ -234,7 +235,7 @@ def calibrated_speeds(model: str, precision: str = "auto") -> dict | None:
     reference measurement. Returns the precision it would compute in and why."""
     import torch
 
-    from engine.precision import cpu_calibration, resolve_precision
+    from engine.models.precision import cpu_calibration, resolve_precision
     if model not in TOKENS_PER_S_PER_GFLOPS:
         return None
     choice = resolve_precision(precision, torch.device("cpu"), model)
@@ -315,9 +316,9 @@ TINY_DEMO_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 
 def demo_spec(which: str = "tiny"):
     """The two one-click demos: 'tiny' (tiny-random, every known method, seconds) and 'smollm2' (minutes)."""
-    from engine.methods import known_methods
-    from engine.runner import RunSpec
-    from engine.simulator import format_sim_spec
+    from engine.methods.common import known_methods
+    from engine.lab.runner import RunSpec
+    from engine.data.simulator import format_sim_spec
     if which == "tiny":
         # a 2-layer random model learns the reply format ("Done: ac temperature 2...") in seconds when every
         # projection has a LoRA and the learning rate is high: the scores are a toy's, but not all zero
@@ -334,8 +335,8 @@ def demo_spec(which: str = "tiny"):
 def quick_study_spec():
     """The welcome page's quick study: tiny-random over personal_fraction x 2 seeds, four methods (a toy's
     scores, but every chart of the Studies page fills in)."""
-    from engine.study import StudySpec
-    from engine.simulator import format_sim_spec
+    from engine.lab.study import StudySpec
+    from engine.data.simulator import format_sim_spec
     data = format_sim_spec({"personas": 6, "train_per_persona": 6, "val_per_persona": 2, "test_per_persona": 2})
     return StudySpec(data=data, vary={"personal_fraction": [0.0, 0.5]}, seeds=[0, 1],
                      methods=["base", "unified", "per_persona", "hybrid"], model="tiny-random",

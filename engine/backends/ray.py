@@ -5,7 +5,7 @@ Actors keep the base model loaded: one per GPU, or one per PLL_RAY_CPUS_PER_ACTO
 node's CPUs) on a CPU cluster. A method's adapters are cut into contiguous shards of about equal tokens, each
 trained in one batched pass on one actor; the personas' test (and val) examples are cut the same way and
 answered on the actors holding their adapters. Adapter states, training stats and predictions come back to
-the driver. Every adapter draws from its own seed streams (engine.train), so a shard trains exactly what
+the driver. Every adapter draws from its own seed streams (engine.training.trainer), so a shard trains exactly what
 one process would: sharding changes float summation order only (tests/test_ray.py states the tolerance).
 
 Faults: an actor that dies is restarted by Ray (on another node if its node is gone) and its shard re-run
@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.train import ConfigError, TrainStats
+from engine.training.config import ConfigError
+from engine.training.trainer import TrainStats
 
 REPO = Path(__file__).resolve().parent.parent
 RAY_PIN = "ray==2.60.0"
@@ -91,7 +92,7 @@ def token_counts(lm, groups, cfg) -> list[int]:
     """Tokens each group trains on, as the trainer will encode them (truncated to max_length): what shards
     balance. Personas' dialogues differ in length several-fold, and long contexts are cut at max_length, so
     neither example counts nor text lengths track the work."""
-    from engine.train import encode_example
+    from engine.training.encode import encode_example
     return [sum(len(encode_example(lm.tokenizer, e, cfg).ids) for e in g) for g in groups]
 
 
@@ -172,7 +173,7 @@ def _stop(ray, actors: list, opened: bool) -> None:
 def _merged(lm, merged):
     import contextlib
 
-    from engine.lora import merged_adapter
+    from engine.training.lora import merged_adapter
     return merged_adapter(lm.model, *merged) if merged else contextlib.nullcontext()
 
 
@@ -184,8 +185,8 @@ def _load_here(model: str, precision: str, threads: int, env: dict) -> tuple[str
     import torch
     if threads:
         torch.set_num_threads(threads)
-    import engine.runner  # noqa: F401 - and with it methods, evaluate, train
-    from engine.models import load_model
+    import engine.lab.runner  # noqa: F401 - and with it methods, evaluate, train
+    from engine.models.loading import load_model
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     return device, load_model(model, device=device, precision=precision), ray.get_runtime_context().get_node_id()
 
@@ -209,8 +210,8 @@ class ModelActor:
         self.state = {"phase": phase, "done": int(done), "total": int(total)}
 
     def train(self, groups, val_groups, seeds, cfg, seed, phase, merged):
-        from engine.lora import adapter_state, remove_lora
-        from engine.methods import train_adapters
+        from engine.training.lora import adapter_state, remove_lora
+        from engine.methods.common import train_adapters
         t0 = time.time()
         with _merged(self.lm, merged):
             stats = train_adapters(self.lm, groups, val_groups, seeds, cfg, seed, self._report, phase)
@@ -221,8 +222,8 @@ class ModelActor:
         return states, stats, time.time() - t0
 
     def evaluate(self, dataset, examples, adapters, states, lora, cfg, metric, merged, phase):
-        from engine.evaluate import evaluate
-        from engine.lora import inject_lora, load_adapter_states, remove_lora
+        from engine.training.evaluate import evaluate
+        from engine.training.lora import inject_lora, load_adapter_states, remove_lora
         t0 = time.time()
         self._report(phase, 0, len(examples))
         with _merged(self.lm, merged):
@@ -245,7 +246,7 @@ class RunActor:
         self.device, self.lm, self.node = _load_here(model, precision, threads, env)
 
     def run(self, spec, results: str, run_id: str, skip: list) -> tuple[str, str, str]:
-        from engine.runner import execute_run
+        from engine.lab.runner import execute_run
         execute_run(spec, Path(results), run_id=run_id, lm=self.lm, skip=set(skip))
         return run_id, results, self.node
 
@@ -372,7 +373,7 @@ class RayBackend:
     def evaluate(self, ctx, examples, adapters, phase) -> pd.DataFrame:
         """Predictions of `examples` (adapter per example, or None: the model's single adapter or none), each
         persona's examples answered on one actor with only the adapters they use."""
-        from engine.lora import adapter_state, lora_layers
+        from engine.training.lora import adapter_state, lora_layers
         layers = lora_layers(ctx.lm.model)
         n_states = next(iter(layers.values())).n_adapters if layers else 0
         lora = None

@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from engine.train import TrainConfig
+from engine.training.config import TrainConfig
 
 TRAIN_FLAGS = {f.name: f for f in fields(TrainConfig)}
 
@@ -22,7 +22,7 @@ RAY_HELP = ("run the heavy work on the Ray cluster at ADDRESS (host:port, or aut
 
 
 def ray_address(explicit):
-    from engine.ray_backend import ray_address as address
+    from engine.backends.ray import ray_address as address
     return address(explicit)
 
 
@@ -56,7 +56,7 @@ class TqdmProgress:
 
 
 def _add_train_flags(p: argparse.ArgumentParser):
-    g = p.add_argument_group("hyperparameters (defaults: engine.train.TrainConfig)")
+    g = p.add_argument_group("hyperparameters (defaults: engine.training.trainer.TrainConfig)")
     for name, f in TRAIN_FLAGS.items():
         flag = "--" + name.replace("_", "-")
         if name == "targets":
@@ -79,9 +79,9 @@ def _train_overrides(args) -> dict:
 
 
 def cmd_synth(args) -> int:
-    from engine.data import dataset_from_records, repeated_targets
-    from engine.evaluate import persona_blind_scores
-    from engine.simulator import SIMULATOR_DEFAULTS, format_sim_spec, simulate, validate_knobs, write_jsonl
+    from engine.data.dataset import dataset_from_records, repeated_targets
+    from engine.training.evaluate import persona_blind_scores
+    from engine.data.simulator import SIMULATOR_DEFAULTS, format_sim_spec, simulate, validate_knobs, write_jsonl
     knobs = {k: getattr(args, k) for k in SIMULATOR_DEFAULTS if getattr(args, k) is not None}
     try:
         knobs = validate_knobs({**SIMULATOR_DEFAULTS, **knobs})
@@ -139,10 +139,10 @@ def _set_handlers(handlers: dict) -> dict:
 
 def cmd_run(args) -> int:
     from engine import store
-    from engine.data import DataError
-    from engine.models import ModelError
-    from engine.runner import RunSpec, execute_run, new_run_id
-    from engine.train import ConfigError
+    from engine.data.dataset import DataError
+    from engine.models.loading import ModelError
+    from engine.lab.runner import RunSpec, execute_run, new_run_id
+    from engine.training.config import ConfigError
 
     options = {}
     if args.cluster_k is not None:
@@ -239,8 +239,8 @@ def _print_runs(path, run_ids=None) -> None:
     """Per run and method: mean ± std over personas of the score, its 95% t-interval, the personal and general
     split, the persona-blind ceiling, time with every stage, epochs trained."""
     from engine import store
-    from engine.stats import summarize
-    from engine.views import routing
+    from engine.analysis.stats import summarize
+    from engine.analysis.views import routing
     runs = store.list_runs(path)
     if run_ids is not None:
         runs = runs[runs.run_id.isin(run_ids)]
@@ -280,7 +280,8 @@ def _print_runs(path, run_ids=None) -> None:
 
 def cmd_import(args) -> int:
     """Per-persona results of other tools (CSV, JSON, JSONL) as an imported run; prints the run id last."""
-    from engine import importer, store
+    from engine import store
+    from engine.lab import importer
     path = store.store_path(args.store)
     try:
         store.check_location(path)
@@ -325,19 +326,19 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from engine.jobs import worker_main
+    from engine.lab.jobs import worker_main
     return worker_main(args.job_id, args.jobs_dir)
 
 
 def cmd_export(args) -> int:
-    from engine.export import cmd_export as export
+    from engine.lab.export import cmd_export as export
     return export(args)
 
 
 def _parse_vary(items) -> dict:
     """["personal_fraction=0,0.5", "r=4,16"] -> {"personal_fraction": [0, 0.5], "r": [4, 16]}."""
-    from engine.study import parse_values
-    from engine.train import ConfigError
+    from engine.lab.study import parse_values
+    from engine.training.config import ConfigError
     vary = {}
     for item in items or []:
         axis, eq, values = item.partition("=")
@@ -350,10 +351,10 @@ def _parse_vary(items) -> dict:
 def cmd_study(args) -> int:
     """A grid of runs (knobs or hyperparameters x seeds), the model loaded once; prints the study id last."""
     from engine import store
-    from engine.data import DataError
-    from engine.models import ModelError
-    from engine.study import StudySpec, load_study, run_study
-    from engine.train import ConfigError
+    from engine.data.dataset import DataError
+    from engine.models.loading import ModelError
+    from engine.lab.study import StudySpec, load_study, run_study
+    from engine.training.config import ConfigError
     path = store.store_path(args.store)
     try:
         _check_run_location(path)
@@ -370,7 +371,7 @@ def cmd_study(args) -> int:
     except (ConfigError, DataError, ModelError, ValueError, store.StoreError) as e:
         return _err(str(e) if isinstance(e, DataError) else f"error: {e}")
     if study_id is None:
-        from engine.study import new_study_id
+        from engine.lab.study import new_study_id
         study_id = new_study_id()
     progress = TqdmProgress()
 
@@ -393,7 +394,7 @@ def cmd_study(args) -> int:
 
 def cmd_calibrate(args) -> int:
     """Which precision `auto` picks on this CPU and why (the measurement behind it, cached per machine)."""
-    from engine.precision import cpu_calibration
+    from engine.models.precision import cpu_calibration
     cal = cpu_calibration(refresh=args.refresh)
     print(f"cpu: {cal.cpu}  isa: {cal.isa}  threads: {cal.threads}")
     print(f"fp32 {cal.fp32_gflops:.1f} GFLOP/s  bf16 {cal.bf16_gflops:.1f} GFLOP/s  (measured in {cal.seconds:.2f} s)")
@@ -402,7 +403,7 @@ def cmd_calibrate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.simulator import SIMULATOR_DEFAULTS
+    from engine.data.simulator import SIMULATOR_DEFAULTS
     p = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -14,16 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine import merge as merging
-from engine.cluster import DEFAULT_K, add_map, cluster_personas, profile_embeddings
-from engine.evaluate import evaluate, persona_means
-from engine.export import save_adapters
-from engine.lora import (adapter_state, inject_lora, load_adapter_states, lora_layers, merged_adapter,
+from engine.training import merge as merging
+from engine.methods.cluster import DEFAULT_K, add_map, cluster_personas, profile_embeddings
+from engine.training.evaluate import evaluate, persona_means
+from engine.lab.export import save_adapters
+from engine.training.lora import (adapter_state, inject_lora, load_adapter_states, lora_layers, merged_adapter,
                          remove_lora, stream_seed, trainable_parameters_per_adapter)
-from engine.models import provenance
-from engine.prompting import DEFAULT_RAG_K, PROFILE_HEADER, RETRIEVED_HEADER, with_profiles, with_retrieved
+from engine.models.loading import provenance
+from engine.methods.prompting import DEFAULT_RAG_K, PROFILE_HEADER, RETRIEVED_HEADER, with_profiles, with_retrieved
 from engine.store import method_dirname
-from engine.train import ConfigError, TrainConfig, encode_example, train_adapters_batched
+from engine.training.config import ConfigError, TrainConfig
+from engine.training.encode import encode_example
+from engine.training.trainer import train_adapters_batched
 
 
 @dataclass
@@ -37,12 +39,12 @@ class Context:
     progress: object = None
     cache: dict = field(default_factory=dict)     # e.g. "unified" -> adapter state, "per_persona" -> states
     artifacts_dir: object = None                  # Path where trained adapters are saved (for export)
-    metric: str | None = None                     # the primary metric (`score`); None: engine.evaluate chooses
+    metric: str | None = None                     # the primary metric (`score`); None: engine.training.evaluate chooses
     current: str = ""                             # the method running now
     finished: dict = field(default_factory=dict)  # method -> MethodOutput of the run's finished methods
     validate: bool = False                        # also answer val (for `routed`), kept in `validation`
     validation: dict = field(default_factory=dict)  # method -> (val predictions, seconds)
-    backend: object = None                        # engine.ray_backend.RayBackend: shards go to a cluster; None: here
+    backend: object = None                        # engine.backends.ray.RayBackend: shards go to a cluster; None: here
     merged_base: tuple | None = None              # (state, scaling) merged into the base weights now (hybrid)
 
     @property

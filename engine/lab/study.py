@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from engine import store
-from engine.runner import RunSpec, execute_run
-from engine.simulator import format_sim_spec, parse_sim_spec
-from engine.train import ConfigError, TrainConfig
+from engine.lab.runner import RunSpec, execute_run
+from engine.data.simulator import format_sim_spec, parse_sim_spec
+from engine.training.config import ConfigError, TrainConfig
 
 SIM_KNOBS = ("personal_fraction", "train_per_persona", "archetypes", "archetype_noise", "profile_fidelity", "personas")
 MAX_AXES = 2
@@ -36,7 +36,7 @@ class StudySpec:
     train: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     metric: str | None = None
-    ray: str | None = None                        # every run's heavy work on this Ray cluster (engine.ray_backend)
+    ray: str | None = None                        # every run's heavy work on this Ray cluster (engine.backends.ray)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -162,7 +162,7 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
             if progress:
                 progress(f"run {i + 1}/{len(points)}", i, len(points))
             if lm is None:
-                from engine.models import load_model
+                from engine.models.loading import load_model
                 lm = load_model(run_spec.model, device=run_spec.device, precision=run_spec.precision)
             results = store.runs_dir(path) / run_id
             run_spec.study = {"study_id": study_id, "coords_json": json.dumps(coords, sort_keys=True)}
@@ -181,7 +181,7 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
 def _run_on_ray(spec: StudySpec, points, study_id: str, path, progress) -> None:
     """The grid's unfinished runs placed whole on the cluster's free actors (each keeps its model loaded and runs
     one point at a time, in one process there); each run is ingested here as it lands."""
-    from engine.ray_backend import RunPool
+    from engine.backends.ray import RunPool
     todo = []
     for i, (coords, run_spec) in enumerate(points):
         run_id = run_id_of(study_id, i)
@@ -202,7 +202,7 @@ def _run_on_ray(spec: StudySpec, points, study_id: str, path, progress) -> None:
 def submit_study(spec: StudySpec, store_file=None, jobs_dir=None, spawn: bool = True) -> str:
     """The dashboard's way: one job per grid point (run id `<study>-<i>`), queued in grid order on the jobs'
     device queue; the study's row is written first. Everything is checked before anything is written."""
-    from engine import jobs
+    from engine.lab import jobs
     points = spec.points()
     for _, run_spec in points[:1]:
         jobs.check_spec(run_spec)  # data, model, methods against the data; the other points differ only by knobs
@@ -217,7 +217,7 @@ def submit_study(spec: StudySpec, store_file=None, jobs_dir=None, spawn: bool = 
 
 def cancel_study(study_id: str, store_file=None, jobs_dir=None) -> int:
     """Cancel every queued or running job of the study; returns how many were cancelled."""
-    from engine import jobs
+    from engine.lab import jobs
     mine = [j for j in jobs.list_jobs(jobs_dir, store_file) if j.get("study_id") == study_id
             and j["status"] in jobs.ACTIVE]
     for j in sorted(mine, key=lambda j: j["status"] != "queued"):  # queued first: none starts while one stops

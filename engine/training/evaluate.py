@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine import embed, smarthome
-from engine.train import encode, pad_batch, system_prompt_of, target_logprobs
+from engine.models import embed
+from engine.data import smarthome
+from engine.training.encode import encode, pad_batch, system_prompt_of, target_logprobs
 
 DIALOGUE_METRICS = ("action_f1", "param_f1", "device_precision", "numerical_precision", "embedding_similarity")
 CHOICE_METRICS = ("accuracy",)

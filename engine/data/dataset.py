@@ -11,7 +11,7 @@ Two tasks:
 The task is the first line's (the first line that looks like either); a line of the other task is
 an error. Optional on both: "id" (unique, also against the ids generated for lines without one), "kind" ("personal" |
 "general"), and the profile text "persona" (or "character"): when given, a persona keeps one text; methods
-that read profiles (cluster, merge) check that every persona has one before a run starts (engine.checks).
+that read profiles (cluster, merge) check that every persona has one before a run starts (engine.lab.checks).
 Optional on an assistant message: "kind" (overrides the line's for that target) and "persona_blind" (the reply
 a good assistant that ignores the persona would give: the simulator writes it, and the lab scores it as the
 ceiling of persona-blind methods).
@@ -130,7 +130,7 @@ def dataset_from_records(records, source, context_window=4):
 def load_dataset(source, context_window=4):
     """A JSONL path, or a simulator spec ("sim", "sim:personas=8,..."): the one loader the CLI needs."""
     if str(source) == "sim" or str(source).startswith("sim:"):
-        from engine.simulator import build_benchmark, format_sim_spec, parse_sim_spec
+        from engine.data.simulator import build_benchmark, format_sim_spec, parse_sim_spec
         knobs = parse_sim_spec(str(source))
         return dataset_from_records(build_benchmark(**knobs)[1], format_sim_spec(knobs), context_window)
     return load_jsonl(source, context_window)

@@ -2,7 +2,7 @@
 persona's own most similar past dialogues, put in the system prompt of an example.
 
 Both only rewrite examples (their `system` field); training and evaluation stay the batched trainer's and
-engine.evaluate's. Retrieval reads nothing but the persona's own TRAIN examples: never another persona's,
+engine.training.evaluate's. Retrieval reads nothing but the persona's own TRAIN examples: never another persona's,
 never a val or test dialogue.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from engine import embed
+from engine.models import embed
 
 PROFILE_HEADER = "About the user:"
 RETRIEVED_HEADER = "Earlier conversations with this user:"

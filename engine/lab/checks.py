@@ -1,5 +1,5 @@
 """Checks a run must pass before anything is written, shared by the CLI and the dashboard (RunSpec.check,
-engine.jobs.check_spec, engine.runner.execute_run).
+engine.lab.jobs.check_spec, engine.lab.runner.execute_run).
 
 Each raises ConfigError with one line naming what is wrong and where, so a run never fails half-way for
 something that could have been seen at the start: a method option of the wrong type, a hyperparameter
@@ -13,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-from engine.train import ConfigError, TrainConfig
+from engine.training.config import ConfigError, TrainConfig
 
 # Known models' context lengths (max_position_embeddings) and module names; other models are checked once loaded.
 CONTEXT_LENGTH = {"tiny-random": 2048, "smollm2-135m": 8192}

@@ -4,7 +4,7 @@
     jobs/<job_id>/status.json     queued | running | done | failed | cancelled, pid, times, error
     jobs/<job_id>/progress.json   phase, method, done, total, fraction, eta_seconds, updated_at
     jobs/<job_id>/log.txt         the worker's stdout and stderr
-    jobs/<job_id>/results/        the run's result files (engine.runner.execute_run)
+    jobs/<job_id>/results/        the run's result files (engine.lab.runner.execute_run)
 
 `submit` checks the spec and the dataset first (errors go to the caller, nothing is written), writes
 the folder and starts `python -m engine worker <job_id>` in a new process session. The worker waits
@@ -110,20 +110,20 @@ def device_key(device: str | None) -> str:
 
 def check_spec(spec) -> None:
     """Everything that can be checked without loading a model; raises ConfigError, DataError, ModelError."""
-    from engine.checks import check_data
-    from engine.data import load_dataset
-    from engine.models import REGISTRY, ModelError
+    from engine.lab.checks import check_data
+    from engine.data.dataset import load_dataset
+    from engine.models.loading import REGISTRY, ModelError
 
-    cfg = spec.check()  # hyperparameters, method options, device (engine.checks)
+    cfg = spec.check()  # hyperparameters, method options, device (engine.lab.checks)
     if spec.ray:  # Ray installed and a cluster answering at the address, or a clear error now
-        from engine.ray_backend import resolve_address
+        from engine.backends.ray import resolve_address
         resolve_address(spec.ray)
     if not spec.model or (spec.model not in REGISTRY and not os.path.isdir(spec.model) and "/" not in spec.model):
         raise ModelError(f"unknown model '{spec.model}': use one of {', '.join(REGISTRY)}, "
                          "a local model folder or a Hugging Face id such as Qwen/Qwen2.5-0.5B-Instruct")
     dataset = load_dataset(spec.data, context_window=cfg.context_window)  # DataError with FILE:LINE problems
     check_data(spec.methods, dataset)
-    from engine.evaluate import primary_metric
+    from engine.training.evaluate import primary_metric
     try:
         primary_metric(dataset, spec.metric)
     except ValueError as e:
@@ -166,8 +166,8 @@ def start_worker(job_id: str, root: Path) -> int:
 
 
 def _downloads_allowed() -> bool:
-    """Dashboard workers load models from this machine only (engine.paths), unless the operator allows downloads."""
-    from engine.paths import downloads_allowed
+    """Dashboard workers load models from this machine only (engine.lab.paths), unless the operator allows downloads."""
+    from engine.lab.paths import downloads_allowed
     return downloads_allowed()
 
 
@@ -176,7 +176,7 @@ _CHILDREN: dict[int, subprocess.Popen] = {}  # workers this process started, rea
 
 def retry(job_id: str, jobs_dir=None, store_file=None) -> str:
     """Submit the same spec again as a new job; returns the new job id."""
-    from engine.runner import RunSpec
+    from engine.lab.runner import RunSpec
     saved = _read_json(jobs_root(jobs_dir, store_file) / job_id / "spec.json")
     if saved is None:
         raise FileNotFoundError(f"job {job_id}: no spec.json")
@@ -619,7 +619,7 @@ def acquire_device(root: Path, job_id: str, device: str):
 
 def worker_main(job_id: str, jobs_dir=None) -> int:
     """`python -m engine worker <job_id>`: wait for the device, run, record the outcome. Never opens the store."""
-    from engine.runner import RunSpec, execute_run
+    from engine.lab.runner import RunSpec, execute_run
 
     root = jobs_root(jobs_dir)
     d = root / job_id

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from engine import embed
+from engine.models import embed
 
 DEFAULT_K = 5
 AUTO_K_MAX = 10
