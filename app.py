@@ -6,7 +6,7 @@ job results into the store every few seconds. The pages live in pages/ and only 
 import streamlit as st
 
 import ui
-from engine import store
+from engine import settings
 
 st.set_page_config(page_title="Persona LoRA Lab", page_icon=":material/science:", layout="wide")
 
@@ -24,7 +24,7 @@ ui.remember_page(page)
 with st.sidebar:
     st.markdown("### :material/science: Persona LoRA Lab")
     if "store_path" not in st.session_state:
-        st.session_state.store_path = store.store_path()
+        st.session_state.store_path = settings.store_path()
     st.text_input("Store (DuckDB file)", key="store_path",
                   help="Default: $PLL_STORE or store.duckdb. Jobs live in $PLL_JOBS or jobs/ beside the store. "
                        "Other stores: inside the data folder ($PLL_HOME).")

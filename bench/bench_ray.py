@@ -34,7 +34,8 @@ def main() -> None:
     import pandas as pd
     from ray.cluster_utils import Cluster
 
-    from engine.lab.runner import RunSpec, execute_run
+    from engine.lab.runner import execute_run
+    from engine.lab.spec import RunSpec
     os.environ["PLL_RAY_CPUS_PER_ACTOR"] = str(args.cpus)
     data = f"sim:personas={args.personas},train_per_persona=8,val_per_persona=2,test_per_persona=2"
     methods = args.methods.split(",")

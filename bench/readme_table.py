@@ -29,7 +29,7 @@ def main():
     ap.add_argument("--run")
     ap.add_argument("--reference", default="unified")
     args = ap.parse_args()
-    runs = store.list_runs(args.store)
+    runs = store.queries.runs(args.store)
     run_id = args.run or runs.run_id.iloc[0]
     tables = {k: views.compare_table([run_id], reference=args.reference, path=args.store, kind=k).set_index("method")
               for k in views.KINDS}

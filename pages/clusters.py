@@ -3,7 +3,7 @@ import altair as alt
 import streamlit as st
 
 import ui
-from engine.lab.checks import needs_profile
+from engine.methods.registry import needs_profile
 
 ui.page_setup()
 st.title("Clusters")

@@ -3,8 +3,8 @@ import altair as alt
 import streamlit as st
 
 import ui
-from engine.lab import jobs
 from engine.analysis import views
+from engine.lab import demos, jobs
 from engine.lab.study import submit_study
 
 ui.page_setup()
@@ -45,9 +45,9 @@ def welcome():
 def _start_demo(which):
     try:
         if which == "study":
-            submit_study(views.quick_study_spec(), store_file=ui.store_file(), jobs_dir=ui.jobs_dir())
+            submit_study(demos.quick_study_spec(), store_file=ui.store_file(), jobs_dir=ui.jobs_dir())
         else:
-            jobs.submit(views.demo_spec(which), store_file=ui.store_file(), jobs_dir=ui.jobs_dir())
+            jobs.submit(demos.demo_spec(which), store_file=ui.store_file(), jobs_dir=ui.jobs_dir())
     except Exception as e:
         st.error(f"Could not start the demo: {e}")
         return

@@ -4,7 +4,6 @@ import streamlit as st
 
 import ui
 from engine.lab import jobs
-from engine.analysis import views
 from engine.models.loading import ModelError
 from engine.lab.study import cancel_study
 
@@ -20,7 +19,7 @@ if st.session_state.get("just_started"):
 
 
 def _eta(p):
-    return views.fmt_seconds(p.get("eta_seconds")) if p.get("eta_seconds") is not None else "–"
+    return ui.fmt_seconds(p.get("eta_seconds")) if p.get("eta_seconds") is not None else "–"
 
 
 def study_block(study_id: str, js: list[dict]):
@@ -30,7 +29,7 @@ def study_block(study_id: str, js: list[dict]):
     with st.container(border=True):
         st.markdown(f"**Study {ui.plain(study_id)}** · {done}/{g['total']} runs done"
                     + "".join(f" · {g['counts'][s]} {s}" for s in ("failed", "cancelled") if g["counts"][s])
-                    + (f" · ETA {views.fmt_seconds(g['eta_seconds'])}" if g["eta_seconds"] is not None else ""))
+                    + (f" · ETA {ui.fmt_seconds(g['eta_seconds'])}" if g["eta_seconds"] is not None else ""))
         st.progress(done / g["total"])
         c1, c2 = st.columns(2)
         if g["active"] and c1.button("Cancel the study", key=f"cancel_study_{study_id}"):

@@ -6,22 +6,19 @@ from dataclasses import fields
 import streamlit as st
 
 import ui
-from engine import store
-from engine.lab import importer
-from engine.lab import jobs
-from engine.lab import paths
+from engine import settings, store
 from engine.analysis import views
-from engine.lab.checks import check_data
+from engine.analysis.estimate import estimate_seconds
 from engine.data.dataset import DataError, load_dataset, repeated_targets
+from engine.data.simulator import SIMULATOR_DEFAULTS, format_sim_spec
+from engine.lab import importer, jobs, paths
+from engine.lab.spec import RunSpec, parse_seeds
+from engine.lab.study import SIM_KNOBS, StudySpec, parse_values, submit_study
+from engine.methods import registry
+from engine.models.loading import REGISTRY, ModelError
+from engine.training.config import ConfigError, TrainConfig
 from engine.training.evaluate import ALL_METRICS, primary_metric
 from engine.training.lora import INITS
-from engine.methods.common import known_methods
-from engine.models.loading import REGISTRY, ModelError
-from engine.backends.ray import ray_address
-from engine.lab.runner import RunSpec
-from engine.data.simulator import SIMULATOR_DEFAULTS, format_sim_spec
-from engine.lab.study import SIM_KNOBS, StudySpec, parse_values, submit_study
-from engine.training.config import ConfigError, TrainConfig
 
 ui.page_setup()
 st.title("Launch a run")
@@ -43,11 +40,15 @@ def check_dataset(source: str, stamp, context_window: int):
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def check_methods(source: str, stamp, context_window: int, methods: tuple):
-    """What the chosen methods need and the data lacks (a profile text, train examples), or None."""
+def validate(spec_items: tuple, stamp):
+    """RunSpec.validate's verdict on the spec (what the CLI and the jobs check too), or None when it passes:
+    e.g. cluster on a file without profile texts, said now and not when the run fails."""
     try:
-        check_data(list(methods), load_dataset(source, context_window=context_window))
-    except (ConfigError, DataError, ValueError) as e:
+        RunSpec(**{k: (dict(v) if k in ("train", "options") else list(v) if k == "methods" else v)
+                   for k, v in spec_items}).validate()
+    except DataError as e:
+        return "; ".join(e.problems[:3])
+    except (ConfigError, ModelError, ValueError) as e:
         return str(e)
     return None
 
@@ -57,7 +58,7 @@ def estimate(source, stamp, model, methods, cfg_items, device, precision, store_
     ds = load_dataset(source, context_window=dict(cfg_items)["context_window"])
     cfg = TrainConfig.from_dict(dict(cfg_items))
     with ui.STORE_LOCK:
-        return views.estimate_seconds(ds, model, methods, cfg, device, path=store_path, precision=precision)
+        return estimate_seconds(ds, model, methods, cfg, device, path=store_path, precision=precision)
 
 
 @st.cache_data(show_spinner="Timing this CPU's matmuls in fp32 and bf16…", ttl=3600)
@@ -98,7 +99,7 @@ if kind == "Simulator":
         st.error(str(e))
 elif kind == "JSONL file path":
     typed = st.text_input("Path to a JSONL file", key="data_path", placeholder="data/personas.jsonl",
-                          help=f"Inside the data folder {paths.data_home()} ($PLL_HOME).").strip()
+                          help=f"Inside the data folder {settings.data_home()} ($PLL_HOME).").strip()
     try:
         source = str(paths.confine(typed, "JSONL path")) if typed else None
     except paths.PathError as e:
@@ -123,15 +124,15 @@ choice = c1.selectbox("Base model", list(REGISTRY) + [other], key="model_choice"
                       format_func=lambda m: f"{m} — {REGISTRY[m]}" if m in REGISTRY else m)
 model = c1.text_input("Model id or path", key="model_free", placeholder="Qwen/Qwen2.5-0.5B-Instruct").strip() \
     if choice == other else choice
-methods = c2.multiselect("Methods", known_methods(), default=[m for m in ("base", "unified", "per_persona")
-                                                               if m in known_methods()], key="methods")
+methods = c2.multiselect("Methods", registry.known_methods(), default=["base", "unified", "per_persona"],
+                         key="methods", help="\n".join(f"- `{m.name}`: {m.summary}" for m in registry.METHODS.values()))
 device_opts = ["auto", "cpu"]
 try:
     import torch
     device_opts += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 except ImportError:
     pass
-cluster_at = ray_address()
+cluster_at = settings.ray_address()
 where = None
 if cluster_at:
     where = st.radio("Where", ["this machine", f"Ray cluster at {cluster_at}"], key="where", horizontal=True,
@@ -189,26 +190,29 @@ with st.expander("Hyperparameters (LoRA and training)"):
     if sp != defaults.system_prompt:
         train["system_prompt"] = sp
 options = {}
-if any(m == "cluster" or m.startswith("merge") or "rag" in m for m in methods):
+read = {o for m in methods for o in registry.method(m).options}  # the options the chosen methods read
+if read & {"cluster_k", "merge_k", "rag_k"}:
     with st.expander("Method options", expanded=True):
         c1, c2, c3 = st.columns(3)
-        ck = c1.text_input("cluster_k (integer or auto)", "5", key="opt_cluster_k")
-        mk = c2.number_input("merge_k (neighbours per persona)", min_value=1, value=5, key="opt_merge_k")
-        rk = c3.number_input("rag_k (own dialogues retrieved)", min_value=1, value=4, key="opt_rag_k")
-        options = {"cluster_k": ck if ck.strip() == "auto" else (int(ck) if ck.strip().isdigit() else ck),
-                   "merge_k": int(mk), "rag_k": int(rk)}
+        if "cluster_k" in read:
+            ck = c1.text_input("cluster_k (integer or auto)", "5", key="opt_cluster_k")
+            options["cluster_k"] = ck if ck.strip() == "auto" else (int(ck) if ck.strip().isdigit() else ck)
+        if "merge_k" in read:
+            options["merge_k"] = int(c2.number_input("merge_k (neighbours per persona)", min_value=1, value=5,
+                                                     key="opt_merge_k"))
+        if "rag_k" in read:
+            options["rag_k"] = int(c3.number_input("rag_k (own dialogues retrieved)", min_value=1, value=4,
+                                                   key="opt_rag_k"))
 
 # ----------------------------------------------------------------------------- check + estimate
 st.subheader("3 · Check and start")
 problems = []
 summary = None
 try:
-    seeds = [int(s) for s in seeds_text.replace(" ", "").split(",") if s != ""]
-    if not seeds:
-        problems.append("seeds: give at least one seed")
-except ValueError:
+    seeds = parse_seeds(seeds_text)
+except ConfigError as e:
     seeds = []
-    problems.append(f"seeds: integers separated by commas, got {seeds_text!r}")
+    problems.append(str(e))
 try:
     cfg = TrainConfig.from_dict(train)
 except (ConfigError, TypeError) as e:
@@ -232,9 +236,15 @@ else:
         st.code("\n".join(data_problems[:50]), language=None)
         problems.append("dataset")
     elif summary:
-        lacking = check_methods(source, _stamp(source), cfg.context_window if cfg else 4, tuple(methods))
-        if lacking:  # e.g. cluster on a file without profile texts: said now, not when the run fails
-            problems.append(lacking)
+        if not problems:  # the full check, as the job will run it (the same path as the CLI's)
+            spec_items = (("data", source), ("model", model), ("methods", tuple(methods)), ("seed", seeds[0]),
+                          ("device", None if device == "auto" else device), ("precision", precision),
+                          ("train", tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v)
+                                                 for k, v in train.items()))),
+                          ("options", tuple(sorted(options.items()))), ("metric", metric), ("ray", ray_target))
+            verdict = validate(spec_items, _stamp(source))
+            if verdict:
+                problems.append(verdict)
         st.success(f"Dataset OK: {summary['task']} task, {summary['personas']} personas, "
                    f"{summary['train']} train / {summary['val']} val / {summary['test']} test targets "
                    f"(hash {summary['hash']}); score = {metric or summary['metric']}.")
@@ -248,9 +258,9 @@ for p in problems:
 if summary and cfg and methods and model and seeds:
     cfg_items = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(cfg.to_dict().items()))
     est = estimate(source, _stamp(source), model, tuple(methods), cfg_items, device, precision, ui.store_file(),
-                   views.store_version(ui.store_file()))
-    st.metric("Estimated time (at most)", f"{views.fmt_seconds(est['seconds'])} per seed"
-              + (f" · {views.fmt_seconds(est['seconds'] * len(seeds))} for {len(seeds)} seeds" if len(seeds) > 1
+                   store.version(ui.store_file()))
+    st.metric("Estimated time (at most)", f"{ui.fmt_seconds(est['seconds'])} per seed"
+              + (f" · {ui.fmt_seconds(est['seconds'] * len(seeds))} for {len(seeds)} seeds" if len(seeds) > 1
                  else ""))
     speed_from = {"measured": "measured on earlier runs of this model",
                   "calibrated": f"this CPU's calibrated speed in {est['precision']}; refined once a run of this "
@@ -307,7 +317,7 @@ try:
                            train=train, options=options, metric=metric, ray=ray_target)
     n_points = len(study_spec.points())
     per_run = est["seconds"] if summary and cfg and methods and model and seeds else None
-    st.caption(f"{n_points} runs" + (f"; at most ≈ {views.fmt_seconds(per_run * n_points)} at the current "
+    st.caption(f"{n_points} runs" + (f"; at most ≈ {ui.fmt_seconds(per_run * n_points)} at the current "
                                      f"dataset's size" if per_run else ""))
 except (ConfigError, ValueError) as e:
     study_problem = str(e)
@@ -337,7 +347,7 @@ if import_kind == "Upload":
         results_name, results_raw = up.name, up.getvalue()
 else:
     typed = st.text_input("Path to a results file", key="import_path", placeholder="results/per_persona.csv",
-                          help=f"Inside the data folder {paths.data_home()} ($PLL_HOME).").strip()
+                          help=f"Inside the data folder {settings.data_home()} ($PLL_HOME).").strip()
     if typed:
         try:
             results_path = paths.confine(typed, "results path")

@@ -1,10 +1,19 @@
 import os
-import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Whole files left out of the quick subset (`pytest -m "not slow"`); single slow tests carry @pytest.mark.slow.
+FILE_MARKS = {"test_browser.py": ("slow", "browser"), "test_ray.py": ("slow", "ray"), "test_smollm2.py": ("slow",)}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for mark in FILE_MARKS.get(item.path.name, ()):
+            item.add_marker(getattr(pytest.mark, mark))
 
 
 def wait_for(pred, timeout=120, every=0.2, what="condition"):

@@ -7,20 +7,18 @@ weights (bench/bench_pages.build_store), so the cluster and merge views have som
 import contextlib
 import json
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
 from engine import store
-from engine.lab import jobs
-from engine.analysis import views
-from engine.methods.common import known_methods
-from engine.lab.runner import RunSpec
+from engine.lab import jobs, worker
+from engine.analysis import estimate
+from engine.methods.registry import known_methods
+from engine.lab.spec import RunSpec
 from tests.conftest import open_page
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
 from bench_pages import build_store  # noqa: E402
 
 
@@ -35,11 +33,11 @@ def full(tmp_path_factory):
     old = signal.getsignal(signal.SIGTERM)
     try:
         with open(jobs_dir / job_id / "log.txt", "w") as log, contextlib.redirect_stdout(log):
-            assert jobs.worker_main(job_id, jobs_dir) == 0
+            assert worker.worker_main(job_id, jobs_dir) == 0
     finally:
         signal.signal(signal.SIGTERM, old)
     jobs.poll(path, jobs_dir)
-    real = store.list_runs(path).run_id[0]
+    real = store.queries.runs(path).run_id[0]
     synth = build_store(path, n_personas=12, n_methods=8, n_runs=2, work_dir=d / "synth")
     return {"store": path, "jobs": jobs_dir, "real": real, "synth": synth, "job": job_id}
 
@@ -161,7 +159,7 @@ def test_jobs_page(full, monkeypatch):
     assert full["job"] in set(table.job) and set(table.status) == {"done"}
     assert at.button(key=f"retry_{full['job']}")
     links = [e for e in at.get("page_link") if "Open results" in e.proto.label]
-    run_id = store.list_runs(full["store"]).run_id[0]
+    run_id = store.queries.runs(full["store"]).run_id[0]
     assert links and links[0].proto.query_string == f"runs={run_id}"  # a link, not a server-side page switch
     assert "done" in "\n".join(str(c.value) for c in at.code)  # the log tail
 
@@ -210,7 +208,7 @@ def test_views_estimate_uses_measured_speed(full):
     from engine.data.dataset import load_dataset
     from engine.training.config import TrainConfig
     ds = load_dataset("sim:personas=4,train_per_persona=4,val_per_persona=1,test_per_persona=1")
-    est = views.estimate_seconds(ds, "tiny-random", ["base", "unified"], TrainConfig(), path=full["store"])
+    est = estimate.estimate_seconds(ds, "tiny-random", ["base", "unified"], TrainConfig(), path=full["store"])
     assert est["measured"] and est["seconds"] > 0
-    cold = views.estimate_seconds(ds, "never-run-model", ["base", "unified"], TrainConfig(), path=full["store"])
+    cold = estimate.estimate_seconds(ds, "never-run-model", ["base", "unified"], TrainConfig(), path=full["store"])
     assert not cold["measured"]

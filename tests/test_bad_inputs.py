@@ -8,7 +8,6 @@ Launch page in AppTest. One good run on a file without profile texts shows the c
 """
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import duckdb
@@ -90,7 +89,7 @@ def lab(tmp_path_factory):
     db = d / "store.duckdb"
     assert cli.main(["run", "--data", str(files / "no_profiles.jsonl"), "--methods", "base,unified,per_persona",
                      "--store", str(db), *QUICK]) == 0  # methods that never read a profile run without one
-    run_id = store.list_runs(db).run_id[0]
+    run_id = store.queries.runs(db).run_id[0]
     return {"dir": d, "files": files, "store": db, "run": run_id}
 
 
@@ -246,7 +245,7 @@ def test_other_command_input(lab, name, capsys):
 
 def test_run_without_profiles_stored_every_method(lab):
     """A file without profile texts (the study's split files) runs every method that never reads one."""
-    scores = store.persona_scores([lab["run"]], lab["store"])
+    scores = store.queries.persona_results([lab["run"]], lab["store"])
     assert set(scores.method) == {"base", "unified", "per_persona"} and len(scores) == 9
     personas = store.query("SELECT profile, cluster, umap_x FROM personas WHERE run_id = ?", [lab["run"]],
                            path=lab["store"])
@@ -343,7 +342,6 @@ def test_clusters_page_says_why_a_run_has_no_map(lab, monkeypatch):
 
 
 def test_profile_and_reply_text_is_not_rendered_as_markdown(tmp_path, monkeypatch):
-    sys.path.insert(0, str(ROOT / "bench"))
     from bench_pages import build_store
     from streamlit.testing.v1 import AppTest
     db = str(tmp_path / "store.duckdb")
@@ -371,7 +369,7 @@ def test_an_empty_duckdb_database_becomes_a_store(tmp_path, capsys):
     duckdb.connect(str(db)).close()
     assert cli.main(["runs", "--store", str(db)]) == 0
     assert capsys.readouterr().err == ""
-    assert store.list_runs(db).empty
+    assert store.queries.runs(db).empty
 
 
 def test_launch_says_which_method_needs_what_the_data_lacks(lab, monkeypatch):

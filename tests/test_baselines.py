@@ -9,7 +9,8 @@ import pytest
 
 from engine.methods import prompting
 from engine.data.dataset import Example, load_dataset
-from engine.methods.common import Context, MethodOutput, route, routed
+from engine.methods.context import Context, MethodOutput
+from engine.methods.routing import route, routed
 from engine.models.loading import load_model
 from engine.training.config import ConfigError, TrainConfig
 from engine.training.encode import encode_example
@@ -142,7 +143,7 @@ def test_routed_never_reads_test_labels():
 
 
 def test_routed_alone_fails_before_any_work():
-    from engine.lab.runner import RunSpec
+    from engine.lab.spec import RunSpec
     with pytest.raises(ConfigError, match="routed"):
         RunSpec(data="sim", methods=["routed"]).check()
     ctx, _ = _ctx_with({}, {})

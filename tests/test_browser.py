@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
 from screenshots import browser_page, chromium_path, settle, start_server, stop_server  # noqa: E402
 from screenshots import shot as page_shot  # noqa: E402
 
@@ -236,7 +235,7 @@ def test_page_switch_with_ticking_fragments_draws_the_new_page(tmp_path, page):
     """Open results (Jobs, whose list refreshes every 2 s) and a persona row click (Compare; the sidebar refreshes
     every 3 s) while the browser receives nothing for 3.5 s: the new page is drawn, not left blank."""
     from engine.lab import jobs
-    from engine.lab.runner import RunSpec
+    from engine.lab.spec import RunSpec
     p, info = start_server(tmp_path)
     try:
         jd = Path(info["env"]["PLL_JOBS"])
@@ -311,7 +310,6 @@ def test_server_is_reachable_from_this_machine_only(tmp_path):
 
 
 def test_a_click_on_a_studies_point_opens_its_runs_on_compare(tmp_path, page):
-    sys.path.insert(0, str(ROOT))
     from engine.lab.study import StudySpec, run_study
     store_file = tmp_path / "store.duckdb"
     study_id = run_study(StudySpec(data="sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1",

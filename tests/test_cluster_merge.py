@@ -5,7 +5,7 @@ import torch
 
 from engine.training import merge as M
 from engine.methods.cluster import cluster_personas, map_2d
-from engine.methods.common import merge_weights
+from engine.methods.merging import merge_weights
 
 D_OUT, D_IN, R, K = 12, 10, 3, 3
 W = [0.5, 0.3, 0.2]

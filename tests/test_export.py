@@ -6,11 +6,13 @@ import torch
 
 from engine import store
 from engine.lab import cli
-from engine.lab.export import export_adapter, save_adapters
+from engine.lab.export import export_adapter
+from engine.training.adapter_files import save_adapters
 from engine.training.lora import adapter_state, inject_lora, load_adapter_states, merged_adapter, remove_lora
 from engine.training.merge import merge_adapters, pad_rank, state_rank
 from engine.models.loading import load_model
 from engine.training.config import TrainConfig
+from engine import settings
 
 CFG = TrainConfig(r=4, alpha=8.0, dropout=0.0)
 TOL = 1e-4
@@ -116,14 +118,15 @@ def test_hybrid_export_goes_on_base_with_unified_merged(lm, states, tmp_path):
 def test_cli_export_from_a_run(tmp_path):
     """A tiny run in a temp store, then `python -m engine export` for several methods; bad input exits 2."""
     from peft import PeftModel
-    from engine.lab.runner import RunSpec, execute_run
+    from engine.lab.runner import execute_run
+    from engine.lab.spec import RunSpec
     db = str(tmp_path / "store.duckdb")
     spec = RunSpec(data="sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1",
                    model="tiny-random", methods=["unified", "per_persona", "merge:svd", "unified+profile", "prompted"],
                    train={"epochs": 1, "max_new_tokens": 2, "r": 4})
     run_id = "test-export-run"
-    execute_run(spec, store.runs_dir(db) / run_id, run_id=run_id)
-    store.ingest(store.runs_dir(db) / run_id, db)
+    execute_run(spec, settings.runs_dir(db) / run_id, run_id=run_id)
+    store.ingest(settings.runs_dir(db) / run_id, db)
     pid = store.query("SELECT persona_id FROM personas LIMIT 1", path=db).persona_id[0]
     base = load_model("tiny-random", precision="fp32").model
     for method, persona in [("unified", None), ("per_persona", pid), ("merge:svd", pid), ("unified+profile", pid)]:
@@ -151,15 +154,16 @@ def test_exported_base_and_adapter_answer_exactly_as_the_lab(tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
     from engine.training.evaluate import generate_replies
-    from engine.lab.export import load_adapters
+    from engine.training.adapter_files import load_adapters
     from engine.data.dataset import load_dataset
-    from engine.lab.runner import RunSpec, execute_run
+    from engine.lab.runner import execute_run
+    from engine.lab.spec import RunSpec
     db = str(tmp_path / "store.duckdb")
     spec = RunSpec(data="sim:personas=2,train_per_persona=2,val_per_persona=1,test_per_persona=1",
                    model="tiny-random", methods=["per_persona"], train={"epochs": 2, "max_new_tokens": 6, "r": 4,
                                                                         "lr": 5e-2})
-    execute_run(spec, store.runs_dir(db) / "r1", run_id="r1")
-    store.ingest(store.runs_dir(db) / "r1", db)
+    execute_run(spec, settings.runs_dir(db) / "r1", run_id="r1")
+    store.ingest(settings.runs_dir(db) / "r1", db)
     pid = store.query("SELECT persona_id FROM personas ORDER BY persona_id LIMIT 1", path=db).persona_id[0]
     base_dir, out = tmp_path / "base", tmp_path / "adapter"
     assert cli.main(["export", "--run", "r1", "--method", "per_persona", "--persona", pid, "--out", str(out),
@@ -168,7 +172,7 @@ def test_exported_base_and_adapter_answer_exactly_as_the_lab(tmp_path):
     assert "random-initialised" in (out / "README.md").read_text()
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_dir)), str(out)).eval()
     lm = load_model("tiny-random", precision="fp32")
-    meta, adapters, _ = load_adapters(store.runs_dir(db) / "r1" / "adapters" / "per_persona")
+    meta, adapters, _ = load_adapters(settings.runs_dir(db) / "r1" / "adapters" / "per_persona")
     state = adapters[meta["routing"][pid]]
     tests = load_dataset(spec.data).split("test")
     cfg = TrainConfig(max_new_tokens=6)

@@ -25,8 +25,8 @@ import pytest
 
 from engine import store
 from engine.lab import cli
-from engine.lab import jobs
-from engine.lab.runner import RunSpec
+from engine.lab import jobs, worker
+from engine.lab.spec import RunSpec
 from tests.conftest import open_page, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def run_worker_here(job_id, jobs_dir):
     old = signal.getsignal(signal.SIGTERM)
     try:
         with open(Path(jobs_dir) / job_id / "log.txt", "a") as log, contextlib.redirect_stdout(log):
-            return jobs.worker_main(job_id, jobs_dir)
+            return worker.worker_main(job_id, jobs_dir)
     finally:
         signal.signal(signal.SIGTERM, old)
 
@@ -214,9 +214,9 @@ def test_store_locked_15s_during_a_cli_run(lab, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 0, err
     assert "Traceback" not in err
-    run_id = store.list_runs(db).run_id[0]
+    run_id = store.queries.runs(db).run_id[0]
     assert whole_methods(db, run_id, 3) == {"base", "unified"}  # unified trained although the store was locked
-    assert store.list_runs(db).status[0] == "done"
+    assert store.queries.runs(db).status[0] == "done"
 
 
 def test_store_locked_past_the_end_of_a_cli_run(tmp_path, capsys, monkeypatch):
@@ -234,7 +234,7 @@ def test_store_locked_past_the_end_of_a_cli_run(tmp_path, capsys, monkeypatch):
     results = next((tmp_path / "runs").iterdir())
     assert cli.main(["ingest", str(results), "--store", str(db)]) == 0  # the printed command
     assert whole_methods(db, results.name, 3) == {"base", "unified"}
-    assert store.list_runs(db).status[0] == "done"
+    assert store.queries.runs(db).status[0] == "done"
 
 
 def test_cli_run_terminated(tmp_path):
@@ -258,7 +258,7 @@ def test_cli_run_terminated(tmp_path):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "Traceback" not in err and "cancelled" in err
-    run = store.list_runs(db).iloc[0]
+    run = store.queries.runs(db).iloc[0]
     assert run.status == "cancelled"
     assert whole_methods(db, run.run_id, 4) == {"base"}
     assert json.loads((tmp_path / "runs" / run.run_id / "run.json").read_text())["status"] == "cancelled"

@@ -161,7 +161,7 @@ def test_statistics_equal_a_hand_computation(lab, capsys):
     # paired against ref: differences 0.1, 0, 0.1, 0.2 -> mean 0.1, helped 3, tied 1 (|d| <= 1e-9), hurt 0
     assert base.delta == pytest.approx(0.1, abs=1e-12)
     assert (base.helped, base.hurt, base.tied) == (3, 0, 1)
-    summary = store.method_summaries([lab["run"]], lab["store"]).set_index("method").loc["base"]
+    summary = store.queries.method_results([lab["run"]], lab["store"]).set_index("method").loc["base"]
     assert summary.mean_score == pytest.approx(0.7) and summary.n_personas == 4
     code, out, _ = run_cli(["runs", "--store", lab["store"]], capsys)
     line = [x for x in out.splitlines() if x.strip().startswith("base ")][0]
@@ -185,7 +185,7 @@ def test_statistics_equal_a_trained_methods(lab, tmp_path):
     stats_cols = ["n_personas", "mean", "std", "ci_low", "ci_high"]
     a, b = (table[table.run_id == r][stats_cols].reset_index(drop=True) for r in (lab["run"], "trained-run"))
     pd.testing.assert_frame_equal(a, b)
-    summaries = store.method_summaries(None, lab["store"]).set_index("run_id")
+    summaries = store.queries.method_results(None, lab["store"]).set_index("run_id")
     assert summaries.loc[lab["run"], "mean_score"] == summaries.loc["trained-run", "mean_score"]
 
 
@@ -320,7 +320,7 @@ def test_run_adds_a_method_to_an_imported_run(lab, capsys):
     assert run.methods == "base,second" and run.created_at == old.created_at and run.n_personas == 4
     assert set(json.loads(run.config_json)["imported"]) == {"base", "second"}
     assert run.dataset_hash != old.dataset_hash
-    rows = store.persona_scores([lab["run"]], lab["store"])
+    rows = store.queries.persona_results([lab["run"]], lab["store"])
     assert rows.groupby("method").size().to_dict() == {"base": 4, "second": 4}
     assert list(rows[rows.method == "second"].score) == [0.2, 0.4, 0.1, 0.5]
     assert len(store.query("SELECT * FROM personas WHERE run_id = ?", [lab["run"]], lab["store"])) == 4
@@ -390,9 +390,9 @@ def test_launch_imports_an_uploaded_file(tmp_path, monkeypatch):
     at.text_input(key="import_method").input("their_lora").run()
     at.button(key="import_button").click().run()
     assert not at.exception, [e.message for e in at.exception]
-    runs = store.list_runs(where["store"])
+    runs = store.queries.runs(where["store"])
     assert len(runs) == 1 and runs.task[0] == "imported" and runs.metric[0] == "bleu"
-    rows = store.persona_scores(list(runs.run_id), where["store"])
+    rows = store.queries.persona_results(list(runs.run_id), where["store"])
     assert set(rows.method) == {"their_lora"} and list(rows.score) == [0.31, 0.25, 0.4, 0.2]
     links = [e for e in at.get("page_link") if "Compare" in e.proto.label]
     assert links and links[0].proto.query_string == f"runs={runs.run_id[0]}"

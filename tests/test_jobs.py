@@ -19,7 +19,7 @@ from engine import store
 from engine.lab import jobs
 from engine.data.dataset import DataError
 from engine.models.loading import ModelError
-from engine.lab.runner import RunSpec
+from engine.lab.spec import RunSpec
 from engine.training.config import ConfigError
 from tests.conftest import wait_for
 
@@ -116,12 +116,12 @@ def test_lifecycle_queue_and_concurrent_reads(env, tmp_path):
     assert "ERRORS 0 " in log and "ERROR " not in log, log
     reads = int(log.split("READS ")[1].split()[0])
     assert reads > 50, log
-    runs = store.list_runs(env["store"]).set_index("job_id")
+    runs = store.queries.runs(env["store"]).set_index("job_id")
     assert set(runs.index) == {a, b}
     assert (runs.status == "done").all()
-    m = store.method_summaries(path=env["store"])
+    m = store.queries.method_results(path=env["store"])
     assert len(m) == 4 and set(m.method) == {"base", "unified"}
-    assert len(store.persona_scores(path=env["store"])) == 4 * 3
+    assert len(store.queries.persona_results(path=env["store"])) == 4 * 3
     jt = store.query("SELECT * FROM jobs ORDER BY created_at", path=env["store"])
     assert list(jt.job_id) == [a, b] and (jt.status == "done").all() and (jt.progress == 1.0).all()
     # the first job started before the second one
@@ -141,7 +141,7 @@ def test_cancel_ends_process_group(env):
     assert info(env, j)["status"] == "cancelled"
     wait_for(lambda: group_gone(pgid), timeout=10, what="process group gone")
     jobs.poll(env["store"], env["jobs"])
-    runs = store.list_runs(env["store"])
+    runs = store.queries.runs(env["store"])
     assert list(runs.status) == ["cancelled"]
     jt = store.query("SELECT status FROM jobs", path=env["store"])
     assert list(jt.status) == ["cancelled"]
@@ -168,9 +168,9 @@ def test_crash_is_failed_with_log_tail_and_keeps_finished_methods(env):
     assert "worker died" in job["error"] and "end of log" in job["error"] and "base" in job["error"]
     persisted = json.loads((d / "status.json").read_text())
     assert persisted["status"] == "failed"
-    runs = store.list_runs(env["store"])
+    runs = store.queries.runs(env["store"])
     assert list(runs.status) == ["failed"]
-    m = store.method_summaries(path=env["store"])
+    m = store.queries.method_results(path=env["store"])
     assert list(m.method) == ["base"]  # the finished method kept its results
     jt = store.query("SELECT status, error FROM jobs", path=env["store"])
     assert jt.status[0] == "failed" and "worker died" in jt.error[0]

@@ -8,7 +8,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from engine.methods.common import known_methods
+from engine.methods.registry import known_methods
 from tests.conftest import ROOT
 
 METHODS = ["base", "unified", "per_persona", "hybrid", "cluster", "merge:ab_mean", "merge:exact", "merge:svd",
@@ -136,9 +136,9 @@ def test_quick_demo_learns_something(tmp_path):
     and training moves the toy model off the base (which answers with blank lines) towards the replies'
     format (embedding similarity; a 2-layer random model does not get values right, so action_f1 stays low)."""
     from engine import store
-    from engine.analysis import views
+    from engine.lab import demos
     from engine.lab.runner import execute_run
-    spec = views.demo_spec("tiny")
+    spec = demos.demo_spec("tiny")
     execute_run(spec, tmp_path / "results")
     store.ingest(tmp_path / "results", tmp_path / "store.duckdb")
     means = store.query("SELECT method, avg(embedding_similarity) AS sim, count(*) AS n FROM persona_results "

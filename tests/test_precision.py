@@ -13,8 +13,6 @@ import torch
 from engine.models import precision
 from engine.models.precision import resolve_precision
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
@@ -66,7 +64,6 @@ def test_calibration_is_cached_per_machine_and_isa_setting(cache, monkeypatch):
 
 GUARD = r"""
 import json, sys, time, torch
-sys.path.insert(0, sys.argv[1])
 from engine.data.dataset import Example
 from engine.training.lora import inject_lora, remove_lora
 from engine.models.loading import load_model
@@ -99,7 +96,7 @@ def test_ci_guard_emulated_bf16_cpu_gets_fp32_speed(tmp_path):
     models = Path(os.environ.get("PLL_CACHE") or Path.home() / ".cache" / "persona-lora-lab") / "models"
     if models.exists():  # reuse the converted SmolLM2 instead of converting the GGUF again
         (tmp_path / "models").symlink_to(models)
-    proc = subprocess.run([sys.executable, "-c", GUARD, str(ROOT)], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", GUARD], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

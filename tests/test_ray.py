@@ -21,8 +21,10 @@ from safetensors.torch import load_file
 
 from engine.backends import ray as ray_backend
 from engine.backends.ray import RayUnavailable, combine_stats, shards
-from engine.lab.runner import RunSpec, execute_run
+from engine.lab.runner import execute_run
+from engine.lab.spec import RunSpec
 from engine.training.trainer import TrainStats
+from engine import settings
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = "sim:personas=6,train_per_persona=4,val_per_persona=2,test_per_persona=2"
@@ -188,7 +190,7 @@ def test_a_study_places_whole_runs_on_the_clusters_actors(cluster, tmp_path):
     local = tmp_path / "local"
     execute_run(dataclasses.replace(spec.points()[1][1], ray=None), local)  # the 0.75 point, in one process
     _, p_local, _ = _method(local, "per_persona")
-    p_ray = pd.read_parquet(store.runs_dir(path) / runs.run_id.iloc[1] / "methods" / "per_persona" / "predictions.parquet")
+    p_ray = pd.read_parquet(settings.runs_dir(path) / runs.run_id.iloc[1] / "methods" / "per_persona" / "predictions.parquet")
     assert p_local.prediction.tolist() == p_ray.prediction.tolist()
 
 def test_no_cluster_at_the_address_is_a_clear_error_before_any_write(tmp_path):
@@ -210,7 +212,6 @@ def test_ray_not_installed_is_a_clear_error_and_the_local_backend_still_runs(tmp
 def test_the_dashboard_launches_a_run_on_the_cluster(cluster, tmp_path, monkeypatch):
     """PLL_RAY_ADDRESS set: Launch offers the cluster, a click starts the run there, Jobs follows it to done and
     the stored run says where it ran."""
-    sys.path.insert(0, str(REPO / "bench"))
     from screenshots import browser_page, chromium_path, settle, start_server, stop_server
     if chromium_path() is None:
         pytest.fail("no chromium on PATH (.ci/run installs Debian's chromium)")

@@ -205,7 +205,7 @@ def test_compare_takes_seeds_together(studied, monkeypatch):
     at = open_page(monkeypatch, studied["store"], studied["jobs"], "compare", runs=",".join(runs.run_id), seeds="1")
     (seed_table,) = [d.value for d in at.dataframe if "n_seeds" in d.value]
     assert len(seed_table) == 4 and set(seed_table.n_seeds) == {2}
-    scores = store.persona_scores(list(runs.run_id), studied["store"])
+    scores = store.queries.persona_results(list(runs.run_id), studied["store"])
     hand = stats.over_seeds(scores, groups)
     assert sorted(seed_table["mean"].round(6)) == sorted(hand["mean"].round(6))
 
@@ -255,13 +255,13 @@ def test_launch_starts_a_study_and_jobs_shows_it_whole(tmp_path, monkeypatch):
 
 def test_welcome_quick_study_button_queues_the_grid(tmp_path, monkeypatch):
     from engine.lab import jobs
-    from engine.analysis import views
+    from engine.lab import demos
     started = []
     monkeypatch.setattr(jobs, "start_worker", lambda job_id, root: started.append(job_id) or 0)
     at = open_page(monkeypatch, tmp_path / "store.duckdb", tmp_path / "jobs", "compare")
     at.button(key="demo_study").click().run()
     assert not at.exception, [e.message for e in at.exception]
-    spec = views.quick_study_spec()
+    spec = demos.quick_study_spec()
     assert len(started) == len(spec.points()) == 4
     assert {j["study_id"] for j in jobs.list_jobs(tmp_path / "jobs")} == \
         set(store.query("SELECT study_id FROM studies", path=str(tmp_path / "store.duckdb")).study_id)

@@ -18,19 +18,19 @@ same path (a shared filesystem or the same image): actors import `engine` and lo
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from engine.training.config import ConfigError
 from engine.training.trainer import TrainStats
+from engine import settings
 
-REPO = Path(__file__).resolve().parent.parent
 RAY_PIN = "ray==2.60.0"
 POLL_S = 1.0              # how often the driver asks the actors how far their shards are
 NAMESPACE = "persona-lora-lab"
@@ -39,11 +39,6 @@ ACTOR_RESTARTS = 2        # Ray restarts a dead actor this often per run, and re
 
 class RayUnavailable(ConfigError):
     """No Ray here, or no cluster at the address: the message says which and what to do."""
-
-
-def ray_address(explicit: str | None = None) -> str | None:
-    """The cluster a run should use: --ray ADDRESS, else PLL_RAY_ADDRESS, else None (this machine)."""
-    return explicit or os.environ.get("PLL_RAY_ADDRESS") or None
 
 
 def _import_ray():
@@ -123,7 +118,7 @@ def _connect(ray, address: str) -> bool:
     if ray.is_initialized():
         return False
     env = {k: v for k, v in os.environ.items() if k.startswith(("PLL_", "HF_", "TRANSFORMERS_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(settings.PROJECT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                                        if p])
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, runtime_env={"env_vars": env},
              logging_level="ERROR")
@@ -185,7 +180,7 @@ def _load_here(model: str, precision: str, threads: int, env: dict) -> tuple[str
     import torch
     if threads:
         torch.set_num_threads(threads)
-    import engine.lab.runner  # noqa: F401 - and with it methods, evaluate, train
+    importlib.import_module("engine.backends.local")  # and with it the trainer and evaluation
     from engine.models.loading import load_model
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     return device, load_model(model, device=device, precision=precision), ray.get_runtime_context().get_node_id()
@@ -211,7 +206,7 @@ class ModelActor:
 
     def train(self, groups, val_groups, seeds, cfg, seed, phase, merged):
         from engine.training.lora import adapter_state, remove_lora
-        from engine.methods.common import train_adapters
+        from engine.backends.local import train_adapters
         t0 = time.time()
         with _merged(self.lm, merged):
             stats = train_adapters(self.lm, groups, val_groups, seeds, cfg, seed, self._report, phase)
@@ -239,52 +234,6 @@ class ModelActor:
         return preds, time.time() - t0
 
 
-class RunActor:
-    """Holds the base model; runs whole runs (a study's grid points) one after another, here in one process."""
-
-    def __init__(self, model: str, precision: str, threads: int, env: dict):
-        self.device, self.lm, self.node = _load_here(model, precision, threads, env)
-
-    def run(self, spec, results: str, run_id: str, skip: list) -> tuple[str, str, str]:
-        from engine.lab.runner import execute_run
-        execute_run(spec, Path(results), run_id=run_id, lm=self.lm, skip=set(skip))
-        return run_id, results, self.node
-
-
-class RunPool:
-    """Actors placed like RayBackend's (one per GPU, or per PLL_RAY_CPUS_PER_ACTOR CPUs), each taking the next
-    whole run when it is free; `with` ends them and the connection."""
-
-    def __init__(self, address: str, model: str, precision: str):
-        ray = _import_ray()
-        self.ray, self.address = ray, resolve_address(address)
-        self._opened = _connect(ray, self.address)
-        try:
-            self.actors = _start(ray, RunActor, actor_slots(ray, self.address), model, precision)
-        except BaseException:
-            self.__exit__()
-            raise
-        self.size = len(self.actors)
-        self.nodes: list[str] = []
-
-    def run(self, todo: list[tuple]):
-        """(run_id, results folder) of each run as it finishes; a run that fails ends the study with its id."""
-        from ray.util import ActorPool
-        pool = ActorPool(self.actors)
-        for spec, results, run_id, skip in todo:
-            pool.submit(lambda a, v: a.run.remote(*v), (spec, results, run_id, skip))
-        while pool.has_next():
-            run_id, results, node = pool.get_next_unordered()
-            self.nodes.append(node)
-            yield run_id, results
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        _stop(self.ray, getattr(self, "actors", []), self._opened)
-
-
 @dataclass
 class Shard:
     actor: int
@@ -293,8 +242,8 @@ class Shard:
 
 
 class RayBackend:
-    """A run's actors on the cluster at `address`; `train` and `evaluate` are what methods.train_groups and
-    methods._evaluate_split hand over. close() ends the actors (and the connection, if this opened it)."""
+    """A run's actors on the cluster at `address`, with engine.backends.local.LocalBackend's interface: `train` and
+    `evaluate` are what methods hand over. close() ends the actors (and the connection, if this opened it)."""
 
     def __init__(self, address: str, model: str, precision: str, run_id: str = "run"):
         ray = _import_ray()

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.data.smarthome import DEVICES, parse_actions
+from engine.data.smarthome import DEVICES
 
 SIMULATOR_DEFAULTS = {
     "personas": 8,

@@ -1,5 +1,5 @@
-"""Checks a run must pass before anything is written, shared by the CLI and the dashboard (RunSpec.check,
-engine.lab.jobs.check_spec, engine.lab.runner.execute_run).
+"""The checks behind RunSpec.check and RunSpec.validate (engine.lab.spec), the one path the CLI, the jobs and the
+Launch page take before anything is written.
 
 Each raises ConfigError with one line naming what is wrong and where, so a run never fails half-way for
 something that could have been seen at the start: a method option of the wrong type, a hyperparameter
@@ -13,6 +13,7 @@ import math
 import os
 from pathlib import Path
 
+from engine.methods import registry
 from engine.training.config import ConfigError, TrainConfig
 
 # Known models' context lengths (max_position_embeddings) and module names; other models are checked once loaded.
@@ -23,31 +24,10 @@ FALLBACK_CONTEXT = 131072
 
 OPTIONS = {"cluster_k": "an integer >= 1 or 'auto'", "merge_k": "an integer >= 1",
            "merge_density": "a number in (0, 1]", "rag_k": "an integer >= 1"}
-FLOAT_FIELDS = ("alpha", "dropout", "lr", "weight_decay", "max_grad_norm")
 
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def needs_profile(method: str) -> str | None:
-    """Why a method reads the personas' profile texts, or None when it never does."""
-    if method == "cluster":
-        return "it clusters the personas by their profile texts"
-    if method.startswith("merge:"):
-        return "it merges the adapters of personas with similar profile texts"
-    if "profile" in method or method == "prompted":
-        return "it puts the profile text in the prompt"
-    return None
-
-
-def trains_per_persona(method: str) -> bool:
-    """Methods that train one adapter per persona, or retrieve from each persona's own train dialogues:
-    every persona needs train examples."""
-    return method in ("per_persona", "hybrid", "rag", "unified+rag") or method.startswith("merge:")
-
-
-NO_TRAINING = ("base", "prompted", "routed")  # methods that read no train examples themselves
 
 
 def check_options(options: dict) -> None:
@@ -67,24 +47,6 @@ def check_options(options: dict) -> None:
     k = options.get("rag_k")
     if "rag_k" in options and not (_is_int(k) and k >= 1):
         raise ConfigError(f"rag_k must be {OPTIONS['rag_k']}, got {k!r}")
-
-
-def check_train_values(train: dict) -> None:
-    """Types and finiteness TrainConfig does not check (inf passes `> 0`; a string fails with a TypeError)."""
-    defaults = TrainConfig()
-    for name, v in train.items():
-        if not hasattr(defaults, name):
-            continue  # TrainConfig.from_dict names unknown ones
-        want = getattr(defaults, name)
-        if name in FLOAT_FIELDS:
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
-                raise ConfigError(f"{name} must be a finite number, got {v!r}")
-        elif _is_int(want) and not _is_int(v):
-            raise ConfigError(f"{name} must be an integer, got {v!r}")
-        elif name == "targets" and (isinstance(v, str) or not isinstance(v, (list, tuple))):
-            raise ConfigError(f"targets must be a list of module names, got {v!r}")
-        elif name == "system_prompt" and not isinstance(v, str):
-            raise ConfigError(f"system_prompt must be a string, got {v!r}")
 
 
 def context_length(model: str) -> int:
@@ -144,22 +106,25 @@ def _first(ids: list[str], n: int = 5) -> str:
 
 
 def check_data(methods, dataset) -> None:
-    """Every persona has what the chosen methods need: train examples, a profile text."""
+    """Every persona has what the chosen methods need (engine.methods.registry): train examples, its own train
+    examples, validation examples, a profile text."""
+    entries = [registry.method(m) for m in methods]
     train = dataset.by_persona("train")
-    if not dataset.split("train") and any(m not in NO_TRAINING for m in methods):
-        trainers = [m for m in methods if m not in NO_TRAINING]
+    trainers = [e.name for e in entries if e.reads_train]
+    if not dataset.split("train") and trainers:
         raise ConfigError(f"{dataset.source}: no train examples at all; {', '.join(trainers)} train on them")
-    per = [m for m in methods if trains_per_persona(m)]
+    per = [e.name for e in entries if e.own_train]
     empty = [p for p, ex in train.items() if not ex]
     if per and empty:
         raise ConfigError(f"{dataset.source}: persona(s) {_first(empty)} have no train examples; "
                           f"{', '.join(per)} need{'s' if len(per) == 1 else ''} each persona's own train examples "
                           "(one adapter per persona, or retrieval from them)")
-    if "routed" in methods and not dataset.split("val"):
-        raise ConfigError(f"{dataset.source}: routed chooses each persona's method on val examples; the data has none")
+    for e in entries:
+        if e.chooses and not dataset.split("val"):
+            raise ConfigError(f"{dataset.source}: {e.name} chooses each persona's method on val examples; the data "
+                              "has none")
     missing = [p for p, text in dataset.personas.items() if not text]
-    for m in methods:
-        why = needs_profile(m)
-        if why and missing:
-            raise ConfigError(f"{dataset.source}: method {m} needs a profile text ('persona' or 'character') for "
-                              f"every persona, {why}; none for {_first(missing)}")
+    for e in entries:
+        if e.reads_profile and missing:
+            raise ConfigError(f"{dataset.source}: method {e.name} needs a profile text ('persona' or 'character') for "
+                              f"every persona, {e.reads_profile}; none for {_first(missing)}")

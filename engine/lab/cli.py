@@ -5,7 +5,6 @@ Exit codes: 0 ok, 1 the run failed while working, 2 bad input (nothing was writt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -13,17 +12,14 @@ from dataclasses import fields
 from pathlib import Path
 
 from engine.training.config import TrainConfig
+from engine import settings
+from engine.analysis.report import print_runs
 
 TRAIN_FLAGS = {f.name: f for f in fields(TrainConfig)}
 
 
 RAY_HELP = ("run the heavy work on the Ray cluster at ADDRESS (host:port, or auto for one `ray start --head` "
             "started here); default $PLL_RAY_ADDRESS, else this machine")
-
-
-def ray_address(explicit):
-    from engine.backends.ray import ray_address as address
-    return address(explicit)
 
 
 def _err(msg: str) -> int:
@@ -113,12 +109,9 @@ def _check_run_location(path: str) -> None:
     """Before any work: the store is usable (or creatable) and runs/ beside it can be written."""
     from engine import store
     store.check_location(path)
-    if os.path.exists(path):
-        try:
-            store.query("SELECT 1 FROM runs LIMIT 0", path=path, timeout=0.5)  # a foreign or broken file fails here
-        except store.StoreBusy:
-            pass  # another process writes it now: results are ingested when it lets go
-    folder = store.runs_dir(path)
+    if os.path.exists(path):  # a foreign or broken file fails here; one another process writes now is fine
+        store.queries.check_usable(path, timeout=0.5, busy_ok=True)
+    folder = settings.runs_dir(path)
     probe = folder
     while not probe.exists():
         probe = probe.parent
@@ -141,26 +134,20 @@ def cmd_run(args) -> int:
     from engine import store
     from engine.data.dataset import DataError
     from engine.models.loading import ModelError
-    from engine.lab.runner import RunSpec, execute_run, new_run_id
+    from engine.lab.runner import execute_run
+    from engine.lab.spec import RunSpec
     from engine.training.config import ConfigError
 
-    options = {}
-    if args.cluster_k is not None:
-        options["cluster_k"] = args.cluster_k if args.cluster_k == "auto" else _int_or(args.cluster_k)
-    if args.merge_k is not None:
-        options["merge_k"] = args.merge_k
-    if args.rag_k is not None:
-        options["rag_k"] = args.rag_k
-    spec = RunSpec(data=args.data, model=args.model, methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-                   seed=args.seed, name=args.name, device=args.device, precision=args.precision,
-                   train=_train_overrides(args), options=options, metric=args.metric, ray=ray_address(args.ray))
-    path = store.store_path(args.store)
+    spec = RunSpec(data=args.data, model=args.model, methods=_methods(args), seed=args.seed, name=args.name,
+                   device=args.device, precision=args.precision, train=_train_overrides(args),
+                   options=_method_options(args), metric=args.metric, ray=settings.ray_address(args.ray))
+    path = settings.store_path(args.store)
     try:
         _check_run_location(path)
     except store.StoreError as e:
         return _err(f"error: {e}")
-    run_id = new_run_id()
-    results = store.runs_dir(path) / run_id  # kept: the adapters for `export` live here
+    run_id = settings.new_id()
+    results = settings.runs_dir(path) / run_id  # kept: the adapters for `export` live here
     progress = TqdmProgress()
     said = set()
 
@@ -223,7 +210,7 @@ def cmd_run(args) -> int:
     finally:
         _set_handlers(old)
     if code == 0:
-        _print_runs(path, [run_id])
+        print_runs(path, [run_id])
     print(run_id)
     return code
 
@@ -235,58 +222,37 @@ def _int_or(v):
         return v
 
 
-def _print_runs(path, run_ids=None) -> None:
-    """Per run and method: mean ± std over personas of the score, its 95% t-interval, the personal and general
-    split, the persona-blind ceiling, time with every stage, epochs trained."""
-    from engine import store
-    from engine.analysis.stats import summarize
-    from engine.analysis.views import routing
-    runs = store.list_runs(path)
-    if run_ids is not None:
-        runs = runs[runs.run_id.isin(run_ids)]
-    ids = list(runs.run_id)
-    scores = store.persona_scores(ids, path)
-    kinds = store.query("SELECT * FROM persona_kind_results WHERE run_id IN (SELECT unnest(?))", [ids], path)
-    blind = store.query("SELECT * FROM persona_blind WHERE run_id IN (SELECT unnest(?))", [ids], path)
-    methods = store.method_summaries(ids, path)
-    fmt = lambda v: "  —  " if v != v else f"{v:.3f}"  # NaN: undefined (one persona)
-    for _, r in runs.iterrows():
-        imported = r.get("task") == "imported"  # per-persona scores only: no model, seed, kinds or times
-        print(f"{r.run_id}  {r.status:9s} {'imported' if imported else r.model}  {r.dataset}  "
-              f"{'' if imported else f'seed={r.seed}  '}personas={r.n_personas}  score={r.get('metric') or 'score'}")
-        by_kind = lambda df, m, k: df[(df.run_id == r.run_id) & (df.method == m) & (df.kind == k)].score.mean() \
-            if len(df) else float("nan")
-        for _, m in methods[methods.run_id == r.run_id].iterrows():
-            s = summarize(scores[(scores.run_id == r.run_id) & (scores.method == m.method)].score.values)
-            epochs = "" if m.get("epochs_trained") is None or m.epochs_trained != m.epochs_trained \
-                else f"  epochs {m.epochs_trained:.1f}"
-            measured = "" if imported else (
-                f"  personal {fmt(by_kind(kinds, m.method, 'personal'))}  general "
-                f"{fmt(by_kind(kinds, m.method, 'general'))}  train {m.train_seconds:7.1f}s  eval {m.eval_seconds:6.1f}s"
-                f"{epochs}")
-            print(f"    {m.method:16s} {fmt(s['mean'])} ± {fmt(s['std'])}  (95% CI {fmt(s['ci_low'])}–"
-                  f"{fmt(s['ci_high'])}, n={s['n']}){measured}")
-        routes = routing([r.run_id], path)["summary"]
-        if len(routes):
-            x = routes.iloc[0]
-            print(f"    {'routed on test':16s} {fmt(x.routed_on_test)}  (chosen on the test targets themselves: an "
-                  f"optimistic bound, not a method; overstates routed by {x.gap:+.3f})")
-        b = blind[blind.run_id == r.run_id]
-        if len(b):
-            mean = lambda k: b[b.kind == k].score.mean() if (b.kind == k).any() else float("nan")
-            print(f"    {'persona-blind ceiling':16s} {fmt(mean('all'))}  personal {fmt(mean('personal'))}  "
-                  f"general {fmt(mean('general'))}  (the data's persona-blind replies, scored like a method)")
+def _methods(args) -> list[str]:
+    return [m.strip() for m in args.methods.split(",") if m.strip()]
+
+
+def _method_options(args) -> dict:
+    """--cluster-k, --merge-k, --rag-k as the spec's method options (engine.lab.checks checks them)."""
+    options = {}
+    if args.cluster_k is not None:
+        options["cluster_k"] = args.cluster_k if args.cluster_k == "auto" else _int_or(args.cluster_k)
+    if args.merge_k is not None:
+        options["merge_k"] = args.merge_k
+    if args.rag_k is not None:
+        options["rag_k"] = args.rag_k
+    return options
+
+
+def _add_method_options(p: argparse.ArgumentParser):
+    p.add_argument("--cluster-k", help="clusters for the cluster method: an integer or auto")
+    p.add_argument("--merge-k", type=int, help="neighbours merged per persona (merge methods)")
+    p.add_argument("--rag-k", type=int, help="own train dialogues retrieved into the prompt (rag, unified+rag; default 4)")
 
 
 def cmd_import(args) -> int:
     """Per-persona results of other tools (CSV, JSON, JSONL) as an imported run; prints the run id last."""
     from engine import store
     from engine.lab import importer
-    path = store.store_path(args.store)
+    path = settings.store_path(args.store)
     try:
         store.check_location(path)
         if os.path.exists(path):  # a foreign or broken file fails here, before the files are read
-            store.query("SELECT 1 FROM runs LIMIT 0", path=path)
+            store.queries.check_usable(path)
     except store.StoreBusy:
         raise  # main: exit 3, try again later
     except store.StoreError as e:
@@ -303,13 +269,13 @@ def cmd_import(args) -> int:
     except importer.ImportProblems as e:
         return _err("\n".join(e.problems))
     print(f"imported {len(files)} method(s) into run {run_id}", file=sys.stderr)
-    _print_runs(path, [run_id])
+    print_runs(path, [run_id])
     print(run_id)
     return 0
 
 
 def cmd_runs(args) -> int:
-    _print_runs(args.store)
+    print_runs(args.store)
     return 0
 
 
@@ -326,7 +292,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from engine.lab.jobs import worker_main
+    from engine.lab.worker import worker_main
     return worker_main(args.job_id, args.jobs_dir)
 
 
@@ -353,19 +319,19 @@ def cmd_study(args) -> int:
     from engine import store
     from engine.data.dataset import DataError
     from engine.models.loading import ModelError
+    from engine.lab.spec import parse_seeds
     from engine.lab.study import StudySpec, load_study, run_study
     from engine.training.config import ConfigError
-    path = store.store_path(args.store)
+    path = settings.store_path(args.store)
     try:
         _check_run_location(path)
         if args.resume:
             spec, study_id = load_study(args.resume, path), args.resume
         else:
-            spec = StudySpec(data=args.data, vary=_parse_vary(args.vary),
-                             seeds=[int(s) for s in args.seeds.split(",") if s.strip()],
-                             methods=[m.strip() for m in args.methods.split(",") if m.strip()], model=args.model,
-                             name=args.name, device=args.device, precision=args.precision,
-                             train=_train_overrides(args), metric=args.metric, ray=ray_address(args.ray))
+            spec = StudySpec(data=args.data, vary=_parse_vary(args.vary), seeds=parse_seeds(args.seeds),
+                             methods=_methods(args), model=args.model, name=args.name, device=args.device,
+                             precision=args.precision, train=_train_overrides(args), options=_method_options(args),
+                             metric=args.metric, ray=settings.ray_address(args.ray))
             study_id = None
         spec.points()  # everything checked before any work
     except (ConfigError, DataError, ModelError, ValueError, store.StoreError) as e:
@@ -423,9 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     r.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
-    r.add_argument("--cluster-k", help="clusters for the cluster method: an integer or auto")
-    r.add_argument("--merge-k", type=int, help="neighbours merged per persona (merge methods)")
-    r.add_argument("--rag-k", type=int, help="own train dialogues retrieved into the prompt (rag, unified+rag; default 4)")
+    _add_method_options(r)
     r.add_argument("--metric", help="the primary metric (score); default: action_f1 for smart-home dialogue data, "
                                     "embedding_similarity for other dialogue data, accuracy for choice data")
     _add_train_flags(r)
@@ -484,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     sd.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
     sd.add_argument("--metric")
+    _add_method_options(sd)
     sd.add_argument("--resume", metavar="STUDY_ID", help="finish a study cut short (its stored spec; other flags ignored)")
     sd.add_argument("--store", default=None)
     _add_train_flags(sd)

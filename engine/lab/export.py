@@ -1,6 +1,6 @@
-"""Trained adapters on disk: the run's own format (one folder per method) and PEFT export.
+"""PEFT export of a run's trained adapters (`python -m engine export`).
 
-A method folder `<run artifacts>/adapters/<method, ':' -> '__'>/` holds
+The run's own format (engine.training.adapter_files): a method folder `<run artifacts>/adapters/<method, ':' -> '__'>/` holds
   adapters.safetensors  per LoRA layer `<layer>.lora_A` [P, R, d_in] and `<layer>.lora_B` [P, d_out, R]
                         (hybrid also `base.<layer>.lora_A/B`: the unified adapter merged into its base)
   adapters.json         r, alpha, scaling (= alpha / r; every adapter uses it), targets, base model, layer
@@ -23,103 +23,12 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from engine.training.merge import merge_adapters
+from engine import store
+from engine.methods.registry import METHODS
 from engine.store import method_dirname
-
-
-
-class ExportError(ValueError):
-    """What to export is missing; the message says what."""
-
-
-# ----------------------------------------------------------------------------- the run's own format
-
-def save_adapters(folder, states: list[dict], names: list[str], routing: dict[str, int], cfg, base_model: str,
-                  base_state: dict | None = None, merge: dict | None = None, link_from=None,
-                  base_provenance: str | None = None, base_precision: str = "fp32", prompt: str | None = None) -> Path:
-    """Write stacked adapters + metadata (one helper for every method). Returns the safetensors path.
-
-    link_from: an identical adapters.safetensors already written in this run (merge methods reuse
-    per_persona's), hard-linked instead of written again.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    layers = list(states[0])
-    path = folder / "adapters.safetensors"
-    tmp = folder / f".adapters.safetensors.tmp{os.getpid()}"
-    if link_from is not None and Path(link_from).exists():
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(link_from, tmp)
-        except OSError:
-            shutil.copyfile(link_from, tmp)
-    else:
-        tensors = {}
-        for name in layers:
-            tensors[f"{name}.lora_A"] = torch.stack([s[name][0] for s in states]).contiguous()
-            tensors[f"{name}.lora_B"] = torch.stack([s[name][1] for s in states]).contiguous()
-            if base_state is not None:
-                tensors[f"base.{name}.lora_A"] = base_state[name][0][None].contiguous()
-                tensors[f"base.{name}.lora_B"] = base_state[name][1][None].contiguous()
-        save_file(tensors, str(tmp))
-    os.replace(tmp, path)
-    meta = {
-        "format": "persona-lora-lab adapters v1", "base_model": base_model,
-        "base_provenance": base_provenance or base_model, "base_precision": base_precision,
-        "r": cfg.r, "alpha": cfg.alpha,
-        "scaling": cfg.alpha / cfg.r, "targets": list(cfg.targets), "layers": layers, "adapters": list(names),
-        "routing": routing,
-        "base_adapter": None if base_state is None else {
-            "tensors": "base.<layer>.lora_A/B",
-            "meaning": "the unified adapter, merged into the base weights (W += scaling * B A) before the "
-                       "per-persona adapters were trained and evaluated on top"},
-        "merge": merge,
-        "prompt": prompt,   # how the method prompts (e.g. the profile in the system prompt); None: the run's prompt
-    }
-    mtmp = folder / f".adapters.json.tmp{os.getpid()}"
-    mtmp.write_text(json.dumps(meta, indent=1))
-    os.replace(mtmp, folder / "adapters.json")
-    return path
-
-
-def load_adapters(folder) -> tuple[dict, list[dict], dict | None]:
-    """(metadata, per-adapter states in adapter order, base adapter state or None)."""
-    folder = Path(folder)
-    meta = json.loads((folder / "adapters.json").read_text())
-    t = load_file(str(folder / "adapters.safetensors"))
-    n = len(meta["adapters"])
-    states = [{L: (t[f"{L}.lora_A"][i], t[f"{L}.lora_B"][i]) for L in meta["layers"]} for i in range(n)]
-    base = None
-    if meta.get("base_adapter"):
-        base = {L: (t[f"base.{L}.lora_A"][0], t[f"base.{L}.lora_B"][0]) for L in meta["layers"]}
-    return meta, states, base
-
-
-def persona_adapter(folder, persona: str | None) -> tuple[dict, dict, str]:
-    """The adapter state a persona is answered with (merged on the fly for merge methods), meta, and a label.
-
-    persona None: the method's only adapter (unified), or hybrid's unified base adapter.
-    """
-    meta, states, base = load_adapters(folder)
-    if persona is None:
-        if base is not None:
-            return base, meta, "unified (base of hybrid)"
-        if len(states) == 1 and not meta.get("merge"):
-            return states[0], meta, meta["adapters"][0]
-        raise ExportError(f"this method has {len(states)} adapters: give --persona (one of "
-                          f"{', '.join(list(meta['routing'])[:10])}{' ...' if len(meta['routing']) > 10 else ''})")
-    if persona not in meta["routing"]:
-        raise ExportError(f"persona '{persona}' is not in this run")
-    m = meta.get("merge")
-    if m:
-        recipe = m["personas"][persona]
-        src = [states[meta["routing"][n]] for n in recipe["neighbours"]]
-        merged, _ = merge_adapters(src, recipe["weights"], m["combination"], meta["r"], m["density"], recipe["seed"])
-        return merged, meta, f"{m['combination']} merge for {persona}"
-    i = meta["routing"][persona]
-    return states[i], meta, meta["adapters"][i]
+from engine.training.adapter_files import ExportError, persona_adapter
 
 
 # ----------------------------------------------------------------------------- PEFT export
@@ -178,15 +87,6 @@ def write_peft_folder(out, state: dict, scaling: float, targets, base_model: str
     return out
 
 
-NO_ADAPTER = {
-    "base": " (base changes no weights: it has no adapter)",
-    "prompted": " (prompted only puts the profile in the prompt: it has no adapter)",
-    "rag": " (rag only puts retrieved dialogues in the prompt: it has no adapter)",
-    "routed": " (routed answers each persona with another method of the run: export that method's adapter; "
-              "the Persona page and details_json.routing say which)",
-}
-
-
 def export_base(model_name: str, precision: str, out) -> Path:
     """The base weights exactly as the lab computed with them (e.g. SmolLM2's Q4_1 GGUF dequantized, in the
     run's precision) as a local transformers folder: PeftModel.from_pretrained on it answers as the lab did."""
@@ -212,7 +112,8 @@ def export_adapter(artifacts_dir, method: str, persona: str | None, out, force: 
     check_out(out, force)
     folder = Path(artifacts_dir) / method_dirname(method)
     if not (folder / "adapters.json").exists():
-        raise ExportError(f"no saved adapters for method '{method}' in {artifacts_dir}" + NO_ADAPTER.get(method, ""))
+        why = METHODS[method].no_adapter if method in METHODS else ""
+        raise ExportError(f"no saved adapters for method '{method}' in {artifacts_dir}" + (f" ({why})" if why else ""))
     state, meta, label = persona_adapter(folder, persona)
     note = (f"method {method}, adapter: {label}.\n\nTrained and evaluated on: "
             f"{meta.get('base_provenance') or meta['base_model']}.")
@@ -229,12 +130,11 @@ def export_adapter(artifacts_dir, method: str, persona: str | None, out, force: 
 
 def cmd_export(args) -> int:
     """`python -m engine export --run ID --method M [--persona P] --out DIR [--store S]`; exit 2 on bad input."""
-    from engine import store
-    runs = store.query("SELECT artifacts_dir FROM runs WHERE run_id = ?", [args.run], path=args.store)
-    if runs.empty:
+    run = store.queries.run_row(args.run, args.store)
+    if run is None:
         print(f"export: no run '{args.run}' in the store", file=sys.stderr)
         return 2
-    artifacts = runs.artifacts_dir.iloc[0]
+    artifacts = run["artifacts_dir"]
     if not artifacts or not (Path(artifacts) / "adapters").exists():
         print(f"export: run '{args.run}' has no saved adapters (looked in {artifacts}/adapters)", file=sys.stderr)
         return 2
@@ -246,8 +146,7 @@ def cmd_export(args) -> int:
         print(f"export: {e}", file=sys.stderr)
         return 2
     if args.base_out:
-        run = store.query("SELECT model, config_json FROM runs WHERE run_id = ?", [args.run], path=args.store).iloc[0]
-        resolved = (json.loads(run.config_json or "{}").get("precision_resolved") or {}).get("precision", "fp32")
-        print(export_base(run.model, resolved, args.base_out))
+        resolved = (json.loads(run["config_json"] or "{}").get("precision_resolved") or {}).get("precision", "fp32")
+        print(export_base(run["model"], resolved, args.base_out))
     print(out)
     return 0

@@ -33,7 +33,8 @@ from pathlib import Path
 import pandas as pd
 
 from engine import store
-from engine.analysis.views import METRICS as STORE_METRICS  # persona_results' own metric columns (Compare can switch to them)
+from engine.store import METRIC_COLUMNS as STORE_METRICS  # persona_results' own metric columns (Compare can switch to them)
+from engine import settings
 
 TASK = "imported"
 PERSONA_COLUMN = "persona_id"
@@ -467,18 +468,17 @@ def _dataset_hash(hashes: list[str]) -> str:
 
 def _existing_run(run_id: str, path) -> tuple[dict, set[str]]:
     """The imported run's row and personas; ImportProblems when there is no such imported run."""
-    p = store.store_path(path)
+    p = settings.store_path(path)
     if not os.path.exists(p):
         raise ImportProblems([f"import: no run '{run_id}': the store {p} does not exist"])
-    rows = store.query("SELECT * FROM runs WHERE run_id = ?", [run_id], p)
-    if rows.empty:
+    row = store.queries.run_row(run_id, p)
+    if row is None:
         raise ImportProblems([f"import: no run '{run_id}' in the store {p}"])
-    run = {k: _plain(v) for k, v in rows.iloc[0].to_dict().items()}
+    run = {k: _plain(v) for k, v in row.items()}
     if run.get("task") != TASK:
         raise ImportProblems([f"import: run '{run_id}' is a {run.get('task')} run, not an imported one; imported "
                               "methods join imported runs only (--name starts a new one)"])
-    personas = store.query("SELECT DISTINCT persona_id FROM persona_results WHERE run_id = ?", [run_id], p)
-    return run, set(personas.persona_id)
+    return run, store.queries.persona_ids(run_id, p)
 
 
 def plan_import(files: list[tuple[str, bytes]], methods: list[str] | None = None, metric_column: str | None = None,
@@ -527,7 +527,7 @@ def plan_import(files: list[tuple[str, bytes]], methods: list[str] | None = None
     now = datetime.now(timezone.utc).isoformat()
     imported = {m: rf.info() for m, rf in zip(names, read)}
     if run is None:
-        run = {"run_id": store.new_run_id(), "created_at": now, "name": name or f"imported · {', '.join(names)}",
+        run = {"run_id": settings.new_id(), "created_at": now, "name": name or f"imported · {', '.join(names)}",
                "status": "done", "task": TASK, "n_personas": len(first.personas), "model": None, "device": None,
                "seed": None, "methods": "", "metric": first.score_column, "error": None, "job_id": None,
                "artifacts_dir": None, "dataset": "", "config_json": "{}"}

@@ -16,29 +16,22 @@ into the store's `jobs` table, and turns a worker that died into "failed" with t
 """
 from __future__ import annotations
 
-import fcntl
 import json
-import re
 import os
 import signal
 import subprocess
 import sys
 import time
-import traceback
-import uuid
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-import duckdb
-
 from engine import store
+from engine import settings
 
 ACTIVE = ("queued", "running")
 FINISHED = ("done", "failed", "cancelled")
 STARTUP_GRACE_S = 30.0     # a job without a live pid yet is "starting" for this long after submit
-LOCK_POLL_S = 0.5
-PROGRESS_EVERY_S = 0.5
 
 
 def _now() -> str:
@@ -73,16 +66,6 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def jobs_root(jobs_dir=None, store_file=None) -> Path:
-    """$PLL_JOBS, or `jobs/` beside the store file."""
-    root = jobs_dir or os.environ.get("PLL_JOBS")
-    return Path(root) if root else Path(store.store_path(store_file)).resolve().parent / "jobs"
-
-
-def new_job_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-
-
 def _read_json(path: Path, default=None):
     try:
         return json.loads(path.read_text())
@@ -109,25 +92,9 @@ def device_key(device: str | None) -> str:
 # ----------------------------------------------------------------------------- submit
 
 def check_spec(spec) -> None:
-    """Everything that can be checked without loading a model; raises ConfigError, DataError, ModelError."""
-    from engine.lab.checks import check_data
-    from engine.data.dataset import load_dataset
-    from engine.models.loading import REGISTRY, ModelError
-
-    cfg = spec.check()  # hyperparameters, method options, device (engine.lab.checks)
-    if spec.ray:  # Ray installed and a cluster answering at the address, or a clear error now
-        from engine.backends.ray import resolve_address
-        resolve_address(spec.ray)
-    if not spec.model or (spec.model not in REGISTRY and not os.path.isdir(spec.model) and "/" not in spec.model):
-        raise ModelError(f"unknown model '{spec.model}': use one of {', '.join(REGISTRY)}, "
-                         "a local model folder or a Hugging Face id such as Qwen/Qwen2.5-0.5B-Instruct")
-    dataset = load_dataset(spec.data, context_window=cfg.context_window)  # DataError with FILE:LINE problems
-    check_data(spec.methods, dataset)
-    from engine.training.evaluate import primary_metric
-    try:
-        primary_metric(dataset, spec.metric)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    """Everything that can be checked without loading a model (RunSpec.validate); raises ConfigError, DataError,
+    ModelError."""
+    spec.validate()
 
 
 def submit(spec, kind: str = "run", jobs_dir=None, store_file=None, spawn: bool = True, run_id: str | None = None,
@@ -135,9 +102,8 @@ def submit(spec, kind: str = "run", jobs_dir=None, store_file=None, spawn: bool 
     """Check the spec (unless `checked`), write the job folder, start its worker; returns the job id."""
     if not checked:
         check_spec(spec)
-    root = jobs_root(jobs_dir, store_file)
-    from engine.store import new_run_id
-    job_id, run_id = new_job_id(), run_id or new_run_id()
+    root = settings.jobs_root(jobs_dir, store_file)
+    job_id, run_id = settings.new_id(), run_id or settings.new_id()
     study_id = (spec.study or {}).get("study_id")
     d = root / job_id
     d.mkdir(parents=True)
@@ -157,18 +123,12 @@ def start_worker(job_id: str, root: Path) -> int:
     with open(d / "log.txt", "ab") as log:
         p = subprocess.Popen([sys.executable, "-m", "engine", "worker", job_id, "--jobs-dir", str(root)],
                              start_new_session=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             cwd=str(Path(__file__).resolve().parent.parent),
+                             cwd=str(settings.PROJECT),
                              env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-                                  **({} if _downloads_allowed() else {"HF_HUB_OFFLINE": "1"})})
+                                  **({} if settings.downloads_allowed() else {"HF_HUB_OFFLINE": "1"})})
     _CHILDREN[p.pid] = p
     (d / "worker.pid").write_text(str(p.pid))
     return p.pid
-
-
-def _downloads_allowed() -> bool:
-    """Dashboard workers load models from this machine only (engine.lab.paths), unless the operator allows downloads."""
-    from engine.lab.paths import downloads_allowed
-    return downloads_allowed()
 
 
 _CHILDREN: dict[int, subprocess.Popen] = {}  # workers this process started, reaped so they leave no zombies
@@ -176,8 +136,8 @@ _CHILDREN: dict[int, subprocess.Popen] = {}  # workers this process started, rea
 
 def retry(job_id: str, jobs_dir=None, store_file=None) -> str:
     """Submit the same spec again as a new job; returns the new job id."""
-    from engine.lab.runner import RunSpec
-    saved = _read_json(jobs_root(jobs_dir, store_file) / job_id / "spec.json")
+    from engine.lab.spec import RunSpec
+    saved = _read_json(settings.jobs_root(jobs_dir, store_file) / job_id / "spec.json")
     if saved is None:
         raise FileNotFoundError(f"job {job_id}: no spec.json")
     return submit(RunSpec.from_dict(saved["spec"]), saved.get("kind", "run"), jobs_dir, store_file)
@@ -215,7 +175,7 @@ def pid_alive(pid: int | None, job_id: str | None = None) -> bool:
 
 
 def log_tail(job_id: str, jobs_dir=None, lines: int = 40, store_file=None) -> str:
-    path = jobs_root(jobs_dir, store_file) / job_id / "log.txt"
+    path = settings.jobs_root(jobs_dir, store_file) / job_id / "log.txt"
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -277,7 +237,7 @@ def job_info(job_id: str, jobs_dir=None, store_file=None) -> dict | None:
     None while the folder is being created (no status.json yet); a folder whose status.json is unreadable or
     malformed is listed as failed with what is wrong, so one bad folder never hides the others.
     """
-    d = jobs_root(jobs_dir, store_file) / job_id
+    d = settings.jobs_root(jobs_dir, store_file) / job_id
     if not (d / "status.json").exists():
         return None
     status = _read_json(d / "status.json")
@@ -304,7 +264,7 @@ def job_info(job_id: str, jobs_dir=None, store_file=None) -> dict | None:
 
 def list_jobs(jobs_dir=None, store_file=None) -> list[dict]:
     """Every job, newest first."""
-    root = jobs_root(jobs_dir, store_file)
+    root = settings.jobs_root(jobs_dir, store_file)
     if not root.exists():
         return []
     try:
@@ -319,7 +279,7 @@ def list_jobs(jobs_dir=None, store_file=None) -> list[dict]:
 
 def cancel(job_id: str, jobs_dir=None, store_file=None, grace: float = 5.0) -> bool:
     """SIGTERM the worker's process group, SIGKILL after `grace` s; status cancelled. False if already finished."""
-    root = jobs_root(jobs_dir, store_file)
+    root = settings.jobs_root(jobs_dir, store_file)
     d = root / job_id
     status = _read_json(d / "status.json")
     if not isinstance(status, dict) or status.get("status") in FINISHED:
@@ -374,8 +334,8 @@ def poll(store_file=None, jobs_dir=None, timeout: float = POLL_STORE_TIMEOUT_S) 
     "poll_error" and the other jobs go on. Returns {"jobs": [job dicts], "ingested": {job_id: [methods]},
     "busy": bool, "store_error": str | None}.
     """
-    root = jobs_root(jobs_dir, store_file)
-    path = store.store_path(store_file)
+    root = settings.jobs_root(jobs_dir, store_file)
+    path = settings.store_path(store_file)
     out = {"jobs": [], "ingested": {}, "busy": False, "store_error": None}
     for job in list_jobs(root):
         d = root / job["job_id"]
@@ -394,7 +354,7 @@ def poll(store_file=None, jobs_dir=None, timeout: float = POLL_STORE_TIMEOUT_S) 
                 out["busy"] = True
             except store.StoreError as e:
                 out["store_error"] = str(e)
-            except (OSError, ValueError, duckdb.Error) as e:  # this job's files: report, keep going
+            except (OSError, ValueError, store.DatabaseError) as e:  # this job's files: report, keep going
                 job["poll_error"] = f"{type(e).__name__}: {e}"
         out["jobs"].append(job)
     if not (out["busy"] or out["store_error"]):
@@ -442,20 +402,13 @@ def _reconcile(root: Path, path: str, present: set, timeout: float) -> None:
     if _reconciled.get(key) == frozenset(present):
         return
     if os.path.exists(path):
-        active = store.query("SELECT j.job_id, j.run_id, j.spec_json, r.artifacts_dir FROM jobs j "
-                             "LEFT JOIN runs r USING (run_id) WHERE j.status IN ('queued', 'running')", path=path,
-                             timeout=timeout)
+        active = store.queries.active_jobs(path, timeout)
         here = str(root.resolve())
         gone = [(j, r) for j, r, spec, art in zip(active.job_id, active.run_id, active.spec_json, active.artifacts_dir)
                 if j not in present and _jobs_dir_of(spec, art) == here]  # another jobs folder's jobs are not ours
         if gone:
             why = f"its job folder under {root} was deleted"
-            with store.connect(path, timeout=timeout) as con:
-                for job_id, run_id in gone:
-                    con.execute("UPDATE jobs SET status = 'failed', error = ?, finished_at = now() WHERE job_id = ?",
-                                [why, job_id])
-                    con.execute("UPDATE runs SET status = 'failed', error = coalesce(error, ?), finished_at = "
-                                "coalesce(finished_at, now()) WHERE run_id = ? AND status = 'running'", [why, run_id])
+            store.queries.fail_jobs(gone, why, path, timeout)
     _reconciled[key] = frozenset(present)
 
 
@@ -500,168 +453,5 @@ def _mirror(job: dict, d: Path, path: str, timeout: float) -> None:
         spec = (d / "spec.json").read_text()
     except OSError:  # the folder was deleted and recreated by its worker: the row keeps what is known
         spec = None
-    with store.connect(path, timeout=timeout) as con:
-        con.execute("DELETE FROM jobs WHERE job_id = ?", [row["job_id"]])
-        con.execute("INSERT INTO jobs (job_id, kind, status, progress, phase, created_at, started_at, finished_at, "
-                    "error, run_id, spec_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [row[k] for k in ("job_id", "kind", "status", "progress", "phase", "created_at", "started_at",
-                                      "finished_at", "error", "run_id")] + [spec])
-        if job["status"] in ("failed", "cancelled") and job.get("run_id"):
-            con.execute("UPDATE runs SET status = ?, error = coalesce(error, ?), "
-                        "finished_at = coalesce(finished_at, now()) WHERE run_id = ? AND status = 'running'",
-                        [job["status"], (job.get("error") or "").splitlines()[0] if job.get("error") else None,
-                         job["run_id"]])
+    store.queries.upsert_job({**row, "spec_json": spec}, path, timeout)
     store.write_json_atomic(marker, {**row, "store": str(Path(path).resolve())})
-
-
-# ----------------------------------------------------------------------------- worker (detached process)
-
-class _Progress:
-    """execute_run's progress callback -> progress.json (atomic, throttled) and a line in the log per phase."""
-
-    def __init__(self, d: Path, methods: list[str]):
-        self.d, self.methods, self.done_methods = d, methods, 0
-        self.t0, self.last_write, self.phase = time.time(), 0.0, None
-
-    def method_done(self, method):
-        _check_folder(self.d)
-        self.done_methods += 1
-        print(f"[{_now()}] method {method} done ({self.done_methods}/{len(self.methods)})", flush=True)
-        self(f"{method}: done", 1, 1, force=True)
-
-    def __call__(self, phase, done, total, force=False, **info):
-        head = phase.split(":")[0].strip()
-        method = head if head in self.methods else None
-        phase_fraction = min(1.0, done / total) if total else 0.0
-        if phase == "load model":
-            fraction = 0.0
-        else:
-            if phase.endswith(": done"):
-                within = 0.0
-            elif "evaluate" in phase:  # a method trains (~70% of its time), then evaluates
-                within = phase_fraction if method == "base" else 0.7 + 0.3 * phase_fraction
-            else:
-                within = 0.7 * phase_fraction
-            fraction = min(1.0, (self.done_methods + within) / max(1, len(self.methods)))
-        now = time.time()
-        if phase != self.phase:
-            print(f"[{_now()}] {phase} ({done}/{total})", flush=True)
-            self.phase = phase
-            force = True
-        if not force and now - self.last_write < PROGRESS_EVERY_S:
-            return
-        _check_folder(self.d)
-        self.last_write = now
-        elapsed = now - self.t0
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
-        store.write_json_atomic(self.d / "progress.json", {
-            "phase": phase, "method": method, "done": done, "total": total, "fraction": round(fraction, 4),
-            "methods_done": self.done_methods, "methods_total": len(self.methods),
-            "eta_seconds": None if eta is None else round(eta, 1), "elapsed_seconds": round(elapsed, 1),
-            "updated_at": _now(), **{k: v for k, v in info.items() if isinstance(v, (int, float, str))}})
-
-
-class FolderGone(KeyboardInterrupt):
-    """The job's folder was deleted while the worker ran: the worker stops (as a cancel would)."""
-
-
-def _check_folder(d: Path) -> None:
-    if not (d / "spec.json").exists():
-        raise FolderGone(f"its job folder {d} was deleted while it ran")
-
-
-_IDENTITY: dict = {}  # this worker's job_id, kind, run_id, device, created_at: every status.json it writes has them
-
-
-def _update_status(d: Path, **fields) -> dict:
-    status = _read_json(d / "status.json")
-    status = status if isinstance(status, dict) else {}
-    status.update({k: v for k, v in _IDENTITY.items() if k not in status or status[k] is None}, **fields)
-    d.mkdir(parents=True, exist_ok=True)  # a deleted folder: the final status still says what happened
-    store.write_json_atomic(d / "status.json", status)
-    return status
-
-
-def _my_turn(root: Path, job_id: str, device: str) -> bool:
-    """No older live job waits for the same device (submission order is kept)."""
-    me = _read_json(root / job_id / "status.json") or {}
-    for j in list_jobs(root):
-        if j["job_id"] != job_id and j["status"] == "queued" and j.get("device") == device \
-                and (j.get("created_at") or "", j["job_id"]) < (me.get("created_at") or "", job_id):
-            return False
-    return True
-
-
-def acquire_device(root: Path, job_id: str, device: str):
-    """Block until this job holds the device; returns the open lock file (keep it open while running)."""
-    locks = root / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    f = open(locks / f"{re.sub(r'[^A-Za-z0-9.-]', '_', device)}.lock", "a+")
-    said = False
-    while True:
-        if (_read_json(root / job_id / "status.json") or {}).get("status") == "cancelled":
-            raise KeyboardInterrupt("cancelled while queued")
-        if _my_turn(root, job_id, device):
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                f.seek(0)
-                f.truncate()
-                f.write(f"{os.getpid()} {job_id}\n")
-                f.flush()
-                return f
-            except BlockingIOError:
-                pass
-        if not said:
-            print(f"[{_now()}] waiting for {device}", flush=True)
-            said = True
-        time.sleep(LOCK_POLL_S)
-
-
-def worker_main(job_id: str, jobs_dir=None) -> int:
-    """`python -m engine worker <job_id>`: wait for the device, run, record the outcome. Never opens the store."""
-    from engine.lab.runner import RunSpec, execute_run
-
-    root = jobs_root(jobs_dir)
-    d = root / job_id
-    saved = _read_json(d / "spec.json")
-    if saved is None:
-        print(f"job {job_id}: no spec.json under {root}", file=sys.stderr)
-        return 2
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_term)
-
-    first = _read_json(d / "status.json")
-    first = first if isinstance(first, dict) else {}
-    if first.get("status") in FINISHED:  # cancelled before it started
-        print(f"job {job_id} is already finished; nothing to do", flush=True)
-        return 0
-    spec = RunSpec.from_dict(saved["spec"])
-    device = job_device(spec)
-    _IDENTITY.update(job_id=job_id, kind=saved.get("kind", "run"), run_id=saved["run_id"], device=device,
-                     created_at=first.get("created_at"))
-    print(f"[{_now()}] worker pid {os.getpid()} for job {job_id} (run {saved['run_id']}) on {device}", flush=True)
-    try:
-        _update_status(d, pid=os.getpid(), pgid=os.getpgid(0), device=device)
-        lock = acquire_device(root, job_id, device)
-        _update_status(d, status="running", started_at=_now())
-        progress = _Progress(d, list(spec.methods))
-        progress("load model", 0, 1)
-        execute_run(spec, d / "results", progress=progress, run_id=saved["run_id"], job_id=job_id,
-                    on_method_done=progress.method_done)
-        progress("done", 1, 1, force=True)
-        _update_status(d, status="done", finished_at=_now())
-        print(f"[{_now()}] done", flush=True)
-        lock.close()
-        return 0
-    except KeyboardInterrupt as e:
-        print(f"[{_now()}] cancelled ({e})", flush=True)
-        _update_status(d, status="cancelled", finished_at=_now(),
-                       error=str(e) if isinstance(e, FolderGone) else "cancelled by the user")
-        return 130
-    except BaseException as e:
-        traceback.print_exc()
-        sys.stdout.flush()
-        _update_status(d, status="failed", finished_at=_now(), error=f"{type(e).__name__}: {e}")
-        return 1

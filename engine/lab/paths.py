@@ -9,25 +9,17 @@ runs it already has the machine.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
+from engine.settings import data_home, downloads_allowed
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
 MAX_UPLOAD_NAME = 100  # characters of the uploaded file's own name kept (a file name may have 255 bytes)
 
 
 class PathError(ValueError):
     """A path or model the dashboard does not open; the message says why and what is allowed."""
-
-
-def data_home() -> Path:
-    return Path(os.environ.get("PLL_HOME") or PROJECT).resolve()
-
-
-def downloads_allowed() -> bool:
-    return os.environ.get("PLL_ALLOW_DOWNLOADS") == "1"
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -8,75 +8,23 @@ from __future__ import annotations
 import json
 import resource
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from engine import store
+from engine import settings, store
+from engine.backends.local import LocalBackend
+from engine.data.dataset import repeated_targets
 from engine.lab import checks
+from engine.lab.spec import RunSpec
+from engine.methods import registry
 from engine.methods.cluster import ensure_clusters
-from engine.data.dataset import load_dataset, repeated_targets
-from engine.training.evaluate import ALL_METRICS, persona_blind_scores, persona_means, persona_means_by_kind, primary_metric
-from engine.methods.common import Context, resolve_method
+from engine.methods.context import Context
 from engine.models.loading import load_model, pick_device
-from engine.store import new_run_id
-from engine.training.config import ConfigError, TrainConfig
-
-
-@dataclass
-class RunSpec:
-    data: str                     # JSONL path, or "sim" / "sim:personas=8,..." for the simulator
-    model: str = "smollm2-135m"
-    methods: list[str] = field(default_factory=lambda: ["base", "unified"])
-    seed: int = 0
-    name: str | None = None
-    device: str | None = None     # None/"auto": CUDA when present
-    precision: str = "auto"
-    train: dict = field(default_factory=dict)    # TrainConfig fields
-    options: dict = field(default_factory=dict)  # method options: cluster_k, merge_k, ...
-    metric: str | None = None     # the primary metric (`score`); None: chosen from the data (engine.training.evaluate)
-    study: dict | None = None     # {"study_id", "coords_json"} when the run is a point of a study (engine.lab.study)
-    ray: str | None = None        # a Ray cluster's address ("auto", host:port): the heavy work goes there
-
-    def check(self) -> TrainConfig:
-        """Raises ConfigError naming what is wrong; returns the training config."""
-        if not self.methods:
-            raise ConfigError("methods: give at least one method")
-        if len(set(self.methods)) != len(self.methods):
-            raise ConfigError(f"methods: duplicated in {self.methods}")
-        for m in self.methods:
-            resolve_method(m)
-        if self.methods == ["routed"]:
-            raise ConfigError("methods: routed picks, per persona, among the run's other methods; add at least one")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()):
-            raise ConfigError(f"ray must be a cluster address such as auto or 10.0.0.5:6379, got {self.ray!r}")
-        if self.metric is not None and self.metric not in ALL_METRICS:
-            raise ConfigError(f"metric must be one of {', '.join(ALL_METRICS)}, got {self.metric!r}")
-        if not isinstance(self.train, dict) or not isinstance(self.options, dict):
-            raise ConfigError("train and options must be mappings of names to values")
-        checks.check_options(self.options)
-        checks.check_train_values(self.train)
-        checks.check_device(self.device)
-        cfg = TrainConfig.from_dict(self.train)
-        checks.check_config(cfg, self.model)
-        return cfg
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RunSpec":
-        return cls(**d)
-
-
-def run_order(methods: list[str]) -> list[str]:
-    """The methods in the order given, `routed` last: it chooses among the others' results."""
-    return [m for m in methods if m != "routed"] + [m for m in methods if m == "routed"]
+from engine.training.evaluate import persona_blind_scores, persona_means, persona_means_by_kind
 
 
 def reset_peak_memory(device) -> None:
@@ -109,13 +57,11 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     lm: the spec's model already loaded (a study loads it once); skip: methods already finished in this
     run's folder (a resumed study).
     """
-    cfg = spec.check()
-    dataset = load_dataset(spec.data, context_window=cfg.context_window)
-    checks.check_data(spec.methods, dataset)
-    metric = primary_metric(dataset, spec.metric)  # a metric the data cannot have fails here, before any write
+    checked = spec.validate()  # everything but the model, before any write
+    cfg, dataset, metric = checked.cfg, checked.dataset, checked.metric
     repeats, n_test = repeated_targets(dataset, "test")
     results_dir = Path(results_dir)
-    run_id = run_id or new_run_id()
+    run_id = run_id or settings.new_id()
     device = pick_device(spec.device)
     run = {
         "run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(), "finished_at": None,
@@ -133,25 +79,25 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
         lm = load_model(spec.model, device=spec.device, precision=spec.precision)  # a bad name fails before any write
     checks.check_loaded_model(lm.model, cfg, spec.model)
     print(f"precision: {lm.precision} ({lm.precision_reason})", file=sys.stderr, flush=True)
-    backend = None
+    backend = LocalBackend()
     if spec.ray:  # a cluster that is not there fails here, before any write
         if progress:
             progress("ray: start actors", 0, 1)
         from engine.backends.ray import RayBackend
         backend = RayBackend(spec.ray, spec.model, lm.precision, run_id)
-        cluster = backend.describe()
+    cluster = backend.describe()
+    if cluster:
         run["device"] = f"ray: {cluster['actors']} actors on {cluster['nodes']} nodes"
         print(f"ray: {cluster}", file=sys.stderr, flush=True)
     run["config_json"] = json.dumps({**json.loads(run["config_json"]), "precision_resolved": {
         "precision": lm.precision, "reason": lm.precision_reason, "calibration": lm.calibration},
-        **({"backend": cluster} if backend else {})}, sort_keys=True)
+        **({"backend": cluster} if cluster else {})}, sort_keys=True)
     counts = {s: dataset.by_persona(s) for s in ("train", "val", "test")}
     try:
         store.write_run_file(results_dir, run)
         store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts))
     except BaseException:  # the block below (which closes it on every path) is not reached
-        if backend:
-            backend.close()
+        backend.close()
         raise
     try:
         blind = persona_blind_scores(dataset, metric)
@@ -160,16 +106,16 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
                 [persona_means(blind).assign(kind="all"), persona_means_by_kind(blind)], ignore_index=True))
         ctx = Context(lm=lm, dataset=dataset, cfg=cfg, seed=spec.seed, options=spec.options, progress=progress,
                       artifacts_dir=results_dir / "adapters", metric=metric, backend=backend)
-        ctx.validate = "routed" in spec.methods
-        for method in run_order(spec.methods):
+        ctx.validate = any(registry.method(m).chooses for m in spec.methods)
+        for method in registry.run_order(spec.methods):
             if method in skip:
                 continue
             torch.manual_seed(spec.seed)
             reset_peak_memory(device)
             ctx.current = method
-            mark = len(backend.shard_seconds) if backend else 0
-            out = resolve_method(method)(ctx)
-            if backend:
+            mark = len(backend.shard_seconds)
+            out = registry.function(method)(ctx)
+            if spec.ray:
                 out.details["ray_shards"] = backend.shard_seconds[mark:]
             ctx.finished[method] = out
             per_persona = persona_means(out.predictions)
@@ -186,7 +132,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
             if on_method_done:
                 on_method_done(method)
         clusters = None
-        if any(checks.needs_profile(m) for m in spec.methods):  # the map costs minutes at 10k personas: only
+        if any(registry.needs_profile(m) for m in spec.methods):  # the map costs minutes at 10k personas: only
             if progress:                                          # for runs whose methods read the profiles
                 progress("clusters: profile map", 0, 1)
             clusters = ensure_clusters(ctx)
@@ -200,8 +146,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
         raise
     finally:
         store.write_run_file(results_dir, run)
-        if backend:
-            backend.close()
+        backend.close()
     return run_id
 
 

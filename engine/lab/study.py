@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 
 from engine import store
-from engine.lab.runner import RunSpec, execute_run
+from engine.lab.runner import execute_run
+from engine.lab.spec import RunSpec
 from engine.data.simulator import format_sim_spec, parse_sim_spec
 from engine.training.config import ConfigError, TrainConfig
+from engine import settings
 
 SIM_KNOBS = ("personal_fraction", "train_per_persona", "archetypes", "archetype_noise", "profile_fidelity", "personas")
 MAX_AXES = 2
@@ -105,7 +105,7 @@ def parse_values(text: str) -> list:
 
 
 def new_study_id() -> str:
-    return "study-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    return settings.new_id("study-", 4)
 
 
 def run_id_of(study_id: str, index: int) -> str:
@@ -113,27 +113,14 @@ def run_id_of(study_id: str, index: int) -> str:
 
 
 def save_study(study_id: str, spec: StudySpec, status: str, n_runs: int, path=None) -> None:
-    with store.connect(path) as con:
-        con.execute("INSERT INTO studies VALUES (?, ?, now(), ?, ?, ?) ON CONFLICT (study_id) DO UPDATE SET "
-                    "status = excluded.status, n_runs = excluded.n_runs",
-                    [study_id, spec.name or study_id, json.dumps(spec.to_dict()), status, n_runs])
-
-
-def set_study_status(study_id: str, status: str, path=None) -> None:
-    with store.connect(path) as con:
-        con.execute("UPDATE studies SET status = ? WHERE study_id = ?", [status, study_id])
+    store.queries.save_study(study_id, spec.name or study_id, spec.to_dict(), status, n_runs, path)
 
 
 def load_study(study_id: str, path=None) -> StudySpec:
-    rows = store.query("SELECT spec_json FROM studies WHERE study_id = ?", [study_id], path)
-    if rows.empty:
-        raise ConfigError(f"no study '{study_id}' in the store {store.store_path(path)}")
-    return StudySpec(**json.loads(rows.spec_json[0]))
-
-
-def finished_methods(run_id: str, path=None) -> set[str]:
-    rows = store.query("SELECT method FROM method_results WHERE run_id = ?", [run_id], path)
-    return set(rows.method)
+    saved = store.queries.study_spec(study_id, path)
+    if saved is None:
+        raise ConfigError(f"no study '{study_id}' in the store {settings.store_path(path)}")
+    return StudySpec(**saved)
 
 
 def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=None, lm=None) -> str:
@@ -154,7 +141,7 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
             return study_id
         for i, (coords, run_spec) in enumerate(points):
             run_id = run_id_of(study_id, i)
-            done = finished_methods(run_id, path)
+            done = store.queries.finished_methods(run_id, path)
             todo = [m for m in run_spec.methods if m not in done]
             if not todo:
                 continue
@@ -164,7 +151,7 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
             if lm is None:
                 from engine.models.loading import load_model
                 lm = load_model(run_spec.model, device=run_spec.device, precision=run_spec.precision)
-            results = store.runs_dir(path) / run_id
+            results = settings.runs_dir(path) / run_id
             run_spec.study = {"study_id": study_id, "coords_json": json.dumps(coords, sort_keys=True)}
             execute_run(run_spec, results, run_id=run_id, lm=lm, skip=skip,
                         on_method_done=lambda _m: store.ingest(results, path), progress=progress)
@@ -174,23 +161,23 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
         status = "cancelled"
         raise
     finally:
-        set_study_status(study_id, status, path)
+        store.queries.set_study_status(study_id, status, path)
     return study_id
 
 
 def _run_on_ray(spec: StudySpec, points, study_id: str, path, progress) -> None:
     """The grid's unfinished runs placed whole on the cluster's free actors (each keeps its model loaded and runs
     one point at a time, in one process there); each run is ingested here as it lands."""
-    from engine.backends.ray import RunPool
+    from engine.lab.ray_runs import RunPool
     todo = []
     for i, (coords, run_spec) in enumerate(points):
         run_id = run_id_of(study_id, i)
-        done = finished_methods(run_id, path)
+        done = store.queries.finished_methods(run_id, path)
         left = [m for m in run_spec.methods if m not in done]
         if left:
             run_spec.study = {"study_id": study_id, "coords_json": json.dumps(coords, sort_keys=True)}
             run_spec.ray = None  # the point runs inside its actor, not sharded again
-            todo.append((run_spec, str(store.runs_dir(path) / run_id), run_id,
+            todo.append((run_spec, str(settings.runs_dir(path) / run_id), run_id,
                          sorted(set() if "routed" in left else done)))
     with RunPool(spec.ray, spec.model, spec.precision) as pool:
         for n, (run_id, results) in enumerate(pool.run(todo), 1):
@@ -205,7 +192,7 @@ def submit_study(spec: StudySpec, store_file=None, jobs_dir=None, spawn: bool = 
     from engine.lab import jobs
     points = spec.points()
     for _, run_spec in points[:1]:
-        jobs.check_spec(run_spec)  # data, model, methods against the data; the other points differ only by knobs
+        run_spec.validate()  # data, model, methods against the data; the other points differ only by knobs
     study_id = new_study_id()
     save_study(study_id, spec, "queued", len(points), store_file)
     for i, (coords, run_spec) in enumerate(points):
@@ -222,13 +209,13 @@ def cancel_study(study_id: str, store_file=None, jobs_dir=None) -> int:
             and j["status"] in jobs.ACTIVE]
     for j in sorted(mine, key=lambda j: j["status"] != "queued"):  # queued first: none starts while one stops
         jobs.cancel(j["job_id"], jobs_dir, store_file)
-    set_study_status(study_id, "cancelled", store_file)
+    store.queries.set_study_status(study_id, "cancelled", store_file)
     return len(mine)
 
 
 def study_runs(study_id: str, path=None):
     """The study's runs with their coordinates as columns (knob values, seed)."""
-    runs = store.query("SELECT * FROM runs WHERE study_id = ? ORDER BY run_id", [study_id], path)
+    runs = store.queries.study_runs(study_id, path)
     coords = runs.coords_json.map(json.loads).apply(lambda d: d or {})
     for key in sorted({k for d in coords for k in d}):
         runs[f"at_{key}"] = coords.map(lambda d: d.get(key))

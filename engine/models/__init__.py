@@ -1,1 +1,8 @@
-"""TODO"""
+"""Base models and the machine they run on.
+
+    loading     the registry (smollm2-135m, tiny-random), load_model for any local or hub model
+    precision   what `--precision auto` picks on this CPU, from a cached matmul calibration
+    embed       the packaged all-MiniLM-L6-v2 sentence embeddings (profiles, retrieval, embedding similarity)
+
+Imports engine.settings only.
+"""

