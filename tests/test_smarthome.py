@@ -7,8 +7,9 @@ from engine.data.smarthome import DEVICES, action_metrics, is_numeric, parse_act
 
 
 def test_render_is_short_and_canonical():
-    actions = [("lights", "brightness", 40), ("lights", "colour", "warm"), ("ac", "temperature", 21)]
-    assert render_actions(actions) == "Done: lights brightness 40, colour warm; ac temperature 21."
+    actions = [("lights", "brightness", 40), ("lights", "color", "warm"), ("ac", "temperature", 21),
+               ("ac", "fan_speed", 2)]
+    assert render_actions(actions) == "Done: lights brightness 40, color warm; ac temperature 21, fan speed 2."
     assert render_actions([]) == "Nothing to change."
 
 
@@ -43,15 +44,15 @@ def test_render_rejects_unknown_actions():
     ("Set the AC to 22 degrees in cool mode", {("ac", "temperature", 22), ("ac", "mode", "cool")}),
     ("I set the air conditioner to 22°C and dimmed the lamp to 30%.",
      {("ac", "temperature", 22), ("lights", "brightness", 30)}),
-    ("Sure! Netflix is on, volume 25.", {("tv", "input", "netflix"), ("tv", "volume", 25)}),
+    ("Sure! Netflix is on, volume 25.", {("tv", "input_source", "netflix"), ("tv", "volume", 25)}),
     ("Lights at 40%, 21 degrees on the AC", {("lights", "brightness", 40), ("ac", "temperature", 21)}),
-    ("Turning BRIGHTNESS to 70 and color to Blue", {("lights", "brightness", 70), ("lights", "colour", "blue")}),
+    ("Turning BRIGHTNESS to 70 and color to Neutral", {("lights", "brightness", 70), ("lights", "color", "neutral")}),
     ("Alarm armed. Speakers at 30 with bass EQ.",
-     {("security", "mode", "armed"), ("speaker", "volume", 30), ("speaker", "equalizer", "bass")}),
-    ("Put the television on HDMI 2", {("tv", "input", "hdmi2")}),
+     {("security", "armed", "true"), ("speaker", "volume", 30), ("speaker", "equalizer", "bass boost")}),
+    ("Put the television on HDMI 2", {("tv", "input_source", "hdmi2")}),
     ("set temp to 19", {("ac", "temperature", 19)}),
-    ("OK, the light is now warm and the AC is heating", {("lights", "colour", "warm"), ("ac", "mode", "heat")}),
-    ("Disarmed the security system.", {("security", "mode", "disarmed")}),
+    ("OK, the light is now warm and the AC is heating", {("lights", "color", "warm"), ("ac", "mode", "heat")}),
+    ("Disarmed the security system.", {("security", "armed", "false")}),
     ("Welcome home! Enjoy your evening.", set()),
     ("Set volume to 30", set()),                             # which device? not guessed
     ("Set the AC to 45 degrees", set()),                     # outside the domain
@@ -62,7 +63,7 @@ def test_parse_free_text(text, expected):
 
 
 def test_parse_types():
-    triples = parse_actions("Done: lights brightness 40, colour warm; security mode home.")
+    triples = parse_actions("Done: lights brightness 40, color warm; security armed true.")
     for device, param, value in triples:
         assert isinstance(value, int) if is_numeric(device, param) else value == value.lower()
 
@@ -79,7 +80,7 @@ REF = "Done: lights brightness 40, colour warm; ac temperature 21."
     # one value wrong: pred {l.b 50, l.c warm, ac.t 21}; same settings, 2 of 3 triples shared
     ("Done: lights brightness 50, colour warm; ac temperature 21.", REF, (1.0, 1 / 2, 1.0, 2 / 3)),
     # every value wrong, right devices and settings (a persona-blind answer): only param_f1 is fooled
-    ("Done: lights brightness 70, colour daylight; ac temperature 24.", REF, (1.0, 0.0, 1.0, 0.0)),
+    ("Done: lights brightness 70, colour neutral; ac temperature 24.", REF, (1.0, 0.0, 1.0, 0.0)),
     # a device missing: pred {l.b 40}: F1 = 2*1/(1+3) = 0.5 on both
     ("Done: lights brightness 40.", REF, (1.0, 1.0, 0.5, 0.5)),
     # an extra action: devices {lights, ac, tv} -> 2/3; numeric {40, 21, tv 30} -> 2/3; F1 = 2*3/(4+3)

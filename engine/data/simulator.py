@@ -65,34 +65,36 @@ MAX_REDRAWS = 200          # attempts to draw a val/test dialogue that repeats n
 # preferences are distinct and a small model can learn them; categorical domains as they are.
 VALUE_GRID = {
     ("lights", "brightness"): tuple(range(10, 101, 10)),
-    ("lights", "colour"): DEVICES["lights"]["colour"],
+    ("lights", "color"): DEVICES["lights"]["color"],
     ("ac", "temperature"): tuple(range(17, 29)),
     ("ac", "mode"): DEVICES["ac"]["mode"],
     ("speaker", "volume"): tuple(range(10, 91, 5)),
     ("speaker", "equalizer"): DEVICES["speaker"]["equalizer"],
     ("tv", "volume"): tuple(range(5, 61, 5)),
-    ("tv", "input"): DEVICES["tv"]["input"],
-    ("security", "mode"): DEVICES["security"]["mode"],
+    ("tv", "input_source"): DEVICES["tv"]["input_source"],
+    ("security", "armed"): DEVICES["security"]["armed"],
 }
-PARAMS = tuple(VALUE_GRID)  # every (device, parameter) a persona has a preference for
+# every (device, parameter) a persona has a preference for: a subset of smarthome.DEVICES (no lights mode,
+# AC fan speed, TV brightness or alarm volume here), so requests and replies only ever name these
+PARAMS = tuple(VALUE_GRID)
 
 # name -> (preferences in PARAMS order, biography flavour). Beyond these, archetypes are drawn at random.
 NAMED_ARCHETYPES = {
-    "night owl": ((30, "warm", 22, "fan", 40, "vocal", 25, "netflix", "home"),
+    "night owl": ((30, "warm", 22, "auto", 40, "balanced", 25, "netflix", "true"),
                   ("works night shifts", "plays chess online", "stargazes")),
-    "energy saver": ((40, "daylight", 26, "auto", 20, "flat", 15, "antenna", "armed"),
+    "energy saver": ((40, "neutral", 26, "auto", 20, "balanced", 15, "av", "true"),
                      ("cycles to work", "grows vegetables", "repairs old radios")),
-    "cinephile": ((20, "blue", 21, "cool", 50, "bass", 45, "hdmi1", "home"),
+    "cinephile": ((20, "cool", 21, "cool", 50, "bass boost", 45, "hdmi1", "true"),
                   ("collects film posters", "writes movie reviews", "loves noir films")),
-    "fitness fan": ((100, "cool", 18, "cool", 80, "bass", 30, "youtube", "disarmed"),
+    "fitness fan": ((100, "cool", 18, "cool", 80, "bass boost", 30, "youtube", "false"),
                     ("runs marathons", "lifts weights", "teaches spinning classes")),
-    "early bird": ((80, "daylight", 23, "heat", 30, "treble", 20, "antenna", "armed"),
+    "early bird": ((80, "neutral", 23, "heat", 30, "treble boost", 20, "av", "true"),
                    ("bakes bread at dawn", "walks the dog at six", "does crosswords")),
-    "party host": ((70, "purple", 19, "cool", 90, "bass", 40, "youtube", "disarmed"),
+    "party host": ((70, "warm", 19, "cool", 90, "bass boost", 40, "youtube", "false"),
                    ("hosts dinner parties", "DJs at weddings", "loves karaoke")),
-    "bookworm": ((60, "warm", 24, "heat", 15, "vocal", 10, "netflix", "home"),
+    "bookworm": ((60, "warm", 24, "heat", 15, "balanced", 10, "netflix", "true"),
                  ("reads novels", "knits", "volunteers at the library")),
-    "gamer": ((50, "red", 20, "dry", 60, "treble", 55, "hdmi2", "home"),
+    "gamer": ((50, "neutral", 20, "auto", 60, "treble boost", 55, "hdmi2", "true"),
               ("streams video games", "builds PCs", "plays in an esports team")),
 }
 
@@ -192,7 +194,7 @@ def hint_phrase(device, param, value):
     """The profile-text phrase that truthfully hints one preference (qualitative, like people talk)."""
     if (device, param) == ("lights", "brightness"):
         return _level(value, 30, 70, ("dim lights", "softly lit rooms", "bright lights"))
-    if (device, param) == ("lights", "colour"):
+    if (device, param) == ("lights", "color"):
         return f"{value}-coloured light"
     if (device, param) == ("ac", "temperature"):
         return _level(value, 20, 24, ("a cool room", "a mild room temperature", "a warm room"))
@@ -201,16 +203,15 @@ def hint_phrase(device, param, value):
     if (device, param) == ("speaker", "volume"):
         return _level(value, 30, 70, ("quiet music", "music at a moderate volume", "loud music"))
     if (device, param) == ("speaker", "equalizer"):
-        return {"bass": "bass-heavy sound", "treble": "crisp treble", "flat": "a flat, neutral sound",
-                "vocal": "clear vocals"}[value]
+        return {"bass boost": "bass-heavy sound", "treble boost": "crisp treble",
+                "balanced": "a flat, balanced sound"}[value]
     if (device, param) == ("tv", "volume"):
         return _level(value, 20, 40, ("a quiet TV", "the TV at a medium volume", "a loud TV"))
-    if (device, param) == ("tv", "input"):
+    if (device, param) == ("tv", "input_source"):
         return {"hdmi1": "the console on HDMI 1", "hdmi2": "the PC on HDMI 2", "netflix": "Netflix",
-                "youtube": "YouTube", "antenna": "broadcast TV"}[value]
-    if (device, param) == ("security", "mode"):
-        return {"armed": "the alarm always armed", "home": "the alarm in home mode",
-                "disarmed": "the alarm switched off"}[value]
+                "youtube": "YouTube", "av": "the old DVD player on AV"}[value]
+    if (device, param) == ("security", "armed"):
+        return {"true": "the alarm always armed", "false": "the alarm switched off"}[value]
     raise KeyError((device, param))
 
 
@@ -290,11 +291,11 @@ def _shift(param, prefs, delta):
     return _snap(param, prefs[param] + delta)
 
 
-L_B, L_C = ("lights", "brightness"), ("lights", "colour")
+L_B, L_C = ("lights", "brightness"), ("lights", "color")
 AC_T, AC_M = ("ac", "temperature"), ("ac", "mode")
 SP_V, SP_E = ("speaker", "volume"), ("speaker", "equalizer")
-TV_V, TV_I = ("tv", "volume"), ("tv", "input")
-SEC = ("security", "mode")
+TV_V, TV_I = ("tv", "volume"), ("tv", "input_source")
+SEC = ("security", "armed")
 
 # A scene: the settings it asks for as a function of (usual values, cue), the cues that can come with it,
 # the user's phrasings ({cue} is a phrase of the cue), and the settings that are the same for everyone
@@ -340,7 +341,7 @@ SCENES = {
                  "humid": ("it's so muggy today", "the air feels sticky", "it's really humid")},
         "fixed": (AC_M,),
         "settings": lambda u, cue: {
-            AC_M: {"hot": "cool", "cold": "heat", "humid": "dry"}[cue],
+            AC_M: {"hot": "cool", "cold": "heat", "humid": "auto"}[cue],
             AC_T: _shift(AC_T, u, {"hot": -2, "cold": 2, "humid": 0}[cue])},
         "asks": ("{Cue}. Sort the air out the way I like it.",
                  "{Cue} — can you set the AC how I usually have it?",
@@ -377,7 +378,7 @@ SCENES = {
     "morning": {
         "cues": {"morning": ("Good morning", "Morning", "I'm up")},
         "fixed": (SEC,),
-        "settings": lambda u, cue: {L_B: _shift(L_B, u, 20), L_C: u[L_C], SEC: "disarmed"},
+        "settings": lambda u, cue: {L_B: _shift(L_B, u, 20), L_C: u[L_C], SEC: "false"},
         "asks": ("{Cue}! Start my day the usual way.",
                  "{Cue}. Morning routine, please.",
                  "{Cue} — can you wake the house up like always?",
@@ -390,18 +391,18 @@ SCENES = {
 # replies: varied natural language that engine.data.smarthome.parse_actions reads back exactly
 
 _INPUT_NAMES = {"hdmi1": ("HDMI 1", "HDMI one"), "hdmi2": ("HDMI 2", "HDMI two"), "netflix": ("Netflix",),
-                "youtube": ("YouTube",), "antenna": ("the antenna", "the aerial")}
+                "youtube": ("YouTube",), "av": ("AV", "the AV input")}
 # device -> the settings a clause names -> phrasings; {param} is its value, {source} the TV input's spoken name
 REPLIES = {
     "lights": {
-        ("brightness", "colour"): ("the lights are at {brightness}% in {colour}",
-                                   "lights set to {brightness} percent, {colour} colour",
-                                   "I've set the lights to {brightness}% with a {colour} tone",
-                                   "lighting at {brightness}%, {colour}"),
-        ("brightness",): ("the lights are at {brightness}%", "brightness set to {brightness} percent",
+        ("brightness", "color"): ("the lights are at {brightness}% in {color}",
+                                  "lights set to {brightness} percent, {color} colour",
+                                  "I've set the lights to {brightness}% with a {color} tone",
+                                  "lighting at {brightness}%, {color}"),
+        ("brightness",): ("the lights are at {brightness}%", "light brightness set to {brightness} percent",
                           "I've put the lights at {brightness}%", "lights at {brightness}%"),
-        ("colour",): ("the lights are now {colour}", "light colour set to {colour}",
-                      "I've switched the lights to {colour}"),
+        ("color",): ("the lights are now {color}", "light colour set to {color}",
+                     "I've switched the lights to {color}"),
     },
     "ac": {
         ("temperature", "mode"): ("the AC is on {mode} mode at {temperature} degrees",
@@ -422,15 +423,15 @@ REPLIES = {
                          "I've switched the speaker to the {equalizer} equaliser"),
     },
     "tv": {
-        ("volume", "input"): ("the TV is on {source} at volume {volume}", "TV switched to {source}, volume {volume}",
-                              "I've put {source} on the TV at volume {volume}"),
+        ("volume", "input_source"): ("the TV is on {source} at volume {volume}",
+                                     "TV switched to {source}, volume {volume}",
+                                     "I've put {source} on the TV at volume {volume}"),
         ("volume",): ("the TV volume is {volume}", "TV volume set to {volume}", "I've turned the TV to volume {volume}"),
-        ("input",): ("the TV is on {source}", "TV switched to {source}", "I've put the TV on {source}"),
+        ("input_source",): ("the TV is on {source}", "TV switched to {source}", "I've put the TV on {source}"),
     },
-    "security": {  # by mode: the phrasings differ per value
-        "armed": ("the alarm is armed", "I've armed the security system", "security armed"),
-        "home": ("the alarm is in home mode", "security set to home mode"),
-        "disarmed": ("the alarm is disarmed", "I've disarmed the security system", "security disarmed"),
+    "security": {  # by "armed": the phrasings differ per value
+        "true": ("the alarm is armed", "I've armed the security system", "security armed"),
+        "false": ("the alarm is disarmed", "I've disarmed the security system", "security disarmed"),
     },
 }
 
@@ -438,11 +439,11 @@ REPLIES = {
 def _phrase(rng, table, device, s):
     """One phrasing from `table` of the settings `s` (param -> value) of one device, filled in."""
     if device == "security":
-        return _pick(rng, table["security"][s["mode"]])
+        return _pick(rng, table["security"][s["armed"]])
     key = tuple(p for p in DEVICES[device] if p in s)
     values = dict(s)
-    if "input" in s:
-        values["source"] = _pick(rng, _INPUT_NAMES[s["input"]])
+    if "input_source" in s:
+        values["source"] = _pick(rng, _INPUT_NAMES[s["input_source"]])
     if "brightness" in s:
         values["verb"] = "dim" if s["brightness"] < 50 else "brighten"
     return _pick(rng, table[device][key]).format(**values)
@@ -478,11 +479,11 @@ _POLITE = ("", "Please ", "Could you ", "Hey, ", "Hi, can you ")
 # the same for requests that name every value
 REQUESTS = {
     "lights": {
-        ("brightness", "colour"): ("set the lights to {brightness}% and {colour}",
-                                   "make the lights {colour} at {brightness} percent"),
+        ("brightness", "color"): ("set the lights to {brightness}% and {color}",
+                                  "make the lights {color} at {brightness} percent"),
         ("brightness",): ("{verb} the lights to {brightness}%", "set the lights to {brightness} percent",
-                          "put the brightness at {brightness}"),
-        ("colour",): ("make the lights {colour}", "change the light colour to {colour}"),
+                          "put the light brightness at {brightness}"),
+        ("color",): ("make the lights {color}", "change the light colour to {color}"),
     },
     "ac": {
         ("temperature", "mode"): ("set the AC to {temperature} degrees in {mode} mode",
@@ -497,14 +498,14 @@ REQUESTS = {
         ("equalizer",): ("set the speaker equalizer to {equalizer}",),
     },
     "tv": {
-        ("volume", "input"): ("put the TV on {source} at volume {volume}", "switch the TV to {source}, volume {volume}"),
+        ("volume", "input_source"): ("put the TV on {source} at volume {volume}",
+                                     "switch the TV to {source}, volume {volume}"),
         ("volume",): ("set the TV volume to {volume}", "turn the TV to {volume}"),
-        ("input",): ("switch the TV to {source}", "put {source} on the TV"),
+        ("input_source",): ("switch the TV to {source}", "put {source} on the TV"),
     },
     "security": {
-        "armed": ("arm the security system", "arm the alarm"),
-        "disarmed": ("disarm the alarm", "disarm the security system"),
-        "home": ("set the alarm to home mode",),
+        "true": ("arm the security system", "arm the alarm"),
+        "false": ("disarm the alarm", "disarm the security system"),
     },
 }
 
@@ -521,7 +522,7 @@ def _random_settings(rng):
     chosen = [devices[i] for i in rng.permutation(len(devices))[:int(rng.integers(1, 3))]]
     settings = {}
     for device in chosen:
-        params = list(DEVICES[device])
+        params = [p for p in DEVICES[device] if (device, p) in VALUE_GRID]
         if len(params) > 1 and rng.random() < 0.5:
             params = [_pick(rng, params)]
         for p in params:
@@ -583,7 +584,8 @@ def _general_dialogue(rng, two):
     if kind == "clarify":
         device = _pick(rng, tuple(_VAGUE))
         asks, questions = _VAGUE[device]
-        settings = {(device, p): _pick(rng, VALUE_GRID[(device, p)]) for p in DEVICES[device]}
+        settings = {(device, p): _pick(rng, VALUE_GRID[(device, p)])
+                    for p in DEVICES[device] if (device, p) in VALUE_GRID}
         question = _pick(rng, questions)
         answer = _answer_clause(rng, device, _by_device(settings)[device])
         answer = answer[0].upper() + answer[1:] + "."

@@ -3,33 +3,46 @@
 Everything that knows what a "device", "parameter" or "value" is lives here, so the simulator
 that writes replies and the evaluator that scores generated replies can never disagree.
 
-An action is a triple (device, parameter, value): value is an int for numeric parameters and a
-lowercase string for categorical ones, e.g. ("ac", "temperature", 21) or ("tv", "input", "netflix").
+The vocabulary is EdgeWisePersona's (Bartkowiak & Podstawski, 2025; CC BY 4.0): the devices, parameter
+names and value spellings of its routines. An action is a triple (device, parameter, value), with one
+representation for values everywhere:
+  - numeric parameters (a range in DEVICES): an int, e.g. ("ac", "temperature", 21), ("ac", "fan_speed", 2);
+  - categorical parameters (a tuple in DEVICES): a lowercase string spelled as in EdgeWisePersona, e.g.
+    ("tv", "input_source", "hdmi1"), ("speaker", "equalizer", "bass boost"), ("lights", "color", "neutral");
+  - security "armed" is categorical too: the strings "true" / "false" (EdgeWisePersona's booleans,
+    lowercased as JSON spells them), never Python bools (True == 1 would pass as a number).
+
+parse_actions reads what a reply says is DONE: questions, offers ("I can set the lights to warm"),
+suggestions and reports of the current state name no action (see its docstring for the rules).
 """
+import json
 import re
 
 # device -> parameter -> value domain. A range is a numeric parameter (ints), a tuple is categorical.
-# Every device has exactly one numeric parameter, which is what lets the parser give a bare number
-# ("set the AC to 22") to the right parameter.
+# The first numeric parameter of a device is the one a bare number goes to ("set the TV to 30": volume).
 DEVICES = {
     "lights": {
         "brightness": range(0, 101),
-        "colour": ("warm", "cool", "daylight", "red", "blue", "purple", "green"),
+        "color": ("warm", "cool", "neutral"),
+        "mode": ("static", "dynamic"),
     },
     "ac": {
         "temperature": range(16, 31),
-        "mode": ("cool", "heat", "fan", "auto", "dry"),
+        "mode": ("cool", "heat", "auto"),
+        "fan_speed": range(0, 4),
     },
     "speaker": {
         "volume": range(0, 101),
-        "equalizer": ("bass", "treble", "flat", "vocal"),
+        "equalizer": ("bass boost", "balanced", "treble boost"),
     },
     "tv": {
         "volume": range(0, 101),
-        "input": ("hdmi1", "hdmi2", "netflix", "youtube", "antenna"),
+        "brightness": range(0, 101),
+        "input_source": ("hdmi1", "hdmi2", "av", "netflix", "youtube"),
     },
     "security": {
-        "mode": ("armed", "home", "disarmed"),
+        "armed": ("true", "false"),
+        "alarm_volume": range(0, 101),
     },
 }
 
@@ -39,7 +52,19 @@ def is_numeric(device, param):
 
 
 def _numeric_param(device):
+    """The parameter a bare number goes to: the device's first numeric one."""
     return next((p for p in DEVICES[device] if is_numeric(device, p)), None)
+
+
+def _accepts(device, param, value):
+    domain = DEVICES[device][param]
+    return isinstance(value, int) == isinstance(domain, range) and value in domain
+
+
+def sort_actions(actions):
+    """Triples in vocabulary order: devices, then parameters, as DEVICES lists them."""
+    devices = list(DEVICES)
+    return sorted(actions, key=lambda t: (devices.index(t[0]), list(DEVICES[t[0]]).index(t[1])))
 
 
 # -----------------------------------------------------------------------------
@@ -48,17 +73,17 @@ def _numeric_param(device):
 def render_actions(actions):
     """Canonical reply for a list of (device, parameter, value) triples.
 
-    One fixed, terse shape ("Done: lights brightness 40, colour warm; ac temperature 21.") so that a
+    One fixed, terse shape ("Done: lights brightness 40, color warm; ac temperature 21, fan speed 2.") so that a
     135M model learns it from a few dozen examples and every value is spelled the way the parser reads it.
-    Devices appear in order of first mention, parameters in the order given.
+    Devices appear in order of first mention, parameters in the order given; "_" in a name is a space.
     """
     by_device = {}
     for device, param, value in actions:
         if device not in DEVICES or param not in DEVICES[device]:
             raise ValueError(f"unknown action ({device!r}, {param!r})")
-        if value not in DEVICES[device][param]:
+        if isinstance(value, bool) or not _accepts(device, param, value):
             raise ValueError(f"value {value!r} is outside the domain of {device} {param}")
-        by_device.setdefault(device, []).append(f"{param} {value}")
+        by_device.setdefault(device, []).append(f"{param.replace('_', ' ')} {value}")
     if not by_device:
         return "Nothing to change."
     parts = [f"{device} " + ", ".join(settings) for device, settings in by_device.items()]
@@ -68,115 +93,268 @@ def render_actions(actions):
 # -----------------------------------------------------------------------------
 # parsing: triples out of any reply text (canonical or free model text)
 
-# Rewrites applied to the lowercased text before tokenising: multi-word synonyms become one token.
+# Which sentences and clauses say something is done. A sentence ending in "?" is a question: its clauses
+# count only up to the first one that asks ("Lights at 40%, anything else?" keeps "Lights at 40%"; "So 22
+# degrees then?" keeps nothing). In any sentence, the clause with an offer, a suggestion, a refusal or a
+# report of the current state, and everything after it in that sentence, is dropped.
+_SENTENCES = re.compile(r"(?<=[.!?;])\s+|\n+")
+_CLAUSE_STARTS = re.compile(r",|;|:\s|\s[-–—]+\s|\s(?:and|but|or|so|then)\s")
+_ASKS = re.compile(r"\s*(?:what|which|who|whom|whose|where|when|why|how|would|will|do|does|did|shall|should|"
+                   r"can|could|may|might|is|are|was|were|have|has|anything|any)\b")
+_OFFER = re.compile(r"""
+    \b(?:i|we)\s+(?:can|could|might|may|would)\b             # "I can set the lights to warm": an offer
+  | \b(?:i|we)'d\b                                          # "I'd suggest", "I'd be happy to"
+  | \bcan't\b | \bcannot\b | \bunable\b | \bnot\s+able\b     # refusals
+  | \bif\s+you(?:'d|\s+would)?\s+(?:like|want|prefer|wish)\b
+  | \b(?:shall|should)\s+(?:i|we)\b | \b(?:would|do)\s+you\b
+  | \b(?:suggest|recommend)\w* | \bhow\s+about\b | \bwhat\s+about\b
+  | \b(?:is|are)\s+currently\b | \bcurrently\s+(?:at|set|is|on)\b      # reports: nothing is changed
+  | \bthe\s+current\s+\w+(?:\s+\w+)?\s+(?:is|of)\b
+""", re.X)
+
+
+def _statements(text, proposals):
+    """The pieces of `text` that state what is done, sentence by sentence (all of it when proposals)."""
+    text = text.replace("\u2019", "'")
+    for sentence in _SENTENCES.split(text):
+        sentence = sentence.strip()
+        if not sentence or proposals:
+            if sentence:
+                yield sentence
+            continue
+        low = sentence.lower()
+        question = bool(re.search(r"\?[\W_]*$", low))
+        starts = [0] + [m.end() for m in _CLAUSE_STARTS.finditer(low)]
+        cut = 0 if question else len(low)
+        for k, start in enumerate(starts):
+            clause = low[start:starts[k + 1] if k + 1 < len(starts) else len(low)]
+            if _OFFER.search(clause) or (question and _ASKS.match(clause)):
+                cut = start
+                break
+        kept = sentence[:cut].strip()
+        if kept:
+            yield kept
+
+
+# Rewrites applied to the lowercased text before tokenising: multi-word names become one token.
 _PHRASES = [
-    (r"air[\s-]?conditioner(s)?|air[\s-]?conditioning|air[\s-]?con\b|aircon|a/c|thermostat|climate control", " ac "),
-    (r"sound ?system|stereo|music player", " speaker "),
+    (r"colou?r[\s-]?temperature", " color "),
+    (r"alarm[\s-]?volume", " security alarm_volume "),
+    (r"\bfan[\s-]?(?:speed|level)s?\b|\bfan\b", " fan_speed "),
+    (r"\binput[\s-]?source\b|\binputs?\b|\bsources?\b", " input_source "),
+    (r"\bbass[\s-]?boost(?:ed)?\b", " bass_boost "),
+    (r"\btreble[\s-]?boost(?:ed)?\b", " treble_boost "),
+    (r"\b(warm|cool|neutral)[\s-]?white\b", r" \1 "),
+    (r"air[\s-]?conditioner(s)?|air[\s-]?conditioning|air[\s-]?con\b|aircon|\ba/c\b|thermostat|climate control",
+     " ac "),
+    (r"sound ?system|stereo|music player|\bradio\b", " speaker "),
     (r"television", " tv "),
-    (r"alarm system|security system|alarm", " security "),
-    (r"hdmi[\s-]?(1|one)\b", " hdmi1 "),
-    (r"hdmi[\s-]?(2|two)\b", " hdmi2 "),
+    (r"alarm system|security system|\balarms?\b", " security "),
+    (r"hdmi[\s-]?(?:1|one)\b", " hdmi1 "),
+    (r"hdmi[\s-]?(?:2|two)\b", " hdmi2 "),
     (r"you ?tube", " youtube "),
-    (r"°\s*c?\b|º\s*c?\b", " degrees "),
-    (r"%", " percent "),
+    (r"[°º]\s*f(?![a-z])|\bfahrenheit\b", " fahrenheit "),
+    (r"[°º]\s*c?(?![a-z])", " degrees "),
+    (r"%|\bper ?cent\b", " percent "),
 ]
 
-# single-word synonyms -> canonical word (device, parameter, value or unit)
-_WORDS = {
-    # devices
-    "light": "lights", "lights": "lights", "lamp": "lights", "lamps": "lights", "lighting": "lights",
-    "ac": "ac", "speaker": "speaker", "speakers": "speaker", "music": "speaker",
-    "tv": "tv", "telly": "tv", "security": "security",
-    # parameters
-    "brightness": "brightness", "colour": "colour", "color": "colour", "colours": "colour",
-    "temperature": "temperature", "temp": "temperature", "mode": "mode",
-    "volume": "volume", "vol": "volume", "equalizer": "equalizer", "equaliser": "equalizer",
-    "eq": "equalizer", "input": "input", "source": "input",
-    # units
-    "degrees": "degrees", "degree": "degrees", "deg": "degrees", "celsius": "degrees",
-    "percent": "percent", "pct": "percent",
-    # values
-    "cooling": "cool", "heating": "heat", "violet": "purple", "vocals": "vocal", "voice": "vocal",
-    "aerial": "antenna", "arm": "armed", "disarm": "disarmed", "unarmed": "disarmed",
-}
+# single words -> (kind, canonical word); kinds: device, param, unit, value
+_DEVICE_WORDS = {"light": "lights", "lights": "lights", "lamp": "lights", "lamps": "lights", "lighting": "lights",
+                 "bulbs": "lights", "ac": "ac", "speaker": "speaker", "speakers": "speaker", "music": "speaker",
+                 "tv": "tv", "telly": "tv", "security": "security"}
+_PARAM_WORDS = {"brightness": "brightness", "color": "color", "colour": "color", "colors": "color",
+                "colours": "color", "tone": "color", "hue": "color", "temperature": "temperature",
+                "temp": "temperature", "mode": "mode", "volume": "volume", "vol": "volume",
+                "equalizer": "equalizer", "equaliser": "equalizer", "eq": "equalizer", "fan_speed": "fan_speed",
+                "speed": "fan_speed", "input_source": "input_source", "alarm_volume": "alarm_volume"}
+_UNIT_WORDS = {"degrees": "degrees", "degree": "degrees", "deg": "degrees", "celsius": "degrees",
+               "percent": "percent", "pct": "percent", "fahrenheit": "fahrenheit"}
+# value words -> canonical value. STRONG ones name their device by themselves ("netflix" is the TV);
+# the others are everyday words ("warm", "cool", "arm") that need a parameter or a device nearby.
+_VALUE_WORDS = {"cooling": "cool", "heating": "heat", "automatic": "auto", "bass_boost": "bass boost",
+                "bass": "bass boost", "treble_boost": "treble boost", "treble": "treble boost",
+                "arm": "true", "arming": "true", "activate": "true", "activated": "true", "enable": "true",
+                "enabled": "true", "disarm": "false", "disarming": "false", "deactivate": "false",
+                "deactivated": "false", "disable": "false", "disabled": "false", "disarmed": "false",
+                "armed": "true", "unarmed": "false"}
+for _params in DEVICES.values():
+    for _domain in _params.values():
+        if not isinstance(_domain, range):
+            _VALUE_WORDS.update({v.replace(" ", "_"): v for v in _domain})
+_STRONG = {"hdmi1", "hdmi2", "av", "netflix", "youtube", "bass_boost", "treble_boost", "armed", "disarmed"}
 
-_DEVICE_WORDS = set(DEVICES)
-# parameters that name exactly one device ("brightness" means lights) switch the current device
-_PARAM_OWNER = {}
-for _d, _params in DEVICES.items():
-    for _p in _params:
-        _PARAM_OWNER.setdefault(_p, set()).add(_d)
-_PARAM_OWNER = {p: next(iter(ds)) for p, ds in _PARAM_OWNER.items() if len(ds) == 1}
-# categorical values that name exactly one device and are not everyday words ("netflix" means tv;
-# "home" or "fan" do not mean anything on their own) also switch the current device
-_EVERYDAY = {"home", "fan", "dry", "flat", "auto", "heat", "cool", "warm"}
+# (device, parameter) of a categorical value only one device has: where a strong value word goes alone
 _VALUE_OWNER = {}
 for _d, _params in DEVICES.items():
     for _p, _domain in _params.items():
         if not isinstance(_domain, range):
             for _v in _domain:
-                _VALUE_OWNER.setdefault(_v, set()).add((_d, _p))
-_VALUE_OWNER = {v: next(iter(dp)) for v, dp in _VALUE_OWNER.items() if len(dp) == 1 and v not in _EVERYDAY}
+                _VALUE_OWNER.setdefault(_v, []).append((_d, _p))
+_VALUE_OWNER = {v: dp[0] for v, dp in _VALUE_OWNER.items() if len(dp) == 1}
+# a parameter two devices share, named with neither in sight: "brightness" is the lights' (the room's);
+# "volume" is not guessed (TV or speaker)
+_DEFAULT_OWNER = {"brightness": "lights"}
+# words that may stand between a parameter and its value: "fan speed to 2", "volume is now set to 30",
+# "a temperature of 23", "mode: cool"
+_CONNECTORS = {"to", "at", "of", "is", "are", "was", "now", "set", "on", "in", "a", "an", "the", "level", "be",
+               "been", "has", "have", "being", "setting", "just", "already", "up", "down", "changed", "adjusted",
+               "turned", "put", ":", "="}
+_NEAR_DEVICE = {"of", "on", "the", "for", "your", "my", "in"}  # "brightness of the TV"
 
-_TOKEN = re.compile(r"[a-z]+[0-9]+|[0-9]+(?:\.[0-9]+)?|[a-z]+")
+_TOKEN = re.compile(r"[a-z_]+[0-9]+|[0-9]+(?:\.[0-9]+)?|[a-z_']+|[,:;=]")
 
 
 def _tokens(text):
+    """(kind, word) pairs; kind is device / param / unit / value / number / conn / other."""
     text = text.lower()
     for pattern, replacement in _PHRASES:
         text = re.sub(pattern, replacement, text)
-    return [_WORDS.get(t, t) for t in _TOKEN.findall(text)]
+    raw = _TOKEN.findall(text)
+    out = []
+    for i, t in enumerate(raw):
+        nxt = raw[i + 1] if i + 1 < len(raw) else ""
+        if t[0].isdigit():
+            out.append(("number", int(t)) if "." not in t else ("other", t))  # no fractional values anywhere
+        elif t in _DEVICE_WORDS:
+            out.append(("device", _DEVICE_WORDS[t]))
+        elif t == "armed" and nxt in ("true", "false", ":", "=", "to"):
+            out.append(("param", "armed"))  # "armed true", the canonical spelling
+        elif t in _PARAM_WORDS:
+            out.append(("param", _PARAM_WORDS[t]))
+        elif t in _UNIT_WORDS:
+            out.append(("unit", _UNIT_WORDS[t]))
+        elif t in _VALUE_WORDS:
+            out.append(("value", (_VALUE_WORDS[t], t in _STRONG)))
+        else:
+            out.append(("conn" if t in _CONNECTORS else "other", t))
+    return out
 
 
-def parse_actions(text):
-    """Set of (device, parameter, value) triples a reply text mentions.
+def _resolve(param, value, device, tokens, i):
+    """(device, parameter) that the parameter word tokens[i] names, given the current device and, when one
+    is being bound, the value; None when it cannot be told (or the value fits none)."""
+    if param == "volume" and device == "security":
+        param = "alarm_volume"
+    owners = [d for d in DEVICES if param in DEVICES[d]]
+    ok = [d for d in owners if value is None or _accepts(d, param, value)]
+    if device in ok:
+        return device, param
+    if len(owners) == 1:
+        return (owners[0], param) if ok else None
+    for j in range(i + 1, min(i + 5, len(tokens))):  # "brightness of the TV"
+        kind, word = tokens[j]
+        if kind == "device":
+            return (word, param) if word in ok else None
+        if word not in _NEAR_DEVICE:
+            break
+    if value is not None and len(ok) == 1:
+        return ok[0], param  # "cool mode" is the AC's, "static mode" the lights'
+    default = _DEFAULT_OWNER.get(param)
+    return (default, param) if default in ok else None
 
-    Reads left to right keeping a "current device": a device word (or a synonym: "air conditioner",
-    "lamp", "alarm"...) sets it, so do words that only one device has ("brightness", "netflix",
-    "21 degrees"). A number goes to the current device's numeric parameter, a categorical word to the
-    current device's parameter that has it. Values outside a parameter's domain are ignored; when a
-    parameter is mentioned twice the last value wins. A number seen before any device waits for one.
+
+def parse_actions(text, proposals=False):
+    """Set of (device, parameter, value) triples a reply text says are applied.
+
+    Sentence by sentence: a question, an offer ("I can set the lights to warm", "... if you like"), a
+    suggestion, a refusal or a report of the current state ("The current brightness is 30") is no action
+    (see _statements); proposals=True reads every sentence, e.g. for what a user's request asks for.
+    Within the rest, left to right, keeping a "current device" (a device word or synonym sets it, so does
+    a parameter or strong value only one device has: "fan speed", "Netflix", "21 degrees"), a value goes to
+      1. the parameter just before it ("fan speed to 2", "color neutral", "a temperature of 23"), else
+      2. the parameter just after it ("75% brightness", "cool color", "heat mode"), else
+      3. its unit ("22 degrees": the AC's temperature; Fahrenheit values are dropped), else
+      4. a parameter named earlier in the sentence that still waits for a value, else
+      5. the current device (a number: its first numeric parameter; a word: its parameter that has it), else
+      6. the one device that has it, for strong values ("netflix", "bass boost", "armed"), else
+      7. the next device named in the sentence ("arm the alarm", "lights to 40% and disarm the alarm").
+    A parameter two devices share follows the current device ("TV volume 30 and brightness 40"), else a
+    device named right after it ("brightness of the TV"), else the one device whose domain has the value;
+    a lone "brightness" is the lights'. Values outside a parameter's domain are ignored; when a parameter
+    gets two values the last wins.
     """
     found = {}
     device = None
-    pending_number = None
-    tokens = _tokens(text)
-    for i, tok in enumerate(tokens):
-        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
-        if tok in _DEVICE_WORDS:
-            device = tok
-        elif tok in _PARAM_OWNER and (device is None or tok not in DEVICES[device]):
-            device = _PARAM_OWNER[tok]
-        elif tok[0].isdigit():
-            if "." in tok:
-                continue  # no fractional values anywhere in the vocabulary
-            number = int(tok)
-            if nxt == "degrees":
-                device = "ac"
-            if device is None:
-                pending_number = number
-                continue
-            param = _numeric_param(device)
-            if param is not None and number in DEVICES[device][param]:
-                found[(device, param)] = number
-            continue
-        else:
-            for param, domain in (DEVICES[device].items() if device else ()):
-                if not isinstance(domain, range) and tok in domain:
-                    found[(device, param)] = tok
-                    break
-            else:
-                if tok in _VALUE_OWNER:
-                    device, param = _VALUE_OWNER[tok]
-                    found[(device, param)] = tok
-            continue
-        # a device was just set: give it a number that came before any device
-        if pending_number is not None:
-            param = _numeric_param(device)
-            if param is not None and pending_number in DEVICES[device][param]:
-                found.setdefault((device, param), pending_number)
-            pending_number = None
+    for piece in _statements(text, proposals):
+        tokens = _tokens(piece)
+        waiting, pending = [], []  # parameters named without a value yet; values seen before any device
+
+        def set_device(d):
+            nonlocal device
+            device = d
+            for v in pending:
+                params = [p for p in DEVICES[d] if _accepts(d, p, v)]
+                p = _numeric_param(d) if isinstance(v, int) else (params[0] if len(params) == 1 else None)
+                if p is not None and _accepts(d, p, v):
+                    found.setdefault((d, p), v)
+            pending.clear()
+
+        for i, (kind, word) in enumerate(tokens):
+            if kind == "device":
+                set_device(word)
+            elif kind == "param":
+                target = _resolve(word, None, device, tokens, i)
+                if target:
+                    set_device(target[0])
+                    waiting.append(target)
+            elif kind in ("number", "value"):
+                value, strong = (word, False) if kind == "number" else word
+                target = _bind(tokens, i, value, strong, device, waiting)
+                if target == "pending":
+                    pending.append(value)
+                elif target is not None:
+                    found[target] = value
+                    if target in waiting:
+                        waiting.remove(target)
+                    set_device(target[0])
     return {(d, p, v) for (d, p), v in found.items()}
+
+
+def _bind(tokens, i, value, strong, device, waiting):
+    """(device, parameter) the value tokens[i] goes to, "pending" (wait for the next device named), or None
+    (dropped)."""
+    numeric = isinstance(value, int)
+    j = i - 1
+    while j >= 0 and tokens[j][0] == "conn":
+        j -= 1
+    if j >= 0 and tokens[j][0] == "param":                                  # 1. "fan speed to 2"
+        target = _resolve(tokens[j][1], value, device, tokens, j)
+        if target:
+            return target
+    j = i + 1
+    unit = None
+    while numeric and j < len(tokens) and tokens[j][0] == "unit":
+        unit = unit or tokens[j][1]
+        j += 1
+    if unit == "fahrenheit":
+        return None
+    if j < len(tokens) and tokens[j][0] == "param":                         # 2. "75% brightness", "cool color"
+        target = _resolve(tokens[j][1], value, device, tokens, j)
+        if target:
+            return target
+    if unit == "degrees":                                                   # 3. "22 degrees"
+        return ("ac", "temperature") if _accepts("ac", "temperature", value) else None
+    for d, p in reversed(waiting):                                          # 4. named earlier in the sentence
+        if d == device and _accepts(d, p, value):
+            return d, p
+    if device is not None:                                                  # 5. the current device
+        if numeric:
+            p = _numeric_param(device)
+            if _accepts(device, p, value):
+                return device, p
+        else:
+            params = [p for p in DEVICES[device] if _accepts(device, p, value)]
+            if len(params) == 1:
+                return device, params[0]
+    if strong and value in _VALUE_OWNER:                                    # 6. "netflix" is the TV's
+        return _VALUE_OWNER[value]
+    return "pending"                                                        # 7. wait for a device
+
+
+def actions_main(lines):
+    """`python -m engine actions`: for each input line (a reply text), one JSON list of
+    [device, parameter, value] triples in vocabulary order, e.g. '[["ac", "temperature", 22]]'."""
+    return [json.dumps([list(t) for t in sort_actions(parse_actions(line.rstrip("\n")))]) for line in lines]
 
 
 # -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`python -m engine ...`: synth, run, runs, import, ingest (and the dashboard's worker, export).
+"""`python -m engine ...`: synth, run, study, runs, import, ingest, export, actions, calibrate (and the dashboard's
+worker).
 
 Exit codes: 0 ok, 1 the run failed while working, 2 bad input (nothing was written).
 """
@@ -358,6 +359,14 @@ def cmd_study(args) -> int:
     return 0
 
 
+def cmd_actions(args) -> int:
+    """What the action metrics see: per line of stdin (a reply), one JSON list of [device, parameter, value]."""
+    from engine.data.smarthome import actions_main
+    for line in actions_main(sys.stdin):
+        print(line, flush=True)
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     """Which precision `auto` picks on this CPU and why (the measurement behind it, cached per machine)."""
     from engine.models.precision import cpu_calibration
@@ -453,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--store", default=None)
     _add_train_flags(sd)
     sd.set_defaults(fn=cmd_study)
+
+    a = sub.add_parser("actions", help="read reply texts on stdin, one per line; print per line the [device, parameter, "
+                                       "value] triples the action metrics read from it, as a JSON list")
+    a.set_defaults(fn=cmd_actions)
 
     c = sub.add_parser("calibrate", help="time fp32 and bf16 on this CPU: what --precision auto picks, and why")
     c.add_argument("--refresh", action="store_true", help="measure again instead of reading the cached result")
