@@ -12,9 +12,11 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from engine.training.config import TrainConfig
 from engine import settings
 from engine.analysis.report import print_runs
+from engine.lab.spec import PRECISIONS
+from engine.methods.registry import known_methods
+from engine.training.config import TrainConfig
 
 TRAIN_FLAGS = {f.name: f for f in fields(TrainConfig)}
 
@@ -131,6 +133,42 @@ def _set_handlers(handlers: dict) -> dict:
     return previous
 
 
+class _Landing:
+    """A CLI run's results into the store: each method as it finishes (skipped while the store is locked), then
+    everything at the end; says once what could not land and how to land it later."""
+
+    def __init__(self, run_id: str, results, path: str):
+        self.run_id, self.results, self.path, self.said = run_id, results, path, set()
+
+    def ingest(self, timeout: float) -> str | None:
+        """Copy what is finished into the store; the reason it could not, or None."""
+        from engine import store
+        problems = []
+        try:
+            store.ingest(self.results, self.path, problems=problems, timeout=timeout)
+        except store.StoreError as e:  # busy, or the store file went bad while the run worked
+            return str(e)
+        for p in problems:
+            if p not in self.said:
+                self.said.add(p)
+                print(f"warning: {p}", file=sys.stderr)
+        return None
+
+    def after_method(self, method):
+        why = self.ingest(RUN_INGEST_TIMEOUT_S)
+        if why:
+            print(f"note: {method} kept in {self.results}, not yet in the store ({why}); trying again later",
+                  file=sys.stderr)
+
+    def finish(self, code: int, timeout: float | None = None) -> int:
+        why = self.ingest(FINAL_INGEST_TIMEOUT_S if timeout is None else timeout)
+        if why is None:
+            return code
+        print(f"run {self.run_id}: results kept in {self.results} but not in the store ({why}). When the store is "
+              f"free:\n    python -m engine ingest {self.results} --store {self.path}", file=sys.stderr)
+        return STORE_NOT_WRITTEN
+
+
 def cmd_run(args) -> int:
     from engine import store
     from engine.data.dataset import DataError
@@ -150,34 +188,8 @@ def cmd_run(args) -> int:
     run_id = settings.new_id()
     results = settings.runs_dir(path) / run_id  # kept: the adapters for `export` live here
     progress = TqdmProgress()
-    said = set()
-
-    def ingest(timeout: float) -> str | None:
-        """Copy what is finished into the store; the reason it could not, or None."""
-        problems = []
-        try:
-            store.ingest(results, path, problems=problems, timeout=timeout)
-        except store.StoreError as e:  # busy, or the store file went bad while the run worked
-            return str(e)
-        for p in problems:
-            if p not in said:
-                said.add(p)
-                print(f"warning: {p}", file=sys.stderr)
-        return None
-
-    def after_method(method):
-        why = ingest(RUN_INGEST_TIMEOUT_S)
-        if why:
-            print(f"note: {method} kept in {results}, not yet in the store ({why}); trying again later",
-                  file=sys.stderr)
-
-    def finish(code: int, timeout: float = FINAL_INGEST_TIMEOUT_S) -> int:
-        why = ingest(timeout)
-        if why is None:
-            return code
-        print(f"run {run_id}: results kept in {results} but not in the store ({why}). When the store is free:\n"
-              f"    python -m engine ingest {results} --store {path}", file=sys.stderr)
-        return STORE_NOT_WRITTEN
+    landing = _Landing(run_id, results, path)
+    after_method, finish = landing.after_method, landing.finish
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
@@ -239,10 +251,22 @@ def _method_options(args) -> dict:
     return options
 
 
-def _add_method_options(p: argparse.ArgumentParser):
+def _add_setup_flags(p: argparse.ArgumentParser):
+    """What a run and a study are set up with alike: model, methods, device, precision, metric, store, options,
+    hyperparameters."""
+    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m, tiny-random, a local folder or a HF id")
+    p.add_argument("--methods", default="base,unified", help=f"comma-separated, of: {', '.join(known_methods())}")
+    p.add_argument("--store", default=None, help="DuckDB file (default $PLL_STORE or store.duckdb)")
+    p.add_argument("--name")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
+    p.add_argument("--precision", default="auto", choices=list(PRECISIONS))
+    p.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
+    p.add_argument("--metric", help="the primary metric (score); default: action_f1 for smart-home dialogue data, "
+                                    "embedding_similarity for other dialogue data, accuracy for choice data")
     p.add_argument("--cluster-k", help="clusters for the cluster method: an integer or auto")
     p.add_argument("--merge-k", type=int, help="neighbours merged per persona (merge methods)")
     p.add_argument("--rag-k", type=int, help="own train dialogues retrieved into the prompt (rag, unified+rag; default 4)")
+    _add_train_flags(p)
 
 
 def cmd_import(args) -> int:
@@ -390,18 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train and evaluate methods on a dataset, write the store; prints the run id last")
     r.add_argument("--data", required=True, help="JSONL path, or the simulator: sim or sim:personas=8,train_per_persona=10,...")
-    r.add_argument("--model", default="smollm2-135m", help="smollm2-135m, tiny-random, a local folder or a HF id")
-    r.add_argument("--methods", default="base,unified")
-    r.add_argument("--store", default=None, help="DuckDB file (default $PLL_STORE or store.duckdb)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--name")
-    r.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when present)")
-    r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    r.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
-    _add_method_options(r)
-    r.add_argument("--metric", help="the primary metric (score); default: action_f1 for smart-home dialogue data, "
-                                    "embedding_similarity for other dialogue data, accuracy for choice data")
-    _add_train_flags(r)
+    _add_setup_flags(r)
     r.set_defaults(fn=cmd_run)
 
     im = sub.add_parser("import", help="store per-persona results of other tools (CSV, JSON, JSONL) as a run; prints "
@@ -450,17 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(personal_fraction, train_per_persona, archetypes, archetype_noise, profile_fidelity, personas) "
                     "or a hyperparameter (r, lr, epochs, ...)")
     sd.add_argument("--seeds", default="0", help="comma-separated run seeds (default 0)")
-    sd.add_argument("--methods", default="base,unified")
-    sd.add_argument("--model", default="smollm2-135m")
-    sd.add_argument("--name")
-    sd.add_argument("--device")
-    sd.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    sd.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
-    sd.add_argument("--metric")
-    _add_method_options(sd)
     sd.add_argument("--resume", metavar="STUDY_ID", help="finish a study cut short (its stored spec; other flags ignored)")
-    sd.add_argument("--store", default=None)
-    _add_train_flags(sd)
+    _add_setup_flags(sd)
     sd.set_defaults(fn=cmd_study)
 
     a = sub.add_parser("actions", help="read reply texts on stdin, one per line; print per line the [device, parameter, "
