@@ -1,4 +1,4 @@
-"""Persona LoRA Lab dashboard: `streamlit run app.py` (DESIGN §10).
+"""Persona LoRA Lab dashboard: `streamlit run app.py`.
 
 Navigation, the shared sidebar (store path, job summary) and the auto-refresh that ingests finished
 job results into the store every few seconds. The pages live in pages/ and only present.

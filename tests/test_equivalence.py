@@ -1,4 +1,4 @@
-"""Batched multi-adapter training == each persona trained alone (DESIGN §6).
+"""Batched multi-adapter training == each persona trained alone.
 
 Reference: plain PEFT, torch's AdamW, HF's mean cross-entropy over target tokens, early stopping written
 out by hand. Setting: tiny-random in fp32, dropout 0, no gradient clipping (clipping every step would

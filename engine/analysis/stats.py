@@ -1,4 +1,4 @@
-"""Statistics over personas (DESIGN §7).
+"""Statistics over personas.
 
 The unit of analysis is the persona: every statistic here takes one score per persona (already the
 mean over that persona's test targets) and never pools over examples, so a persona with many targets

@@ -1,4 +1,4 @@
-"""A run's heavy work on a Ray cluster (DESIGN §9); the run's driver stays one process that writes the result
+"""A run's heavy work on a Ray cluster; the run's driver stays one process that writes the result
 files as always.
 
 Actors keep the base model loaded: one per GPU, or one per PLL_RAY_CPUS_PER_ACTOR CPUs (default 4, at most a

@@ -1,4 +1,4 @@
-"""Load and validate persona datasets (DESIGN §3).
+"""Load and validate persona datasets.
 
 A file that breaks the contract is rejected whole, before any work: validation walks every line,
 collects every problem as "FILE:LINE: what is wrong" (the first 50, then a count) and raises one

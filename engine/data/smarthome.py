@@ -374,7 +374,7 @@ def _f1(pred: set, ref: set) -> float:
 
 
 def action_metrics(prediction, reference):
-    """Smart-home action metrics of a predicted reply against the reference reply (DESIGN §7).
+    """Smart-home action metrics of a predicted reply against the reference reply.
 
     Both texts go through parse_actions, then:
       action_f1           = F1 of the predicted (device, parameter, value) triples against the reference's:

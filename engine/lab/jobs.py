@@ -1,4 +1,4 @@
-"""Background jobs of the dashboard (DESIGN §9): a folder per job, a detached worker process per job.
+"""Background jobs of the dashboard: a folder per job, a detached worker process per job.
 
     jobs/<job_id>/spec.json       what to run (a RunSpec) and the run id it will write
     jobs/<job_id>/status.json     queued | running | done | failed | cancelled, pid, times, error

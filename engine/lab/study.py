@@ -1,4 +1,4 @@
-"""A study: one question asked over a grid (DESIGN §6, "when does personalization win?").
+"""A study: one question asked over a grid ("when does personalization win?").
 
 One or two axes — simulator knobs on the built-in benchmark, or hyperparameters on any data — times a list
 of seeds, with one set of methods, model and hyperparameters. Every grid point is an ordinary run that

@@ -1,4 +1,4 @@
-"""Profile-embedding clusters (DESIGN §6 `cluster`, §10 Clusters page).
+"""Profile-embedding clusters (the `cluster` method, the Clusters page).
 
 MiniLM embeddings of the profile texts (L2-normalised), KMeans on them, silhouettes with the cosine
 distance, and a 2-D map (UMAP; PCA when there are too few personas for UMAP to mean anything).

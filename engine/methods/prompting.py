@@ -1,4 +1,4 @@
-"""Personalization through the prompt (DESIGN §6, the field's first baselines): the persona's profile, or the
+"""Personalization through the prompt (the field's first baselines): the persona's profile, or the
 persona's own most similar past dialogues, put in the system prompt of an example.
 
 Both only rewrite examples (their `system` field); training and evaluation stay the batched trainer's and

