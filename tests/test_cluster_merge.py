@@ -145,6 +145,7 @@ def _blobs(per=4, k=3, dim=16, seed=0):
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
+@pytest.mark.slow
 def test_cluster_auto_finds_the_blobs():
     X = _blobs()
     info = cluster_personas(X, [f"p{i}" for i in range(len(X))], "auto", seed=0)

@@ -27,7 +27,7 @@ VAL_SIZES = (2, 2, 1)
 CFG = TrainConfig(r=4, alpha=8.0, dropout=0.0, lr=2e-2, epochs=4, patience=1, batch_size=2, max_grad_norm=0.0,
                   weight_decay=0.01, micro_batch_tokens=400)
 SEEDS = [11, 22, 33]
-TOLERANCE = 1e-3  # float summation order, amplified by Adam where a gradient is near 0: ~1e-4 seen here
+TOLERANCE = 1e-3  # float summation order, amplified by Adam where a gradient is near 0: ~4e-4 seen here
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +99,14 @@ def peft_reference(lm, base, data, val, init, seed):
 
 
 def max_relative_difference(ours: dict, ref: dict) -> float:
-    """max over tensors of max|ours - ref| / max|ref|."""
+    """max over tensors of ||ours - ref|| / ||ref|| (Frobenius). Not the largest single element: Adam turns float
+    summation noise in a coordinate whose gradient is ~0 into a step of up to lr there (one element of 256 was
+    off by 0.4% of its tensor's largest entry after 3 epochs, every other element agreeing to 1e-5), while a
+    wrong loss or a coupling between personas moves whole tensors (the mutants below: > 10x the tolerance)."""
     worst = 0.0
     for name, pair in ref.items():
         for a, b in zip(ours[name], pair):
-            worst = max(worst, float((a - b).abs().max() / b.abs().max().clamp(min=1e-12)))
+            worst = max(worst, float((a - b).norm() / b.norm().clamp(min=1e-12)))
     return worst
 
 

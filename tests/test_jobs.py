@@ -79,6 +79,7 @@ READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_lifecycle_queue_and_concurrent_reads(env, tmp_path):
     stop = tmp_path / "stop"
     store.query("SELECT 1", path=env["store"])  # create the store
@@ -131,6 +132,7 @@ def test_lifecycle_queue_and_concurrent_reads(env, tmp_path):
     assert jobs.poll(env["store"], env["jobs"])["ingested"] == {}
 
 
+@pytest.mark.slow
 def test_cancel_ends_process_group(env):
     j = jobs.submit(spec(LONGER, methods=("unified", "per_persona"), epochs=20), jobs_dir=env["jobs"])
     wait_for(lambda: (info(env, j)["progress"] or {}).get("phase", "").startswith("unified"),
@@ -155,6 +157,7 @@ def test_cancel_ends_process_group(env):
     jobs.cancel(k, env["jobs"], grace=1)
 
 
+@pytest.mark.slow
 def test_crash_is_failed_with_log_tail_and_keeps_finished_methods(env):
     j = jobs.submit(spec(LONGER, methods=("base", "unified"), epochs=20), jobs_dir=env["jobs"])
     d = env["jobs"] / j

@@ -131,6 +131,7 @@ def test_routed_answers_each_persona_with_its_validation_choice(run):
         assert d["val_scores"][pid][chosen] == best
 
 
+@pytest.mark.slow
 def test_quick_demo_learns_something(tmp_path):
     """The empty store's quick-demo button must show a working lab: every method scores every persona,
     and training moves the toy model off the base (which answers with blank lines) towards the replies'

@@ -89,6 +89,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_ci_guard_emulated_bf16_cpu_gets_fp32_speed(tmp_path):
     """oneDNN limited to AVX2 has no bf16 kernels, which is what an AVX2-only CPU is; on one that is AVX2 only
     anyway the variable changes nothing. Either way `auto` must find fp32 and train like explicit fp32."""

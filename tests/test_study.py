@@ -80,6 +80,7 @@ def _method_rows(db):
                        "ORDER BY run_id, method", path=db)
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_redoes_nothing_finished(tmp_path):
     db = str(tmp_path / "store.duckdb")
     cmd = [sys.executable, "-m", "engine", "study", "--data", SMALL, "--vary", "personal_fraction=0,0.25,0.5",
