@@ -142,10 +142,6 @@ def pick_run(runs_df, key: str = "run", label: str = "Run"):
     return run_id
 
 
-def fmt_p(p) -> str:
-    return "–" if p is None or p != p else (f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}")
-
-
 def remember_page(page) -> None:
     """Record, on every full run, the page the browser now shows and its query parameters (recover_stale_tick)."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx

@@ -137,8 +137,7 @@ def main(argv=None) -> int:
         print(f"{args.store}: no run with results", file=sys.stderr)
         return 2
     run_id = args.run or runs.run_id.iloc[0]
-    persona = args.persona or store.query("SELECT min(persona_id) AS p FROM personas WHERE run_id = ?",
-                                          [run_id], path=args.store).p.iloc[0]
+    persona = args.persona or store.queries.first_persona(run_id, args.store)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pll-shots-") as tmp:

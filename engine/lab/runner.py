@@ -59,20 +59,10 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     """
     checked = spec.validate()  # everything but the model, before any write
     cfg, dataset, metric = checked.cfg, checked.dataset, checked.metric
-    repeats, n_test = repeated_targets(dataset, "test")
     results_dir = Path(results_dir)
     run_id = run_id or settings.new_id()
     device = pick_device(spec.device)
-    run = {
-        "run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(), "finished_at": None,
-        "name": spec.name or f"{spec.model} · {','.join(spec.methods)}", "status": "running",
-        "dataset": dataset.source, "dataset_hash": dataset.hash, "task": dataset.task,
-        "n_personas": len(dataset.personas), "model": spec.model, "device": str(device), "seed": spec.seed,
-        "methods": ",".join(spec.methods), "error": None, "job_id": job_id,
-        "artifacts_dir": str(results_dir.resolve()), "metric": metric, **(spec.study or {}),
-        "config_json": json.dumps({**asdict(spec), "train": cfg.to_dict(), "metric": metric,
-                                   "test_targets_repeating_train": [repeats, n_test]}, sort_keys=True),
-    }
+    run = _run_row(spec, checked, run_id, results_dir, device, job_id)
     if progress:
         progress("load model", 0, 1)
     if lm is None:
@@ -118,17 +108,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
             if spec.ray:
                 out.details["ray_shards"] = backend.shard_seconds[mark:]
             ctx.finished[method] = out
-            per_persona = persona_means(out.predictions)
-            summary = store.method_summary(
-                method, per_persona, train_seconds=out.train_seconds, eval_seconds=out.eval_seconds,
-                peak_mem_mb=peak_memory_mb(device), trainable_params=out.trainable_params,
-                n_adapters=out.n_adapters, device=str(device), train_tokens=out.train_tokens,
-                tokens_per_second=out.tokens_per_second, final_loss=out.final_loss,
-                epochs_trained=(out.details.get("epochs") or {}).get("mean"),
-                details_json=json.dumps(out.details, default=str))
-            store.write_method_files(results_dir, method, summary, {
-                "persona_results": per_persona, "persona_kind_results": persona_means_by_kind(out.predictions),
-                "predictions": out.predictions, **out.tables})
+            _write_method(results_dir, method, out, device)
             if on_method_done:
                 on_method_done(method)
         clusters = None
@@ -148,6 +128,36 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
         store.write_run_file(results_dir, run)
         backend.close()
     return run_id
+
+
+def _run_row(spec: RunSpec, checked, run_id: str, results_dir: Path, device, job_id) -> dict:
+    """The run's row as it starts: what ran on what, with the full config (the spec, the resolved training
+    config and metric, and how many test targets repeat a train target)."""
+    repeats, n_test = repeated_targets(checked.dataset, "test")
+    return {
+        "run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(), "finished_at": None,
+        "name": spec.name or f"{spec.model} · {','.join(spec.methods)}", "status": "running",
+        "dataset": checked.dataset.source, "dataset_hash": checked.dataset.hash, "task": checked.dataset.task,
+        "n_personas": len(checked.dataset.personas), "model": spec.model, "device": str(device), "seed": spec.seed,
+        "methods": ",".join(spec.methods), "error": None, "job_id": job_id,
+        "artifacts_dir": str(results_dir.resolve()), "metric": checked.metric, **(spec.study or {}),
+        "config_json": json.dumps({**asdict(spec), "train": checked.cfg.to_dict(), "metric": checked.metric,
+                                   "test_targets_repeating_train": [repeats, n_test]}, sort_keys=True),
+    }
+
+
+def _write_method(results_dir: Path, method: str, out, device) -> None:
+    """A finished method's result folder: its summary row, per-persona (and per-kind) figures, predictions."""
+    per_persona = persona_means(out.predictions)
+    summary = store.method_summary(
+        method, per_persona, train_seconds=out.train_seconds, eval_seconds=out.eval_seconds,
+        peak_mem_mb=peak_memory_mb(device), trainable_params=out.trainable_params, n_adapters=out.n_adapters,
+        device=str(device), train_tokens=out.train_tokens, tokens_per_second=out.tokens_per_second,
+        final_loss=out.final_loss, epochs_trained=(out.details.get("epochs") or {}).get("mean"),
+        details_json=json.dumps(out.details, default=str))
+    store.write_method_files(results_dir, method, summary, {
+        "persona_results": per_persona, "persona_kind_results": persona_means_by_kind(out.predictions),
+        "predictions": out.predictions, **out.tables})
 
 
 def _personas_frame(dataset, counts, clusters=None):
