@@ -167,3 +167,106 @@ def test_method_table():
     for r in (row("r1", "unified"), row("r2", "base")):  # reference row, and run lacking it
         assert math.isnan(r["delta"]) and math.isnan(r["wilcoxon_p"])
         assert r["helped"] is None and r["hurt"] is None and r["tied"] is None
+
+
+# ----------------------------------------------------------------------------- many methods, equivalence, power
+
+from engine.analysis.stats import (holm, minimum_detectable_effect, paired_t_power, personas_needed,  # noqa: E402
+                                   slope, tost_p, verdict)
+
+
+@pytest.mark.parametrize("p, adjusted", [
+    # by hand: sorted 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> monotone 0.06
+    ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02]),
+    ([0.5, float("nan"), 0.01], [0.5, float("nan"), 0.02]),  # an undefined test is not part of the family
+    ([0.3, 0.4], [0.6, 0.6]),
+    ([0.9], [0.9]),
+])
+def test_holm_on_known_p_vectors(p, adjusted):
+    np.testing.assert_allclose(holm(p), adjusted, equal_nan=True)
+
+
+def test_holm_is_not_bonferroni_nor_unsorted():
+    """Mutants: Bonferroni (x m for all) and step-down without the running maximum both differ here."""
+    p = [0.01, 0.04, 0.03, 0.005]
+    assert not np.allclose(holm(p), np.minimum(1, np.array(p) * 4))
+    assert not np.allclose(holm(p), [0.03, 0.04, 0.06, 0.02])
+
+
+@pytest.mark.parametrize("d, margin", [
+    ([0.012, -0.004, 0.003, 0.008, -0.001, 0.006, 0.002, 0.010], 0.02),
+    ([0.05, 0.02, 0.04, 0.01, 0.03], 0.02),
+    ([-0.3, 0.2, 0.1, -0.1, 0.05, 0.0], 0.1),
+])
+def test_tost_equals_two_one_sided_t_tests(d, margin):
+    d = np.array(d)
+    lower = sps.ttest_1samp(d, -margin, alternative="greater").pvalue
+    upper = sps.ttest_1samp(d, margin, alternative="less").pvalue
+    assert tost_p(d, margin) == pytest.approx(max(lower, upper), rel=1e-9)
+
+
+@pytest.mark.parametrize("effect, sd, n, power", [
+    (1.0, 1.0, 10, 0.8031),    # G*Power, matched pairs, dz = 1, two-tailed alpha .05
+    (0.5, 1.0, 34, 0.8078),    # dz = 0.5
+    (0.05, 0.1, 34, 0.8078),   # the same standardised effect
+])
+def test_power_against_the_noncentral_t(effect, sd, n, power):
+    assert paired_t_power(effect, sd, n) == pytest.approx(power, abs=5e-4)
+
+
+def test_mde_and_personas_needed_invert_the_power():
+    for n in (5, 8, 50):
+        mde = minimum_detectable_effect(0.1, n)
+        assert paired_t_power(mde, 0.1, n) == pytest.approx(0.8, abs=1e-6)
+    n = personas_needed(0.05, 0.1)
+    assert paired_t_power(0.05, 0.1, int(n)) >= 0.8 > paired_t_power(0.05, 0.1, int(n) - 1)
+    assert np.isnan(minimum_detectable_effect(0.1, 1)) and np.isnan(personas_needed(0.0, 0.1))
+
+
+@pytest.mark.parametrize("n", [8, 50])
+def test_tost_holds_its_level_at_the_margin_and_power_holds_at_the_mde(n):
+    """Simulated per-persona differences. At a true difference equal to the margin, TOST must claim
+    equivalence at most 5% of the time; at a true difference equal to the MDE, the paired t-test must reject
+    about 80% of the time (4000 draws: simulation error about ±0.02)."""
+    rng = np.random.default_rng(n)
+    sd, margin, draws = 0.05, 0.02, 4000
+    d = rng.normal(margin, sd, size=(draws, n))
+    false_equivalence = np.mean([tost_p(row, margin) < 0.05 for row in d])
+    assert false_equivalence <= 0.05 + 0.015, false_equivalence
+    mde = minimum_detectable_effect(sd, n)
+    d = rng.normal(mde, sd, size=(draws, n))
+    rejected = np.mean(sps.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05)
+    assert rejected == pytest.approx(0.8, abs=0.025), rejected
+
+
+def test_equivalent_methods_are_called_equivalent_and_real_differences_are_not():
+    rng = np.random.default_rng(0)
+    same = rng.normal(0.0, 0.01, 50)
+    assert tost_p(same, 0.02) < 0.05
+    assert verdict(float(same.mean()), 0.7, tost_p(same, 0.02), 0.02) == "equivalent within ±0.02"
+    assert verdict(0.1, 0.001, 0.9, 0.02) == "better" and verdict(-0.1, 0.001, 0.9, 0.02) == "worse"
+    assert verdict(0.01, 0.3, 0.4, 0.02) == "inconclusive"
+
+
+def test_slope_by_hand():
+    s = slope([1, 2, 3, 4], [3, 5, 7, 9.5])  # Sxy 10.75, Sxx 5; residuals 0.1 -0.05 -0.2 0.15; t(0.975, 2) 4.3027
+    assert s["slope"] == pytest.approx(2.15) and s["intercept"] == pytest.approx(0.75)
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((2.15 - 4.302653 * np.sqrt(0.0375 / 5),
+                                                        2.15 + 4.302653 * np.sqrt(0.0375 / 5)), abs=1e-5)
+    assert np.isnan(slope([1, 1, 1], [1, 2, 3])["slope"])
+
+
+def test_method_table_adjusts_over_the_methods_compared_in_the_run():
+    rng = np.random.default_rng(3)
+    rows = []
+    for m, shift in (("unified", 0.0), ("a", 0.05), ("b", 0.0), ("c", 0.001)):
+        for i in range(40):
+            rows.append(("r1", m, f"p{i}", 0.5 + shift + rng.normal(0, 0.03)))
+    table = method_table(pd.DataFrame(rows, columns=["run_id", "method", "persona_id", "score"]), margin=0.02)
+    t = table.set_index("method")
+    compared = t.drop(index="unified")
+    np.testing.assert_allclose(compared.holm_p, holm(compared.wilcoxon_p))
+    assert (compared.holm_p >= compared.wilcoxon_p).all()
+    assert t.loc["a", "verdict"] == "better"
+    assert pd.isna(t.loc["unified", "verdict"]) and np.isnan(t.loc["unified", "holm_p"])
+    assert t.loc["a", "mde"] > 0 and t.loc["a", "personas_needed"] >= 2
