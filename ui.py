@@ -121,6 +121,15 @@ def qp_list(name: str) -> list[str]:
     return [x for x in v.split(",") if x] if v else []
 
 
+def qp_float(name: str, default: float) -> float:
+    """A number from the URL, or the default when absent or not a finite number in (0, 1]."""
+    try:
+        v = float(st.query_params.get(name, default))
+    except (TypeError, ValueError):
+        return default
+    return v if 0 < v <= 1 else default
+
+
 def set_qp(**kv):
     for k, v in kv.items():
         if v is None or v == [] or v == "":

@@ -3,7 +3,7 @@ import altair as alt
 import streamlit as st
 
 import ui
-from engine.analysis import views
+from engine.analysis import stats, views
 from engine.lab import demos, jobs
 from engine.lab.study import submit_study
 
@@ -101,7 +101,18 @@ ui.set_qp(runs=run_ids, methods=None if set(methods) == set(methods_avail) else 
 if not methods:
     st.stop()
 
-table = ui.read("compare_table", run_ids, reference=reference, metric=metric, methods=methods, kind=kind)
+c5, c6, _ = st.columns([1, 1, 2])
+margin = c5.number_input("Equivalence margin ±δ", min_value=0.001, max_value=1.0, step=0.005, format="%.3f",
+                         value=ui.qp_float("margin", stats.DEFAULT_MARGIN), key="margin",
+                         help="TOST: two methods count as equivalent when their paired difference lies within ±δ")
+effect = c6.number_input("Effect to detect", min_value=0.001, max_value=1.0, step=0.005, format="%.3f",
+                         value=ui.qp_float("effect", stats.DEFAULT_EFFECT), key="effect",
+                         help="personas needed: how many personas the paired t-test needs to detect this Δ with 80% "
+                              "power, from the spread of the per-persona differences seen here")
+ui.set_qp(margin=None if margin == stats.DEFAULT_MARGIN else f"{margin:g}",
+          effect=None if effect == stats.DEFAULT_EFFECT else f"{effect:g}")
+table = ui.read("compare_table", run_ids, reference=reference, metric=metric, methods=methods, kind=kind,
+                margin=margin, effect=effect)
 if table.empty:
     st.info(f"No persona has a {metric} value on {kind_labels[kind]} test targets for these methods.")
     st.stop()
@@ -117,20 +128,29 @@ ceiling["run"] = ceiling.run_id.map(dict(zip(table.run_id, table.run)))
 st.subheader("Methods")
 st.caption(f"{metric} per persona (mean over its {kind_labels[kind]} test examples), then mean and std **over "
            f"personas** with the 95% t-interval; Δ = paired difference vs **{reference}** with its t-interval and "
-           "Wilcoxon p; helped / hurt / tied = personas better / worse / equal (within 1e-9) vs the reference. "
-           "train s counts every stage a method needs, reused ones included. — = undefined (one persona).")
+           f"Wilcoxon p. **Significant means Holm-adjusted p < 0.05** over the {max(len(methods) - 1, 1)} "
+           f"method(s) compared with {reference} here; a method neither significantly different nor equivalent "
+           f"within ±{margin:g} (TOST) is *inconclusive* — not evidence of no difference. MDE: the smallest Δ "
+           f"this many personas detect with 80% power; personas needed: to detect Δ = {effect:g}. helped / hurt / "
+           "tied = personas better / worse / equal (within 1e-9) vs the reference. train s counts every stage a "
+           "method needs, reused ones included. — = undefined (one persona, or the reference itself).")
 if len(ceiling):
     st.caption("Persona-blind ceiling (the data's persona-blind replies, scored like a method): "
                + ", ".join(f"{c:.3f}" + (f" ({r})" if multi else "") for c, r in zip(ceiling.ceiling, ceiling.run))
                + " — a method above it uses what it knows of the persona.")
 cols = ["run", "method", "n_personas", "mean", "std", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
-        "wilcoxon_p", "helped", "hurt", "tied", "train_seconds", "eval_seconds", "epochs_trained", "stages",
-        "trainable_params", "peak_mem_mb"]
+        "wilcoxon_p", "holm_p", "verdict", "tost_p", "mde", "personas_needed", "helped", "hurt", "tied",
+        "train_seconds", "eval_seconds", "epochs_trained", "stages", "trainable_params", "peak_mem_mb"]
 show = table[cols].copy()
+show["verdict"] = show.verdict.fillna("—")  # the reference row compares with nothing: "—", never "None"
+for c in ("helped", "hurt", "tied"):
+    show[c] = show[c].astype("Int64")
 if not multi:
     show = show.drop(columns="run")
 formats = {"mean": "{:.4f}", "std": "{:.4f}", "ci_low": "{:.4f}", "ci_high": "{:.4f}", "delta": "{:+.4f}",
-           "delta_ci_low": "{:+.4f}", "delta_ci_high": "{:+.4f}", "wilcoxon_p": "{:.3g}", "train_seconds": "{:.1f}",
+           "delta_ci_low": "{:+.4f}", "delta_ci_high": "{:+.4f}", "wilcoxon_p": "{:.3g}", "holm_p": "{:.3g}",
+           "tost_p": "{:.3g}", "mde": "{:.4f}", "personas_needed": "{:,.0f}", "helped": "{:d}", "hurt": "{:d}",
+           "tied": "{:d}", "train_seconds": "{:.1f}",
            "eval_seconds": "{:.1f}", "epochs_trained": "{:.1f}", "trainable_params": "{:,.0f}", "peak_mem_mb": "{:.0f}"}
 st.dataframe(show.style.format(formats, na_rep="—"), hide_index=True, width="stretch", key="compare_table",
              height=min(36 * (len(show) + 1) + 4, 640), column_config={
@@ -139,6 +159,10 @@ st.dataframe(show.style.format(formats, na_rep="—"), hide_index=True, width="s
     "delta": st.column_config.NumberColumn(f"Δ vs {reference}"),
     "delta_ci_low": st.column_config.NumberColumn("Δ CI low"), "delta_ci_high": st.column_config.NumberColumn("Δ CI high"),
     "wilcoxon_p": st.column_config.NumberColumn("Wilcoxon p"),
+    "holm_p": st.column_config.NumberColumn("p (Holm)", help="adjusted over the methods compared in this view"),
+    "tost_p": st.column_config.NumberColumn("TOST p", help="equivalence within the margin: small = equivalent"),
+    "mde": st.column_config.NumberColumn("MDE", help="minimum detectable effect at 80% power (two-sided paired t)"),
+    "personas_needed": st.column_config.NumberColumn("personas needed"),
     "train_seconds": st.column_config.NumberColumn("train s", help="every stage the method needs, reused ones included"),
     "eval_seconds": st.column_config.NumberColumn("eval s"),
     "epochs_trained": st.column_config.NumberColumn(
@@ -158,10 +182,12 @@ if groups and len(set(groups.values())) < len(groups):
                                                  "beside it the mean ± std over seeds of each seed's mean")
     ui.set_qp(seeds="1" if together else None)
     if together:
-        over = ui.read("compare_over_seeds", run_ids, reference=reference, metric=metric, methods=methods, kind=kind)
+        over = ui.read("compare_over_seeds", run_ids, reference=reference, metric=metric, methods=methods, kind=kind,
+                       margin=margin, effect=effect)
         st.markdown("**Over seeds**")
         cols = ["group", "method", "n_seeds", "seed_mean", "seed_std", "n_personas", "mean", "std", "ci_low", "ci_high",
-                "delta", "delta_ci_low", "delta_ci_high", "wilcoxon_p", "helped", "hurt", "tied"]
+                "delta", "delta_ci_low", "delta_ci_high", "wilcoxon_p", "holm_p", "verdict", "tost_p", "mde",
+                "personas_needed", "helped", "hurt", "tied"]
         st.dataframe(over[cols].style.format(precision=4, na_rep="—"), hide_index=True, width="stretch",
                      key="seed_table", column_config={
                          "seed_mean": st.column_config.NumberColumn("mean over seeds"),

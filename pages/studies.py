@@ -65,11 +65,13 @@ dband = alt.Chart(deltas).mark_area(opacity=0.18).encode(x=xenc, y="delta_ci_low
                                                           color=color)
 dline = alt.Chart(deltas).mark_line(point=True).encode(
     x=xenc, y=alt.Y("delta:Q", title=f"Δ vs {reference}"), color=color,
-    shape=alt.condition("datum.delta_ci_low > 0 || datum.delta_ci_high < 0", alt.value("diamond"), alt.value("circle")),
+    shape=alt.condition("datum.holm_p < 0.05", alt.value("diamond"), alt.value("circle")),
     tooltip=["method", x, alt.Tooltip("delta:Q", format="+.3f"), alt.Tooltip("delta_ci_low:Q", format="+.3f"),
-             alt.Tooltip("delta_ci_high:Q", format="+.3f"), "helped", "hurt"])
+             alt.Tooltip("delta_ci_high:Q", format="+.3f"), alt.Tooltip("wilcoxon_p:Q", title="p", format=".3g"),
+             alt.Tooltip("holm_p:Q", title="p (Holm)", format=".3g"), "verdict", "helped", "hurt"])
 zero = alt.Chart(deltas).mark_rule(color="black").encode(y=alt.datum(0))
-st.markdown(f"**Δ vs {reference}** — paired 95% CI; diamonds: significant")
+st.markdown(f"**Δ vs {reference}** — paired 95% CI; diamonds: significant, i.e. Holm-adjusted Wilcoxon p < 0.05 "
+            f"over the methods compared with {reference} at that point")
 st.altair_chart((dband + dline + zero).properties(height=260) if not facet else
                 (dband + dline + zero).properties(height=200).facet(**facet),
                 width="stretch" if not facet else "content")
@@ -97,7 +99,8 @@ st.altair_chart(alt.Chart(table).mark_circle(size=90).encode(
 ).properties(height=260), width="stretch")
 
 show = table[[*axes, "method", "n_personas", "n_seeds", "mean", "ci_low", "ci_high", "seed_std", "delta",
-              "delta_ci_low", "delta_ci_high", "wilcoxon_p", "helped", "hurt", "tied", "seconds"]]
+              "delta_ci_low", "delta_ci_high", "wilcoxon_p", "holm_p", "verdict", "tost_p", "mde", "helped", "hurt",
+              "tied", "seconds"]].assign(verdict=lambda t: t.verdict.fillna("—"))
 st.dataframe(show.style.format(precision=4, na_rep="—"), hide_index=True, width="stretch")
 st.download_button("Download CSV", show.to_csv(index=False).encode(), file_name=f"{study_id}.csv", mime="text/csv")
 

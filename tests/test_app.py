@@ -9,10 +9,12 @@ import json
 import signal
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from engine import store
-from engine.lab import jobs, worker
+from engine.lab import cli, jobs, worker
 from engine.analysis import estimate
 from engine.methods.registry import known_methods
 from engine.lab.spec import RunSpec
@@ -212,3 +214,24 @@ def test_views_estimate_uses_measured_speed(full):
     assert est["measured"] and est["seconds"] > 0
     cold = estimate.estimate_seconds(ds, "never-run-model", ["base", "unified"], TrainConfig(), path=full["store"])
     assert not cold["measured"]
+
+
+def test_engine_compare_prints_what_compare_shows(full, monkeypatch, capsys):
+    """The same figures from the same functions: the page's table and `python -m engine compare`, with a margin
+    and an effect set in the URL and on the command line; the reference row says "—", never None."""
+    run = full["synth"][0]
+    at = app(full, "compare", monkeypatch, runs=run, margin="0.03", effect="0.1")
+    page = at.dataframe[0].value.set_index("method")
+    assert cli.main(["compare", "--store", full["store"], "--runs", run, "--format", "json", "--margin", "0.03",
+                     "--effect", "0.1"]) == 0
+    printed = pd.DataFrame(json.loads(capsys.readouterr().out)).set_index("method")
+    assert set(printed.index) == set(page.index)
+    for col in ("n_personas", "mean", "delta", "delta_ci_low", "delta_ci_high", "wilcoxon_p", "holm_p", "tost_p", "mde",
+                "personas_needed"):
+        np.testing.assert_allclose(printed[col].astype(float), page.loc[printed.index, col].astype(float),
+                                   equal_nan=True, err_msg=col)
+    assert list(printed.verdict.fillna("—")) == list(page.loc[printed.index, "verdict"])
+    assert page.loc["unified", "verdict"] == "—" and pd.isna(page.loc["unified", "helped"])  # shown as —
+    assert "None" not in page[["verdict", "helped", "hurt", "tied"]].astype(str).to_string()
+    caption = " ".join(c.value for c in at.caption)
+    assert "Holm-adjusted p < 0.05" in caption and "±0.03" in caption and "Δ = 0.1" in caption

@@ -193,6 +193,9 @@ def test_crossover_in_words():
     assert s.startswith("per_persona beats unified from personal_fraction ≥ 0.5 on") and "+0.080 [+0.050, +0.110]" in s
     never = crossover_text(t.assign(delta_ci_low=-0.1), "personal_fraction", "per_persona", "unified")
     assert "never beats unified significantly" in never and "significantly worse at personal_fraction ∈ {0.0}" in never
+    # with Holm-adjusted p, "significant" is after adjustment: a CI that excludes 0 is not enough
+    adjusted = crossover_text(t.assign(holm_p=[0.01, 0.5, 0.2, 0.01]), "personal_fraction", "per_persona", "unified")
+    assert adjusted.startswith("per_persona beats unified from personal_fraction ≥ 0.75 on"), adjusted
 
 
 def test_compare_takes_seeds_together(studied, monkeypatch):

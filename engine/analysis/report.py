@@ -1,7 +1,7 @@
 """Runs as text for the terminal (`python -m engine runs`, and after `run` and `import`)."""
 from __future__ import annotations
 
-from engine.analysis.stats import summarize
+from engine.analysis.stats import DEFAULT_EFFECT, method_table, summarize
 from engine.analysis.views import routing
 from engine.store import queries
 
@@ -34,6 +34,7 @@ def print_runs(path, run_ids=None) -> None:
                 f"{epochs}")
             print(f"    {m.method:16s} {fmt(s['mean'])} ± {fmt(s['std'])}  (95% CI {fmt(s['ci_low'])}–"
                   f"{fmt(s['ci_high'])}, n={s['n']}){measured}")
+        _print_versus(scores[scores.run_id == r.run_id])
         routes = routing([r.run_id], path)["summary"]
         if len(routes):
             x = routes.iloc[0]
@@ -44,3 +45,53 @@ def print_runs(path, run_ids=None) -> None:
             mean = lambda k: b[b.kind == k].score.mean() if (b.kind == k).any() else float("nan")
             print(f"    {'persona-blind ceiling':16s} {fmt(mean('all'))}  personal {fmt(mean('personal'))}  "
                   f"general {fmt(mean('general'))}  (the data's persona-blind replies, scored like a method)")
+
+
+REFERENCE = "unified"
+
+
+def _print_versus(scores, reference: str = REFERENCE) -> None:
+    """Each method against the reference, paired over personas, with raw and Holm-adjusted Wilcoxon p."""
+    table = method_table(scores, reference=reference)
+    compared = table[table.delta.notna()]
+    if compared.empty:
+        return
+    p = lambda v: "—" if v != v else f"{v:.3g}"
+    print(f"    vs {reference}, paired over personas (significant: Holm-adjusted p < 0.05 over these "
+          f"{len(compared)} comparisons):")
+    for _, c in compared.iterrows():
+        print(f"      {c.method:16s} Δ {c.delta:+.3f} [{c.delta_ci_low:+.3f}, {c.delta_ci_high:+.3f}]  "
+              f"p {p(c.wilcoxon_p)}  Holm p {p(c.holm_p)}  {c.verdict}")
+
+
+COMPARISON_COLUMNS = {  # column -> its header in the printed table
+    "run_id": "run", "method": "method", "n_personas": "n", "mean": "mean", "delta": "Δ", "delta_ci_low": "Δ CI low",
+    "delta_ci_high": "Δ CI high", "wilcoxon_p": "p", "holm_p": "p (Holm)", "tost_p": "TOST p", "verdict": "verdict",
+    "mde": "MDE (80%)", "personas_needed": "personas needed"}
+
+
+def comparison(table, fmt: str = "md", effect: float | None = None) -> str:
+    """views.compare_table's figures as CSV, JSON (records) or a Markdown table: per method n, mean, Δ vs the
+    reference with its 95% CI, raw and Holm-adjusted Wilcoxon p, TOST p, the verdict, the minimum detectable
+    effect and the personas needed for `effect`. The reference row's comparisons are empty ("—" in Markdown)."""
+    import json
+
+    import pandas as pd
+    out = table[list(COMPARISON_COLUMNS)].copy()
+    if fmt == "csv":
+        return out.to_csv(index=False)
+    if fmt == "json":
+        records = json.loads(out.to_json(orient="records", double_precision=15))  # NaN -> null
+        return json.dumps(records, indent=1)
+    if fmt != "md":
+        raise ValueError(f"format must be csv, json or md, got {fmt!r}")
+    num = lambda v, f: "—" if v is None or (isinstance(v, float) and v != v) else format(v, f)
+    cells = {"n_personas": "d", "mean": ".4f", "delta": "+.4f", "delta_ci_low": "+.4f", "delta_ci_high": "+.4f",
+             "wilcoxon_p": ".3g", "holm_p": ".3g", "tost_p": ".3g", "mde": ".4f", "personas_needed": ".0f"}
+    rows = [[num(r[c], cells[c]) if c in cells else ("—" if pd.isna(r[c]) else str(r[c])) for c in COMPARISON_COLUMNS]
+            for _, r in out.iterrows()]
+    head = list(COMPARISON_COLUMNS.values())
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    note = (f"\nSignificant means Holm-adjusted p < 0.05 over the methods compared with the reference in this table; "
+            f"personas needed: to detect Δ = {effect if effect is not None else DEFAULT_EFFECT} with 80% power.")
+    return "\n".join(lines) + "\n" + note + "\n"

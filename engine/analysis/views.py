@@ -13,10 +13,10 @@ import pandas as pd
 from engine import store
 from engine.analysis import stats
 from engine.store import queries
-from engine.store.queries import KINDS, blind_ceiling, persona_scores  # noqa: F401 - KINDS: read by the pages
+from engine.store.queries import blind_ceiling, persona_scores
 
 # read by the pages as the store answers them
-runs, persona_list, runs_with_clusters = queries.runs, queries.persona_list, queries.runs_with_clusters
+runs, persona_list, runs_with_clusters, KINDS = queries.runs, queries.persona_list, queries.runs_with_clusters, queries.KINDS
 
 METRICS = store.METRIC_COLUMNS
 
@@ -44,12 +44,13 @@ def _stages_text(details_json) -> str:
 
 
 def compare_table(run_ids, reference: str = "unified", metric: str = "score", methods=None,
-                  path=None, kind: str = "all") -> pd.DataFrame:
-    """engine.analysis.stats.method_table per (run, method) joined with time (every stage), epochs, parameters, names."""
+                  path=None, kind: str = "all", margin: float | None = None, effect: float | None = None) -> pd.DataFrame:
+    """engine.analysis.stats.method_table per (run, method) joined with time (every stage), epochs, parameters,
+    names. Holm's family is the methods in the view: `methods` when given, else every method of the run."""
     scores = persona_scores(run_ids, metric, path, kind)
     if methods:
         scores = scores[scores.method.isin(list(methods) + [reference])]
-    table = stats.method_table(scores, reference=reference)
+    table = stats.method_table(scores, reference=reference, margin=margin, effect=effect)
     if methods:
         table = table[table.method.isin(list(methods))]
     info = queries.method_info(run_ids, path)
@@ -176,12 +177,14 @@ def _winners(seed_avg: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
 
 
 def crossover_text(table: pd.DataFrame, axis: str, method: str, reference: str) -> str:
-    """Where `method` beats `reference` along one axis, in words, from the paired 95% CIs of Δ."""
+    """Where `method` beats `reference` along one axis, in words. Significant: Holm-adjusted p < 0.05 (over the
+    methods compared at each point) when the table has it, else the paired 95% CI of Δ excluding 0."""
     rows = table[(table.method == method)].sort_values(axis)
     if rows.empty or rows.delta.isna().all():
         return f"{method} has no paired comparison with {reference} in this study."
-    wins = rows[rows.delta_ci_low > 0]
-    losses = rows[rows.delta_ci_high < 0]
+    significant = rows.holm_p < 0.05 if "holm_p" in rows else (rows.delta_ci_low > 0) | (rows.delta_ci_high < 0)
+    wins = rows[significant & (rows.delta > 0)]
+    losses = rows[significant & (rows.delta < 0)]
     fmt = lambda r: f"Δ {r.delta:+.3f} [{r.delta_ci_low:+.3f}, {r.delta_ci_high:+.3f}]"
     if len(wins) == 0:
         worse = f"; significantly worse at {axis} ∈ {{{', '.join(str(v) for v in losses[axis])}}}" if len(losses) else ""
@@ -189,7 +192,7 @@ def crossover_text(table: pd.DataFrame, axis: str, method: str, reference: str) 
     values = list(rows[axis])
     first = wins.iloc[0]
     tail = rows[rows[axis] >= first[axis]]
-    if (tail.delta_ci_low > 0).all():
+    if tail.index.isin(wins.index).all():
         return (f"{method} beats {reference} from {axis} ≥ {first[axis]} on; at {axis} = {first[axis]}: {fmt(first)}"
                 + ("" if first[axis] != values[0] else " (everywhere in this study)") + ".")
     return (f"{method} beats {reference} significantly at {axis} ∈ {{{', '.join(str(v) for v in wins[axis])}}} "
@@ -221,10 +224,10 @@ def seed_groups(run_ids, path=None) -> dict:
 
 
 def compare_over_seeds(run_ids, reference: str = "unified", metric: str = "score", methods=None, path=None,
-                       kind: str = "all") -> pd.DataFrame:
+                       kind: str = "all", margin: float | None = None, effect: float | None = None) -> pd.DataFrame:
     """Compare's table with runs that differ only in seed taken together (stats.over_seeds)."""
     scores = persona_scores(run_ids, metric, path, kind)
     if methods:
         scores = scores[scores.method.isin(list(methods) + [reference])]
-    out = stats.over_seeds(scores, seed_groups(run_ids, path), reference=reference)
+    out = stats.over_seeds(scores, seed_groups(run_ids, path), reference=reference, margin=margin, effect=effect)
     return out[out.method.isin(list(methods))] if methods else out

@@ -383,6 +383,35 @@ def cmd_study(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """The statistics Compare shows, for scripts and papers: one table of every method against the reference."""
+    from engine import store
+    from engine.analysis import views
+    from engine.analysis.report import comparison
+    path = settings.store_path(args.store)
+    if not os.path.exists(path):
+        return _err(f"error: store {path}: no such file")
+    store.queries.check_usable(path)
+    run_ids = [r.strip() for r in args.runs.split(",") if r.strip()]
+    known = set(store.queries.runs(path).run_id)
+    missing = [r for r in run_ids if r not in known]
+    if not run_ids or missing:
+        return _err(f"error: --runs: no run {', '.join(missing) or '(none given)'} in the store {path}")
+    for name, v in (("margin", args.margin), ("effect", args.effect)):
+        if v is not None and not (0 < v <= 1):
+            return _err(f"error: --{name} must be in (0, 1], got {v}")
+    try:
+        table = views.compare_table(run_ids, reference=args.ref, metric=args.metric, path=path, kind=args.kind,
+                                    margin=args.margin, effect=args.effect)
+    except ValueError as e:  # a metric or kind the store does not have
+        return _err(f"error: {e}")
+    if args.ref not in set(table.method):
+        return _err(f"error: --ref {args.ref}: not a method of {', '.join(run_ids)} (has: "
+                    f"{', '.join(sorted(set(table.method)))})")
+    print(comparison(table, args.format, args.effect), end="")
+    return 0
+
+
 def cmd_actions(args) -> int:
     """What the action metrics see: per line of stdin (a reply), one JSON list of [device, parameter, value]."""
     from engine.data.smarthome import actions_main
@@ -467,6 +496,18 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--resume", metavar="STUDY_ID", help="finish a study cut short (its stored spec; other flags ignored)")
     _add_setup_flags(sd)
     sd.set_defaults(fn=cmd_study)
+
+    cp = sub.add_parser("compare", help="every method of the runs against a reference: n, mean, Δ and its CI, raw and "
+                                        "Holm-adjusted p, TOST p, verdict, minimum detectable effect, personas needed")
+    cp.add_argument("--runs", required=True, help="run ids, comma-separated")
+    cp.add_argument("--ref", default="unified", help="the reference method (default unified)")
+    cp.add_argument("--metric", default="score", help="score (the run's primary metric) or any metric column")
+    cp.add_argument("--kind", default="all", help="which test targets: all, personal, general, ...")
+    cp.add_argument("--margin", type=float, help="equivalence margin ±δ for TOST (default 0.02)")
+    cp.add_argument("--effect", type=float, help="the effect 'personas needed' is computed for (default 0.05)")
+    cp.add_argument("--format", default="md", choices=["md", "csv", "json"])
+    cp.add_argument("--store", default=None)
+    cp.set_defaults(fn=cmd_compare)
 
     a = sub.add_parser("actions", help="read reply texts on stdin, one per line; print per line the [device, parameter, "
                                        "value] triples the action metrics read from it, as a JSON list")
