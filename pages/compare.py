@@ -317,3 +317,28 @@ ev_rows = st.dataframe(one, hide_index=True, width="stretch", on_select="rerun",
 rows = ev_rows.selection.rows if ev_rows is not None and hasattr(ev_rows, "selection") else []
 if rows:
     st.switch_page(ui.PAGES["persona"], query_params={"run": mrun, "persona": one.iloc[rows[0]].persona_id})
+
+# ----------------------------------------------------------------------------- who gains
+if method != reference:
+    st.markdown(f"**Who gains** — each persona's Δ ({method} − {reference}) against what it has; the line is the "
+                "least-squares fit, its slope with a 95% t-interval (n − 2 degrees of freedom)")
+    attribute = st.radio("against", views.GAIN_ATTRIBUTES, horizontal=True, key="gain_attribute",
+                         format_func={"n_train": "train examples", "n_val": "val examples", "n_test": "test examples",
+                                      "silhouette": "silhouette (profile clusters)"}.get)
+    g = ui.read("gains", [mrun], method, reference=reference, metric=metric, kind=kind, attribute=attribute)
+    pts = g["personas"].dropna(subset=[attribute])
+    if len(pts) and len(g["slopes"]):
+        s = g["slopes"].iloc[0]
+        dots = alt.Chart(pts).mark_circle(size=60).encode(
+            x=alt.X(f"{attribute}:Q", scale=alt.Scale(zero=False)), y=alt.Y("delta:Q", title=f"Δ vs {reference}"),
+            tooltip=["persona_id", attribute, alt.Tooltip("delta:Q", format="+.4f")])
+        layers = dots + alt.Chart(pts).mark_rule(color="black").encode(y=alt.datum(0))
+        if s.slope == s.slope:
+            layers = layers + dots.transform_regression(attribute, "delta").mark_line(color="gray")
+        st.altair_chart(layers.properties(height=260), width="stretch")
+        st.caption(f"slope {s.slope:+.4f} per unit of {attribute}, 95% CI [{s.ci_low:+.4f}, {s.ci_high:+.4f}], "
+                   f"n = {int(s.n)} personas" if s.slope == s.slope else
+                   f"no slope: {attribute} does not vary across these {int(s.n)} personas (the simulator's "
+                   "train_spread knob spreads train sizes)")
+    else:
+        st.caption(f"No persona has both a Δ and a {attribute} in this run.")

@@ -298,7 +298,8 @@ st.caption("One or two axes (a simulator knob, or a hyperparameter on any data) 
            "point and seed, queued as jobs; the Studies page shows each method's score against the knob.")
 is_sim = isinstance(source, str) and (source == "sim" or source.startswith("sim:"))
 axes_avail = (list(SIM_KNOBS) if is_sim else []) + ["r", "lr", "epochs", "dropout"]
-STUDY_DEFAULTS = {"personal_fraction": "0,0.25,0.5,0.75", "train_per_persona": "10,20,30", "archetypes": "2,5,8",
+STUDY_DEFAULTS = {"personal_fraction": "0,0.25,0.5,0.75", "train_per_persona": "10,20,30", "train_spread": "0,0.5,0.9",
+                  "archetypes": "2,5,8",
                   "archetype_noise": "0,0.15,0.3", "profile_fidelity": "0,0.5,1", "personas": "4,8,16",
                   "r": "4,16", "lr": "0.0003,0.001", "epochs": "1,3", "dropout": "0,0.1"}
 c1, c2 = st.columns(2)

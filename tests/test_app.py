@@ -96,7 +96,7 @@ def test_compare(full, monkeypatch):
     for col in ("mean", "std", "ci_low", "ci_high", "delta", "wilcoxon_p", "helped", "hurt", "train_seconds",
                 "trainable_params"):
         assert col in table.columns
-    assert len(charts(at)) == 4  # routing choices, bars with CI, box + points, time vs score
+    assert len(charts(at)) == 5  # routing choices, bars with CI, box + points, time vs score, who gains
     (routing,) = [d.value for d in at.dataframe if "routed_on_test" in d.value]  # validation vs test routing
     assert list(routing.columns) == ["routed", "routed_on_test", "gap"] and len(routing) == 1
     assert routing.gap.iloc[0] == routing.routed_on_test.iloc[0] - routing.routed.iloc[0] >= -1e-12
@@ -235,3 +235,23 @@ def test_engine_compare_prints_what_compare_shows(full, monkeypatch, capsys):
     assert "None" not in page[["verdict", "helped", "hurt", "tied"]].astype(str).to_string()
     caption = " ".join(c.value for c in at.caption)
     assert "Holm-adjusted p < 0.05" in caption and "±0.03" in caption and "Δ = 0.1" in caption
+
+
+def test_who_gains_fits_the_per_persona_delta_against_a_persona_attribute(full):
+    """views.gains: per persona Δ (method − reference) beside the attribute, and the slope of the fit with its
+    t-interval, equal to the slope computed by hand from the store's rows; no slope where the attribute is flat."""
+    from engine.analysis import stats, views
+    run = full["synth"][0]
+    g = views.gains([run], "per_persona", "unified", attribute="silhouette", path=full["store"])
+    rows = store.queries.persona_results([run], full["store"]).pivot_table(index="persona_id", columns="method",
+                                                                           values="score")
+    hand_delta = (rows["per_persona"] - rows["unified"]).sort_index()
+    got = g["personas"].set_index("persona_id").sort_index()
+    np.testing.assert_allclose(got.delta, hand_delta)
+    attrs = store.queries.persona_attributes([run], full["store"]).set_index("persona_id").sort_index()
+    hand = stats.slope(attrs.silhouette, hand_delta)
+    s = g["slopes"].iloc[0]
+    assert (s.slope, s.ci_low, s.ci_high) == pytest.approx((hand["slope"], hand["ci_low"], hand["ci_high"]))
+    assert s.ci_low < s.slope < s.ci_high and int(s.n) == len(hand_delta)
+    flat = views.gains([run], "per_persona", "unified", attribute="n_train", path=full["store"])["slopes"].iloc[0]
+    assert np.isnan(flat.slope)  # every persona has 30 train examples here: nothing to fit

@@ -199,6 +199,32 @@ def crossover_text(table: pd.DataFrame, axis: str, method: str, reference: str) 
             f"but not at every larger value; at {axis} = {first[axis]}: {fmt(first)}.")
 
 
+# ----------------------------------------------------------------------------- who gains
+
+GAIN_ATTRIBUTES = ("n_train", "n_val", "n_test", "silhouette")  # numeric facts of a persona a gain is set against
+
+
+def gains(run_ids, method: str, reference: str = "unified", metric: str = "score", kind: str = "all",
+          attribute: str = "n_train", path=None) -> dict:
+    """Who gains: per persona the paired Δ (method − reference) beside a numeric attribute of the persona (by
+    default its number of train examples), and per run the least-squares slope of Δ on it with its 95%
+    t-interval. personas: run_id, persona_id, delta, <attribute>; slopes: run_id, n, slope, ci_low, ci_high."""
+    if attribute not in GAIN_ATTRIBUTES:
+        raise ValueError(f"attribute must be one of {GAIN_ATTRIBUTES}")
+    scores = persona_scores(run_ids, metric, path, kind)
+    wide = scores[scores.method.isin([method, reference])].pivot_table(
+        index=["run_id", "persona_id"], columns="method", values="score")
+    if method not in wide or reference not in wide or method == reference:
+        return {"personas": pd.DataFrame(columns=["run_id", "persona_id", "delta", attribute]),
+                "slopes": pd.DataFrame(columns=["run_id", "n", "slope", "ci_low", "ci_high"])}
+    delta = (wide[method] - wide[reference]).rename("delta").dropna().reset_index()
+    personas = delta.merge(queries.persona_attributes(run_ids, path)[["run_id", "persona_id", attribute]],
+                           on=["run_id", "persona_id"], how="left")
+    slopes = pd.DataFrame([{"run_id": r, **stats.slope(g[attribute], g.delta)} for r, g in personas.groupby("run_id")],
+                          columns=["run_id", "n", "slope", "ci_low", "ci_high", "intercept"])
+    return {"personas": personas, "slopes": slopes}
+
+
 # ----------------------------------------------------------------------------- seeds
 
 SEED_FREE = ("seed", "name", "methods", "precision_resolved", "device", "study")  # what may differ between seeds of one setup

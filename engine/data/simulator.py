@@ -43,7 +43,10 @@ SIMULATOR_DEFAULTS = {
     "archetype_noise": 0.15,
     "profile_fidelity": 0.3,
     "seed": 0,
+    "train_spread": 0.0,
 }
+# knobs added after specs were first stored: written into a spec only when set, so older specs keep their spelling
+LATE_KNOBS = ("train_spread",)
 
 # knob -> (type, low, high): the allowed values, also quoted in the error messages
 _KNOB_RANGES = {
@@ -56,6 +59,7 @@ _KNOB_RANGES = {
     "archetype_noise": (float, 0.0, 1.0),
     "profile_fidelity": (float, 0.0, 1.0),
     "seed": (int, 0, 2**63 - 1),
+    "train_spread": (float, 0.0, 1.0),
 }
 
 CONSISTENCY = 0.8          # a persona asks for its usual value this often; otherwise a neighbouring one
@@ -164,7 +168,8 @@ def parse_sim_spec(spec):
 def format_sim_spec(knobs):
     """The canonical spec string of a knob dict: every knob, in SIMULATOR_DEFAULTS order."""
     knobs = validate_knobs(knobs)
-    return "sim:" + ",".join(f"{k}={knobs[k]}" for k in SIMULATOR_DEFAULTS)
+    return "sim:" + ",".join(f"{k}={knobs[k]}" for k in SIMULATOR_DEFAULTS
+                             if k not in LATE_KNOBS or knobs[k] != SIMULATOR_DEFAULTS[k])
 
 
 # -----------------------------------------------------------------------------
@@ -500,11 +505,12 @@ def build_benchmark(**knobs):
     rng = np.random.default_rng(k["seed"])
     personas = _draw_personas(rng, k["personas"], k["archetypes"], k["archetype_noise"], k["profile_fidelity"])
     population = population_preferences(personas)
+    train_sizes = _train_sizes(k)
     records = []
-    for persona in personas:
+    for persona, n_train in zip(personas, train_sizes):
         seen = set()  # the persona's train targets
         for split in ("train", "val", "test"):
-            n = k[f"{split}_per_persona"]
+            n = n_train if split == "train" else k[f"{split}_per_persona"]
             n_personal = int(math.floor(n * k["personal_fraction"] + 0.5))
             kinds = ["personal"] * n_personal + ["general"] * (n - n_personal)
             kinds = [kinds[i] for i in rng.permutation(n)]
@@ -530,13 +536,25 @@ def build_benchmark(**knobs):
     return personas, records
 
 
+def _train_sizes(k) -> list[int]:
+    """Train dialogues per persona: train_per_persona each, or with train_spread s > 0 drawn uniformly in
+    [(1 - s) T, (1 + s) T] (at least 1), so a study can ask whether data-rich personas gain more. Drawn from
+    a stream of their own: at s = 0 nothing is drawn and the data is what it always was."""
+    T, s = k["train_per_persona"], k["train_spread"]
+    if s == 0:
+        return [T] * k["personas"]
+    u = np.random.default_rng([k["seed"], 7919]).uniform(-1.0, 1.0, k["personas"])
+    return [max(1, int(round(T * (1 + s * x)))) for x in u]
+
+
 def simulate(personas=8, train_per_persona=30, val_per_persona=10, test_per_persona=10,
-             personal_fraction=0.25, archetypes=5, archetype_noise=0.15, profile_fidelity=0.3, seed=0):
+             personal_fraction=0.25, archetypes=5, archetype_noise=0.15, profile_fidelity=0.3, seed=0,
+             train_spread=0.0):
     """Records of the built-in benchmark in the dialogue JSONL format, deterministic for a seed."""
     return build_benchmark(
         personas=personas, train_per_persona=train_per_persona, val_per_persona=val_per_persona,
         test_per_persona=test_per_persona, personal_fraction=personal_fraction, archetypes=archetypes,
-        archetype_noise=archetype_noise, profile_fidelity=profile_fidelity, seed=seed)[1]
+        archetype_noise=archetype_noise, profile_fidelity=profile_fidelity, seed=seed, train_spread=train_spread)[1]
 
 
 def write_jsonl(records, path):

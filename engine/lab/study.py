@@ -19,7 +19,8 @@ from engine.data.simulator import format_sim_spec, parse_sim_spec
 from engine.training.config import ConfigError, TrainConfig
 from engine import settings
 
-SIM_KNOBS = ("personal_fraction", "train_per_persona", "archetypes", "archetype_noise", "profile_fidelity", "personas")
+SIM_KNOBS = ("personal_fraction", "train_per_persona", "train_spread", "archetypes", "archetype_noise", "profile_fidelity",
+             "personas")
 MAX_AXES = 2
 
 

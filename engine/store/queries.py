@@ -145,6 +145,13 @@ def persona_list(run_id, path=None) -> pd.DataFrame:
                  "WHERE run_id = ? ORDER BY persona_id", [run_id], path)
 
 
+def persona_attributes(run_ids, path=None) -> pd.DataFrame:
+    """run_id, persona_id and the numeric facts a run knows of each persona: train / val / test examples,
+    silhouette in the profile clustering."""
+    return query("SELECT run_id, persona_id, n_train, n_val, n_test, silhouette FROM personas "
+                 "WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, persona_id", [_ids(run_ids)], path)
+
+
 def persona_ids(run_id, path=None) -> set[str]:
     """The personas a run has results for."""
     return set(query("SELECT DISTINCT persona_id FROM persona_results WHERE run_id = ?", [run_id], path).persona_id)
