@@ -59,6 +59,8 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     """
     checked = spec.validate()  # everything but the model, before any write
     cfg, dataset, metric = checked.cfg, checked.dataset, checked.metric
+    for note in dataset.notes:  # the split file used, what of it was ignored or left out: the CLI's stderr, a job's log
+        print(f"note: {note}", file=sys.stderr, flush=True)
     repeats, n_test = repeated_targets(dataset, "test")
     results_dir = Path(results_dir)
     run_id = run_id or settings.new_id()
@@ -71,7 +73,8 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
         "methods": ",".join(spec.methods), "error": None, "job_id": job_id,
         "artifacts_dir": str(results_dir.resolve()), "metric": metric, **(spec.study or {}),
         "config_json": json.dumps({**asdict(spec), "train": cfg.to_dict(), "metric": metric,
-                                   "test_targets_repeating_train": [repeats, n_test]}, sort_keys=True),
+                                   "test_targets_repeating_train": [repeats, n_test], "split_rule": dataset.split_rule,
+                                   "data_notes": dataset.notes}, sort_keys=True),
     }
     if progress:
         progress("load model", 0, 1)
