@@ -36,9 +36,14 @@ def meta_of(s: int) -> dict:
             "outdoor_temp": TEMPS[s % 5]}
 
 
+def spontaneous(s: int) -> bool:
+    """Sessions 1, 5, 9, ...: of 10, one in the test split (8, 9) and one in val (6, 7) is general."""
+    return s % 4 == 1
+
+
 def release(users: int = 4, sessions: int = 10) -> dict[str, list[dict]]:
-    """The three files' lines: user u's session s is real dialogue u * sessions + s; every 4th session (s % 4 == 3)
-    is spontaneous (no routine applied), the others applied routine s % 2."""
+    """The three files' lines: user u's session s is real dialogue u * sessions + s; a quarter of the sessions
+    (spontaneous(s)) applied no routine, the others routine s % 2."""
     dialogues = real_dialogues()
     assert users * sessions <= len(dialogues) and users <= len(CHARACTERS)
     out = {"characters.jsonl": [], "routines.jsonl": [], "sessions.jsonl": []}
@@ -47,7 +52,7 @@ def release(users: int = 4, sessions: int = 10) -> dict[str, list[dict]]:
         out["routines.jsonl"].append({"routines": ROUTINES})
         out["sessions.jsonl"].append({"sessions": [
             {"session_id": s, "meta": meta_of(s), "messages": dialogues[u * sessions + s],
-             "applied_routines": [] if s % 4 == 3 else [s % 2], "session_summarization": "test fixture"}
+             "applied_routines": [] if spontaneous(s) else [s % 2], "session_summarization": "test fixture"}
             for s in range(sessions)]})
     return out
 

@@ -11,7 +11,7 @@ import pytest
 from engine.data import contract, edgewise
 from engine.data.dataset import DataError, load_dataset, load_jsonl, source_stamp
 from engine.lab import paths
-from tests.edgewise_data import REAL, meta_of, release, real_dialogues, study_splits, write_release
+from tests.edgewise_data import REAL, meta_of, real_dialogues, release, spontaneous, study_splits, write_release
 
 SPLIT_ORDER = ("train", "val", "test")
 
@@ -58,7 +58,7 @@ def test_release_loads_as_it_is(tmp_path):
     for e in ds.examples:  # each example keeps its session's meta and kind (routine applied or not)
         s = int(e.example_id.split(":D")[1].split("#")[0]) % 10
         assert e.meta == meta_of(s)
-        assert e.kind == ("general" if s % 4 == 3 else "personal")
+        assert e.kind == ("general" if spontaneous(s) else "personal")
 
 
 def test_swapping_the_split_rule_would_be_caught(tmp_path, monkeypatch):
