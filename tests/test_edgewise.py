@@ -126,6 +126,9 @@ BAD_RELEASES = {
                                 ["sessions.jsonl:1: 'sessions' must be a non-empty list"]),
     "meta that is not an object": (lambda L: L["sessions.jsonl"][3]["sessions"][0].__setitem__("meta", "evening"),
                                    ["sessions.jsonl:4: session 1: 'meta' must be an object, got str"]),
+    "three empty files": (lambda L: [L.__setitem__(name, []) for name in edgewise.FILES],
+                          ["characters.jsonl:1: file is empty", "routines.jsonl:1: file is empty",
+                           "sessions.jsonl:1: file is empty"]),
     "a blank line between users": (lambda L: L["sessions.jsonl"].insert(2, ""),
                                    ["sessions.jsonl:3: blank line: the three files hold one line per user"]),
 }

@@ -154,6 +154,10 @@ def _check_alignment(parsed, problems) -> None:
     """Every file has as many user lines as the others, and no blank line between them."""
     counts = {name: len(numbers) for name, (_, numbers) in parsed.items()}
     longest = max(counts, key=counts.get)
+    if not counts[longest]:
+        for name in FILES:
+            problems.add(name, 1, "file is empty (the release has one line per user)")
+        return
     for name, (_, numbers) in parsed.items():
         for blank in sorted(set(range(1, numbers[-1] + 1)) - set(numbers)) if numbers else []:
             problems.add(name, blank, f"blank line: {ALIGNED}")
