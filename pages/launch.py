@@ -1,6 +1,5 @@
 """Launch: configure a run (dataset, model, methods, hyperparameters, seeds), check it, start it as jobs; or import
 another tool's per-persona results as a run (engine.lab.importer does the reading and checking)."""
-import hashlib
 from dataclasses import fields
 
 import streamlit as st
@@ -9,7 +8,7 @@ import ui
 from engine import settings, store
 from engine.analysis import views
 from engine.analysis.estimate import estimate_seconds
-from engine.data.dataset import DataError, load_dataset, repeated_targets
+from engine.data.dataset import DataError, load_dataset, repeated_targets, source_stamp
 from engine.data.simulator import SIMULATOR_DEFAULTS, format_sim_spec
 from engine.lab import importer, jobs, paths
 from engine.lab.spec import RunSpec, parse_seeds
@@ -25,10 +24,10 @@ st.title("Launch a run")
 
 
 @st.cache_data(show_spinner="Checking the dataset…", max_entries=16)
-def check_dataset(source: str, stamp, context_window: int):
-    """(summary dict, None) or (None, [problems]); stamp (file mtime) invalidates edited files."""
+def check_dataset(source: str, splits, stamp, context_window: int):
+    """(summary dict, None) or (None, [problems]); stamp (the files' mtimes) invalidates edited files."""
     try:
-        ds = load_dataset(source, context_window=context_window)
+        ds = load_dataset(source, context_window=context_window, splits=splits)
     except DataError as e:
         return None, e.problems
     except ValueError as e:  # simulator knobs
@@ -36,7 +35,7 @@ def check_dataset(source: str, stamp, context_window: int):
     counts = {s: len(ds.split(s)) for s in ("train", "val", "test")}
     repeats, _ = repeated_targets(ds, "test")
     return {"task": ds.task, "personas": len(ds.personas), **counts, "hash": ds.hash[:12], "repeats": repeats,
-            "metric": primary_metric(ds)}, None
+            "metric": primary_metric(ds), "notes": ds.notes}, None
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -54,8 +53,8 @@ def validate(spec_items: tuple, stamp):
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def estimate(source, stamp, model, methods, cfg_items, device, precision, store_path, store_version):
-    ds = load_dataset(source, context_window=dict(cfg_items)["context_window"])
+def estimate(source, splits, stamp, model, methods, cfg_items, device, precision, store_path, store_version):
+    ds = load_dataset(source, context_window=dict(cfg_items)["context_window"], splits=splits)
     cfg = TrainConfig.from_dict(dict(cfg_items))
     with ui.STORE_LOCK:
         return estimate_seconds(ds, model, methods, cfg, device, path=store_path, precision=precision)
@@ -70,18 +69,12 @@ def cpu_precision(model):
     return resolve_precision("auto", torch.device("cpu"), model).to_dict()
 
 
-def _stamp(source):
-    import os
-    try:
-        return os.stat(source).st_mtime_ns
-    except OSError:
-        return None
 
 
 # ----------------------------------------------------------------------------- dataset
 st.subheader("1 · Dataset")
 kind = st.radio("Source", ["Simulator", "JSONL file path", "Upload JSONL"], horizontal=True, key="data_kind")
-source = None
+source, splits = None, None
 if kind == "Simulator":
     st.caption("The built-in smart-home persona simulator (deterministic from its seed). Knobs are the study's "
                "open questions: more examples per persona, more persona-dependent requests, clearer clusters.")
@@ -98,23 +91,31 @@ if kind == "Simulator":
     except ValueError as e:
         st.error(str(e))
 elif kind == "JSONL file path":
-    typed = st.text_input("Path to a JSONL file", key="data_path", placeholder="data/personas.jsonl",
-                          help=f"Inside the data folder {settings.data_home()} ($PLL_HOME).").strip()
+    c1, c2 = st.columns([3, 2])
+    typed = c1.text_input("Path to a JSONL file, or a folder of EdgeWisePersona's three files", key="data_path",
+                          placeholder="data/personas.jsonl",
+                          help=f"Inside the data folder {settings.data_home()} ($PLL_HOME). A folder holds "
+                               "characters.jsonl, routines.jsonl and sessions.jsonl, EdgeWisePersona's release as it "
+                               "is.").strip()
+    typed_splits = c2.text_input("Split file (optional)", key="data_splits", placeholder="data/edgesplits.json",
+                                 help="The seed study's edgesplits.json: per persona, train/val/test lists of dialogue "
+                                      "indices. Without one, an edgesplits.json beside the data decides, else 60/20/20 "
+                                      "per persona in order.").strip()
     try:
         source = str(paths.confine(typed, "JSONL path")) if typed else None
+        splits = str(paths.confine(typed_splits, "split file")) if typed_splits else None
     except paths.PathError as e:
+        source = None
         st.error(str(e))
 else:
-    up = st.file_uploader("JSONL file", type=["jsonl", "json", "txt"], key="data_upload")
-    if up is not None:
-        raw = up.getvalue()
-        path = paths.upload_path(ui.jobs_dir() / "uploads", up.name, hashlib.sha256(raw).hexdigest())
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(raw)
-            tmp.replace(path)
-        source = str(path)
+    ups = st.file_uploader("A JSONL file, or EdgeWisePersona's three files together (characters.jsonl, "
+                           "routines.jsonl, sessions.jsonl; and edgesplits.json, optionally)",
+                           type=["jsonl", "json", "txt"], key="data_upload", accept_multiple_files=True)
+    if ups:
+        try:
+            source = str(paths.save_upload(ui.jobs_dir() / "uploads", [(u.name, u.getvalue()) for u in ups]))
+        except paths.PathError as e:
+            st.error(str(e))
 
 # ----------------------------------------------------------------------------- model, methods
 st.subheader("2 · Model and methods")
@@ -230,7 +231,8 @@ else:
 if source is None:
     st.info("Choose a dataset.")
 else:
-    summary, data_problems = check_dataset(source, _stamp(source), cfg.context_window if cfg else 4)
+    summary, data_problems = check_dataset(source, splits, source_stamp(source, splits),
+                                           cfg.context_window if cfg else 4)
     if data_problems:
         st.error(f"The dataset breaks the contract ({len(data_problems)} problem(s)); nothing will start:")
         st.code("\n".join(data_problems[:50]), language=None)
@@ -241,13 +243,16 @@ else:
                           ("device", None if device == "auto" else device), ("precision", precision),
                           ("train", tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v)
                                                  for k, v in train.items()))),
-                          ("options", tuple(sorted(options.items()))), ("metric", metric), ("ray", ray_target))
-            verdict = validate(spec_items, _stamp(source))
+                          ("options", tuple(sorted(options.items()))), ("metric", metric), ("ray", ray_target),
+                          ("splits", splits))
+            verdict = validate(spec_items, source_stamp(source, splits))
             if verdict:
                 problems.append(verdict)
         st.success(f"Dataset OK: {summary['task']} task, {summary['personas']} personas, "
                    f"{summary['train']} train / {summary['val']} val / {summary['test']} test targets "
                    f"(hash {summary['hash']}); score = {metric or summary['metric']}.")
+        for note in summary["notes"]:  # the split file used, what of it was ignored or left out
+            st.info(note)
         if summary["repeats"]:
             st.warning(f"{summary['repeats']} of {summary['test']} test targets repeat, context and reply, a train "
                        "target of their persona: those measure memory, not generalisation.")
@@ -257,8 +262,8 @@ for p in problems:
 
 if summary and cfg and methods and model and seeds:
     cfg_items = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(cfg.to_dict().items()))
-    est = estimate(source, _stamp(source), model, tuple(methods), cfg_items, device, precision, ui.store_file(),
-                   store.version(ui.store_file()))
+    est = estimate(source, splits, source_stamp(source, splits), model, tuple(methods), cfg_items, device, precision,
+                   ui.store_file(), store.version(ui.store_file()))
     st.metric("Estimated time (at most)", f"{ui.fmt_seconds(est['seconds'])} per seed"
               + (f" · {ui.fmt_seconds(est['seconds'] * len(seeds))} for {len(seeds)} seeds" if len(seeds) > 1
                  else ""))
@@ -275,7 +280,7 @@ if st.button("Start", type="primary", key="start", disabled=bool(problems) or so
     for seed in seeds:
         spec = RunSpec(data=source, model=model, methods=list(methods), seed=seed, name=name or None,
                        device=None if device == "auto" else device, precision=precision, train=train,
-                       options=options, metric=metric, ray=ray_target)
+                       options=options, metric=metric, ray=ray_target, splits=splits)
         try:
             started.append(jobs.submit(spec, store_file=ui.store_file(), jobs_dir=ui.jobs_dir()))
         except DataError as e:
@@ -315,7 +320,7 @@ try:
         vary[axis2] = parse_values(values2)
     study_spec = StudySpec(data=source or "", vary=vary, seeds=seeds, methods=list(methods), model=model,
                            name=name or None, device=None if device == "auto" else device, precision=precision,
-                           train=train, options=options, metric=metric, ray=ray_target)
+                           train=train, options=options, metric=metric, ray=ray_target, splits=splits)
     n_points = len(study_spec.points())
     per_run = est["seconds"] if summary and cfg and methods and model and seeds else None
     st.caption(f"{n_points} runs" + (f"; at most ≈ {ui.fmt_seconds(per_run * n_points)} at the current "

@@ -1,8 +1,12 @@
-"""Persona: one persona's profile, cluster, scores across methods, test replies, merge neighbours."""
+"""Persona: one persona's profile, cluster, scores across methods, test replies (with the dialogue's situation when
+the data has one), merge neighbours."""
+import json
+
 import altair as alt
 import streamlit as st
 
 import ui
+from engine.data.edgewise import describe_meta
 
 ui.page_setup()
 st.title("Persona")
@@ -111,6 +115,9 @@ else:
         label = f"{ui.plain(ex)} · {ui.plain(first.kind or '')} · mean score {e.score.mean():.3f}"
         with st.expander(label, expanded=i < 2):
             st.markdown("**Context**")
+            situation = describe_meta(json.loads(first.meta_json)) if isinstance(first.get("meta_json"), str) else ""
+            if situation:  # the dialogue's situation (EdgeWisePersona's session meta), as the data gave it
+                st.caption(f"Situation: {ui.plain(situation)}")
             st.text(first.context or "")
             st.markdown(f"**Reference:** {ui.plain(first.reference)}")
             if isinstance(first.get("persona_blind"), str) and first.persona_blind != first.reference:

@@ -13,6 +13,7 @@ import math
 import os
 from pathlib import Path
 
+from engine.data.contract import AUTO_SPLIT
 from engine.methods import registry
 from engine.training.config import ConfigError, TrainConfig
 
@@ -107,24 +108,37 @@ def _first(ids: list[str], n: int = 5) -> str:
 
 def check_data(methods, dataset) -> None:
     """Every persona has what the chosen methods need (engine.methods.registry): train examples, its own train
-    examples, validation examples, a profile text."""
+    examples, validation examples, a profile text. One ConfigError naming the data once and every need it does not
+    meet (and why, when the split rule is the cause), so a user fixes the data once."""
     entries = [registry.method(m) for m in methods]
-    train = dataset.by_persona("train")
+    problems = []
     trainers = [e.name for e in entries if e.reads_train]
-    if not dataset.split("train") and trainers:
-        raise ConfigError(f"{dataset.source}: no train examples at all; {', '.join(trainers)} train on them")
+    no_train = not dataset.split("train")
+    if no_train and trainers:
+        problems.append(f"no train examples at all{_why_no_train(dataset)}; {', '.join(trainers)} "
+                        f"need{'s' if len(trainers) == 1 else ''} them (to train on, or to retrieve from)")
     per = [e.name for e in entries if e.own_train]
-    empty = [p for p, ex in train.items() if not ex]
-    if per and empty:
-        raise ConfigError(f"{dataset.source}: persona(s) {_first(empty)} have no train examples; "
-                          f"{', '.join(per)} need{'s' if len(per) == 1 else ''} each persona's own train examples "
-                          "(one adapter per persona, or retrieval from them)")
+    empty = [p for p, ex in dataset.by_persona("train").items() if not ex]
+    if per and empty and not no_train:
+        problems.append(f"persona(s) {_first(empty)} have no train examples; {', '.join(per)} "
+                        f"need{'s' if len(per) == 1 else ''} each persona's own train examples (one adapter per "
+                        "persona, or retrieval from them)")
     for e in entries:
         if e.chooses and not dataset.split("val"):
-            raise ConfigError(f"{dataset.source}: {e.name} chooses each persona's method on val examples; the data "
-                              "has none")
+            problems.append(f"{e.name} chooses each persona's method on val examples; the data has none")
     missing = [p for p, text in dataset.personas.items() if not text]
     for e in entries:
         if e.reads_profile and missing:
-            raise ConfigError(f"{dataset.source}: method {e.name} needs a profile text ('persona' or 'character') for "
-                              f"every persona, {e.reads_profile}; none for {_first(missing)}")
+            problems.append(f"method {e.name} needs a profile text ('persona' or 'character') for every persona, "
+                            f"{e.reads_profile}; none for {_first(missing)}")
+    if problems:
+        raise ConfigError(f"{dataset.source}: " + "; ".join(problems))
+
+
+def _why_no_train(dataset) -> str:
+    """Why every example went to val or test when the 60/20/20 rule did it: with 2 dialogues a persona already has
+    one to train on, so no train at all means every persona has exactly one, which is kept for test."""
+    if dataset.split_rule != AUTO_SPLIT:
+        return ""
+    return (" (each persona has one dialogue, and the 60/20/20 split per persona keeps a persona's only dialogue for "
+            "test: a persona needs 2 dialogues for one to be train)")

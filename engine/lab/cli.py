@@ -179,7 +179,8 @@ def cmd_run(args) -> int:
 
     spec = RunSpec(data=args.data, model=args.model, methods=_methods(args), seed=args.seed, name=args.name,
                    device=args.device, precision=args.precision, train=_train_overrides(args),
-                   options=_method_options(args), metric=args.metric, ray=settings.ray_address(args.ray))
+                   options=_method_options(args), metric=args.metric, ray=settings.ray_address(args.ray),
+                   splits=args.splits)
     path = settings.store_path(args.store)
     try:
         _check_run_location(path)
@@ -252,8 +253,11 @@ def _method_options(args) -> dict:
 
 
 def _add_setup_flags(p: argparse.ArgumentParser):
-    """What a run and a study are set up with alike: model, methods, device, precision, metric, store, options,
-    hyperparameters."""
+    """What a run and a study are set up with alike: split file, model, methods, device, precision, metric, store,
+    options, hyperparameters."""
+    p.add_argument("--splits", metavar="FILE", help="a split file (the seed study's edgesplits.json: per persona, "
+                   "train/val/test lists of dialogue indices) deciding each persona's splits; default: "
+                   "edgesplits.json beside the data when there is one, else 60/20/20 per persona in order")
     p.add_argument("--model", default="smollm2-135m", help="smollm2-135m, tiny-random, a local folder or a HF id")
     p.add_argument("--methods", default="base,unified", help=f"comma-separated, of: {', '.join(known_methods())}")
     p.add_argument("--store", default=None, help="DuckDB file (default $PLL_STORE or store.duckdb)")
@@ -356,7 +360,7 @@ def cmd_study(args) -> int:
             spec = StudySpec(data=args.data, vary=_parse_vary(args.vary), seeds=parse_seeds(args.seeds),
                              methods=_methods(args), model=args.model, name=args.name, device=args.device,
                              precision=args.precision, train=_train_overrides(args), options=_method_options(args),
-                             metric=args.metric, ray=settings.ray_address(args.ray))
+                             metric=args.metric, ray=settings.ray_address(args.ray), splits=args.splits)
             study_id = None
         spec.points()  # everything checked before any work
     except (ConfigError, DataError, ModelError, ValueError, store.StoreError) as e:
@@ -442,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_synth)
 
     r = sub.add_parser("run", help="train and evaluate methods on a dataset, write the store; prints the run id last")
-    r.add_argument("--data", required=True, help="JSONL path, or the simulator: sim or sim:personas=8,train_per_persona=10,...")
+    r.add_argument("--data", required=True, help="JSONL path, a folder of EdgeWisePersona's characters.jsonl, "
+                   "routines.jsonl and sessions.jsonl, or the simulator: sim or sim:personas=8,train_per_persona=10,...")
     r.add_argument("--seed", type=int, default=0)
     _add_setup_flags(r)
     r.set_defaults(fn=cmd_run)
@@ -488,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(fn=cmd_export)
 
     sd = sub.add_parser("study", help="a grid of runs: simulator knobs or hyperparameters x seeds; prints the study id last")
-    sd.add_argument("--data", default="sim", help="sim or sim:knob=value,... (knobs may vary), or a JSONL path")
+    sd.add_argument("--data", default="sim", help="sim or sim:knob=value,... (knobs may vary), or a JSONL path or "
+                    "EdgeWisePersona folder")
     sd.add_argument("--vary", action="append", help="AXIS=V1,V2,... (at most twice): a simulator knob "
                     "(personal_fraction, train_per_persona, archetypes, archetype_noise, profile_fidelity, personas) "
                     "or a hyperparameter (r, lr, epochs, ...)")

@@ -9,9 +9,14 @@ runs it already has the machine.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import shutil
 from pathlib import Path
 
+from engine.data.edgewise import FILES
+from engine.data.splitfile import SPLIT_FILE
 from engine.settings import data_home, downloads_allowed
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
@@ -44,6 +49,50 @@ def upload_path(folder, name: str, digest: str) -> Path:
     base = re.sub(r"[^A-Za-z0-9._-]", "_", Path(str(name).replace("\\", "/")).name).lstrip(".")
     base = base[-MAX_UPLOAD_NAME:] or "upload.jsonl"
     return Path(folder) / f"{digest[:16]}-{base}"
+
+
+def save_upload(folder, files) -> Path:
+    """Where uploaded data now lies, saved once (the same bytes again reuse it): one file (a JSONL) as
+    upload_path names it, or EdgeWisePersona's three files (and optionally a split file) together in one folder
+    named so; PathError for any other set of files, saying what is accepted."""
+    files = [(Path(str(name).replace("\\", "/")).name, raw) for name, raw in files]
+    if len(files) == 1 and files[0][0] in FILES:
+        raise PathError(f"{files[0][0]} alone is not a dataset: EdgeWisePersona's release is the three files "
+                        f"{', '.join(FILES)}, uploaded together")
+    if len(files) == 1:
+        (name, raw), = files
+        path = upload_path(folder, name, hashlib.sha256(raw).hexdigest())
+        _write_once(path, lambda tmp: tmp.write_bytes(raw))
+        return path
+    names = sorted(name for name, _ in files)
+    if sorted(set(names)) != names or not set(FILES) <= set(names) <= set(FILES) | {SPLIT_FILE}:
+        raise PathError(f"upload one JSONL file, or EdgeWisePersona's three files {', '.join(FILES)} together (and "
+                        f"{SPLIT_FILE}, optionally); got {', '.join(names)}")
+    digest = hashlib.sha256(b"".join(n.encode() + b"\0" + hashlib.sha256(raw).digest() for n, raw in sorted(files)))
+    path = upload_path(folder, "edgewise", digest.hexdigest())
+
+    def write_all(tmp: Path):
+        tmp.mkdir()
+        for name, raw in files:
+            (tmp / name).write_bytes(raw)
+    _write_once(path, write_all)
+    return path
+
+
+def _write_once(path: Path, write) -> None:
+    """write(tmp) then rename to path, unless path is there already (an earlier upload of the same bytes)."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    tmp.unlink(missing_ok=True)
+    write(tmp)
+    try:
+        os.replace(tmp, path)
+    except OSError:  # another session saved the same upload first (a folder cannot replace a folder)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_model(model: str) -> None:

@@ -59,6 +59,8 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     """
     checked = spec.validate()  # everything but the model, before any write
     cfg, dataset, metric = checked.cfg, checked.dataset, checked.metric
+    for note in dataset.notes:  # the split file used, what of it was ignored or left out: the CLI's stderr, a job's log
+        print(f"note: {note}", file=sys.stderr, flush=True)
     results_dir = Path(results_dir)
     run_id = run_id or settings.new_id()
     device = pick_device(spec.device)
@@ -142,7 +144,9 @@ def _run_row(spec: RunSpec, checked, run_id: str, results_dir: Path, device, job
         "methods": ",".join(spec.methods), "error": None, "job_id": job_id,
         "artifacts_dir": str(results_dir.resolve()), "metric": checked.metric, **(spec.study or {}),
         "config_json": json.dumps({**asdict(spec), "train": checked.cfg.to_dict(), "metric": checked.metric,
-                                   "test_targets_repeating_train": [repeats, n_test]}, sort_keys=True),
+                                   "test_targets_repeating_train": [repeats, n_test],
+                                   "split_rule": checked.dataset.split_rule, "data_notes": checked.dataset.notes},
+                                  sort_keys=True),
     }
 
 

@@ -19,7 +19,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 @dataclass
 class RunSpec:
-    data: str                     # JSONL path, or "sim" / "sim:personas=8,..." for the simulator
+    data: str                     # JSONL path, EdgeWisePersona folder, or "sim" / "sim:personas=8,..." (simulator)
     model: str = "smollm2-135m"
     methods: list[str] = field(default_factory=lambda: ["base", "unified"])
     seed: int = 0
@@ -31,6 +31,8 @@ class RunSpec:
     metric: str | None = None     # the primary metric (`score`); None: chosen from the data (engine.training.evaluate)
     study: dict | None = None     # {"study_id", "coords_json"} when the run is a point of a study (engine.lab.study)
     ray: str | None = None        # a Ray cluster's address ("auto", host:port): the heavy work goes there
+    splits: str | None = None     # a split file (the study's edgesplits.json) deciding train/val/test; None: the
+                                  # edgesplits.json beside the data when there is one (engine.data.splitfile)
 
     def check(self) -> TrainConfig:
         """What the spec alone can tell; raises ConfigError naming what is wrong; returns the training config."""
@@ -67,7 +69,7 @@ class RunSpec:
         if self.ray:  # Ray installed and a cluster answering at the address, or a clear error now
             from engine.backends.ray import resolve_address
             resolve_address(self.ray)
-        dataset = load_dataset(self.data, context_window=cfg.context_window)
+        dataset = load_dataset(self.data, context_window=cfg.context_window, splits=self.splits)
         checks.check_data(self.methods, dataset)
         try:
             metric = primary_metric(dataset, self.metric)

@@ -26,7 +26,8 @@ MAX_AXES = 2
 
 @dataclass
 class StudySpec:
-    data: str                                     # "sim:..." (knobs may vary) or a JSONL path (hyperparameters may)
+    data: str                                     # "sim:..." (knobs may vary) or a JSONL path or EdgeWisePersona
+                                                  # folder (hyperparameters may)
     vary: dict = field(default_factory=dict)      # axis -> list of values; at most two axes
     seeds: list = field(default_factory=lambda: [0])
     methods: list = field(default_factory=lambda: ["base", "unified"])
@@ -38,6 +39,7 @@ class StudySpec:
     options: dict = field(default_factory=dict)
     metric: str | None = None
     ray: str | None = None                        # every run's heavy work on this Ray cluster (engine.backends.ray)
+    splits: str | None = None                     # a split file for every run (RunSpec.splits)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,7 +81,7 @@ class StudySpec:
                 spec = RunSpec(data=data, model=self.model, methods=list(self.methods), seed=seed,
                                name=f"{self.name or 'study'} · {label + ' · ' if label else ''}seed {seed}",
                                device=self.device, precision=self.precision, train=train,
-                               options=dict(self.options), metric=self.metric, ray=self.ray)
+                               options=dict(self.options), metric=self.metric, ray=self.ray, splits=self.splits)
                 try:
                     spec.check()
                 except ConfigError as e:

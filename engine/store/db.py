@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id VARCHAR PRIMARY KEY, kind VARCHAR, status VARCHAR, progress DOUBLE, phase VARCHAR,
     created_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP, error VARCHAR, run_id VARCHAR,
     spec_json VARCHAR);
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS meta_json VARCHAR;
 """
 METHOD_TABLES = ("persona_results", "persona_kind_results", "predictions", "merge_weights")  # per method folder
 RUN_TABLES = ("personas", "cluster_k", "persona_blind")                                   # per run folder
@@ -181,7 +182,7 @@ def query(sql: str, params=None, path=None, timeout: float = 15.0) -> pd.DataFra
         with connect(path, timeout=timeout):  # creates the schema, so the query below has its tables
             pass
     df = _read(path, sql, params, timeout, missing_ok=True)
-    if df is None:  # an empty DuckDB file or a store of an older version lacks some of our tables: add them
+    if df is None:  # an empty DuckDB file or a store of an older version lacks some of our tables or columns: add them
         with connect(path, timeout=timeout):
             pass
         df = _read(path, sql, params, timeout)
@@ -189,12 +190,14 @@ def query(sql: str, params=None, path=None, timeout: float = 15.0) -> pd.DataFra
 
 
 def _read(path: str, sql: str, params, timeout: float, missing_ok: bool = False):
-    """The query's frame, or None for a missing table when missing_ok (another program's database: StoreError)."""
+    """The query's frame, or None for a missing table or column when missing_ok (another program's database:
+    StoreError)."""
     with connect(path, read_only=True, timeout=timeout) as con:
         try:
             return con.execute(sql, params or []).df()
-        except duckdb.CatalogException:
-            if not missing_ok:
+        except (duckdb.CatalogException, duckdb.BinderException) as e:
+            missing_column = isinstance(e, duckdb.BinderException) and "not found" in str(e)
+            if not missing_ok or not (missing_column or isinstance(e, duckdb.CatalogException)):
                 raise
             _refuse_foreign(con, path)
             return None

@@ -177,7 +177,7 @@ def persona_method_scores(run_id, persona_id, path=None) -> pd.DataFrame:
 
 
 def persona_predictions(run_id, persona_id, path=None) -> pd.DataFrame:
-    return query("SELECT method, example_id, kind, context, reference, persona_blind, prediction, score "
+    return query("SELECT method, example_id, kind, context, meta_json, reference, persona_blind, prediction, score "
                  "FROM predictions WHERE run_id = ? AND persona_id = ? ORDER BY example_id, method",
                  [run_id, persona_id], path)
 

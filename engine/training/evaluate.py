@@ -9,6 +9,8 @@ do not mention actions is scored by `embedding_similarity`; choice data by `accu
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import torch
@@ -121,10 +123,13 @@ def score_dialogue(predictions: list[str], references: list[str]) -> pd.DataFram
 
 
 def _targets_frame(examples) -> pd.DataFrame:
+    """The targets' ids, kinds and situation (`meta_json`: the dialogue's meta, e.g. EdgeWisePersona's time of day
+    and weather, shown on the Persona page beside the context; None without)."""
     return pd.DataFrame({
         "persona_id": [e.persona_id for e in examples],
         "example_id": [e.example_id for e in examples],
         "kind": [e.kind for e in examples],
+        "meta_json": [json.dumps(e.meta, sort_keys=True) if e.meta else None for e in examples],
     })
 
 
