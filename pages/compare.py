@@ -172,6 +172,7 @@ st.dataframe(show.style.format(formats, na_rep="—"), hide_index=True, width="s
     "peak_mem_mb": st.column_config.NumberColumn(
         "peak MB", help="during this method: CUDA allocator peak, or the process's peak RSS on CPU"),
 })
+st.caption(views.coverage_text(ui.read("seed_coverage", run_ids)))
 st.download_button("Download CSV", table.drop(columns=["run"]).to_csv(index=False).encode(),
                    file_name=f"compare-{'-'.join(r[-6:] for r in run_ids)}.csv", mime="text/csv")
 
@@ -185,6 +186,7 @@ if groups and len(set(groups.values())) < len(groups):
         over = ui.read("compare_over_seeds", run_ids, reference=reference, metric=metric, methods=methods, kind=kind,
                        margin=margin, effect=effect)
         st.markdown("**Over seeds**")
+        st.caption(views.coverage_text(ui.read("seed_coverage", run_ids), pooled_seeds=True))
         cols = ["group", "method", "n_seeds", "seed_mean", "seed_std", "n_personas", "mean", "std", "ci_low", "ci_high",
                 "delta", "delta_ci_low", "delta_ci_high", "wilcoxon_p", "holm_p", "verdict", "tost_p", "mde",
                 "personas_needed", "helped", "hurt", "tied"]

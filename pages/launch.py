@@ -313,6 +313,10 @@ values1 = c1.text_input("its values", STUDY_DEFAULTS.get(axis1, ""), key=f"study
 axis2 = c2.selectbox("and (optional)", ["—"] + [a for a in axes_avail if a != axis1], key="study_axis2")
 values2 = c2.text_input("its values", STUDY_DEFAULTS.get(axis2, ""), key=f"study_values2_{axis2}",
                         disabled=axis2 == "—")
+data_seeds_text = st.text_input(
+    "Data seeds (optional)", "", key="study_data_seeds", disabled=not is_sim, placeholder="e.g. 7,8,9",
+    help="the simulator's data drawn anew with each seed, every point run on each draw: intervals then cover the "
+         "data as well as the training seeds (a file is one fixed dataset)") if is_sim else ""
 study_spec, study_problem = None, None
 try:
     vary = {axis1: parse_values(values1)}
@@ -320,7 +324,8 @@ try:
         vary[axis2] = parse_values(values2)
     study_spec = StudySpec(data=source or "", vary=vary, seeds=seeds, methods=list(methods), model=model,
                            name=name or None, device=None if device == "auto" else device, precision=precision,
-                           train=train, options=options, metric=metric, ray=ray_target, splits=splits)
+                           train=train, options=options, metric=metric, ray=ray_target, splits=splits,
+                           data_seeds=parse_seeds(data_seeds_text) if data_seeds_text.strip() else None)
     n_points = len(study_spec.points())
     per_run = est["seconds"] if summary and cfg and methods and model and seeds else None
     st.caption(f"{n_points} runs" + (f"; at most ≈ {ui.fmt_seconds(per_run * n_points)} at the current "

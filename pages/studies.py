@@ -70,6 +70,7 @@ dline = alt.Chart(deltas).mark_line(point=True).encode(
              alt.Tooltip("delta_ci_high:Q", format="+.3f"), alt.Tooltip("wilcoxon_p:Q", title="p", format=".3g"),
              alt.Tooltip("holm_p:Q", title="p (Holm)", format=".3g"), "verdict", "helped", "hurt"])
 zero = alt.Chart(deltas).mark_rule(color="black").encode(y=alt.datum(0))
+st.caption(views.coverage_text(view["coverage"], pooled_seeds=True))
 st.markdown(f"**Δ vs {reference}** — paired 95% CI; diamonds: significant, i.e. Holm-adjusted Wilcoxon p < 0.05 "
             f"over the methods compared with {reference} at that point")
 st.altair_chart((dband + dline + zero).properties(height=260) if not facet else

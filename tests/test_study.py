@@ -281,3 +281,32 @@ def test_a_study_s_progress_as_a_whole():
     assert (g["total"], g["active"], g["counts"]["done"], g["counts"]["failed"]) == (5, 2, 2, 1)
     assert g["eta_seconds"] == pytest.approx(2 * 120.0)  # mean of the finished runs (60 s, 180 s) x 2 left
     assert jobs.group_progress(js[2:4])["eta_seconds"] is None  # nothing finished yet: no estimate
+
+
+def test_data_seeds_draw_the_simulator_anew_and_their_personas_count_apart(tmp_path):
+    """--data-seeds: every point runs on each simulator draw; in the Studies view a draw's personas are personas of
+    their own (p000 of draw 7 is not p000 of draw 8), each averaged over the training seeds; the view says what its
+    intervals cover."""
+    from engine.analysis import views
+    db = str(tmp_path / "store.duckdb")
+    spec = StudySpec(data=SMALL, vary={"personal_fraction": [0.5]}, seeds=[0, 1], data_seeds=[7, 8],
+                     methods=["base", "unified"], model="tiny-random", train=TRAIN)
+    study_id = run_study(spec, db)
+    runs = study_runs(study_id, db)
+    assert {(r.at_data_seed, r.at_seed) for r in runs.itertuples()} == {(7, 0), (7, 1), (8, 0), (8, 1)}
+    for r in runs.itertuples():
+        assert r.dataset.endswith(f"seed={r.at_data_seed}")
+    view = views.study_view(study_id, path=db)
+    t = view["table"].set_index("method")
+    assert (t.n_personas == 3 * 2).all() and (t.n_seeds == 4).all()  # 3 personas x 2 draws; 4 runs per point
+    # by hand: per (draw, persona) the mean over training seeds, then the mean over those 6 units
+    scores = store.queries.persona_results(list(runs.run_id), db)
+    scores["draw"] = scores.run_id.map(dict(zip(runs.run_id, runs.at_data_seed)))
+    unit = scores[scores.method == "unified"].groupby(["draw", "persona_id"]).score.mean()
+    assert len(unit) == 6 and t.loc["unified", "mean"] == pytest.approx(unit.mean())
+    assert view["coverage"] == {"train_seeds": [0, 1], "data_draws": [7, 8]}
+    assert "data draws 7, 8" in views.coverage_text(view["coverage"], pooled_seeds=True)
+    with pytest.raises(ConfigError, match="one fixed dataset"):
+        StudySpec(data=str(ROOT / "tests" / "data" / "edgewise_cold_start_000-099.jsonl"), data_seeds=[1]).points()
+    with pytest.raises(ConfigError, match="--data-seeds"):
+        StudySpec(data=SMALL, vary={"data_seed": [1, 2]}).points()

@@ -135,6 +135,9 @@ def study_view(study_id, reference: str = "unified", metric: str = "score", kind
     scores = persona_scores(list(coords), metric, path, kind)
     if scores.empty:
         return empty
+    draws = {rid: c.get("data_seed") for rid, c in coords.items()}
+    if any(d is not None for d in draws.values()):  # another data draw holds other personas: units of their own
+        scores = scores.assign(persona_id=[f"data {draws[r]}/{p}" for r, p in zip(scores.run_id, scores.persona_id)])
     table = stats.over_seeds(scores, point, reference=reference).rename(columns={"group": "point"})
     times = queries.run_seconds(list(coords), path)
     times["point"] = times.run_id.map(point)
@@ -152,7 +155,7 @@ def study_view(study_id, reference: str = "unified", metric: str = "score", kind
     seed_avg = scores.assign(point=scores.run_id.map(point)).groupby(
         ["point", "method", "persona_id"], as_index=False)["score"].mean()
     return {"table": table.sort_values(axes + ["method"]).reset_index(drop=True), "cells": _winners(seed_avg, axes),
-            "axes": axes, "ceiling": ceiling}
+            "axes": axes, "ceiling": ceiling, "coverage": seed_coverage(list(coords), path)}
 
 
 def _winners(seed_avg: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
@@ -226,6 +229,37 @@ def gains(run_ids, method: str, reference: str = "unified", metric: str = "score
 
 
 # ----------------------------------------------------------------------------- seeds
+
+def seed_coverage(run_ids, path=None) -> dict:
+    """The sources of chance behind these runs: their training seeds, and the simulator's data draws (None in the
+    list for a fixed dataset: a file's personas are the only sample of it). Pages say from it what an interval
+    covers."""
+    rows = queries.runs(path)
+    rows = rows[rows.run_id.isin([str(r) for r in run_ids])]
+    seeds = sorted({int(s) for s in rows.seed.dropna()})
+    draws = set()
+    for data in rows.dataset.astype(str):
+        knobs = dict(kv.split("=", 1) for kv in data.partition(":")[2].split(",") if "=" in kv)
+        draws.add(int(knobs.get("seed", 0)) if data == "sim" or data.startswith("sim:") else None)
+    return {"train_seeds": seeds, "data_draws": sorted(draws, key=lambda d: (d is None, d or 0))}
+
+
+def coverage_text(coverage: dict, pooled_seeds: bool = False) -> str:
+    """What an interval over personas covers, in words."""
+    seeds, draws = coverage["train_seeds"], coverage["data_draws"]
+    named = [d for d in draws if d is not None]
+    data = ("one fixed dataset" if not named else f"the simulator's data draw{'s' if len(named) > 1 else ''} "
+            f"{', '.join(map(str, named))}" + (" and a fixed dataset" if None in draws else ""))
+    if not seeds:
+        return f"Intervals are over personas (imported results); {data}."
+    s = ", ".join(map(str, seeds))
+    if pooled_seeds and len(seeds) > 1:
+        return (f"Intervals are over personas, each persona's score averaged over training seeds {s}; {data}"
+                + (" (another draw holds other personas: they count as personas of their own)." if len(named) > 1
+                   else ", which they do not cover."))
+    return (f"Each interval is over the personas of one run: it does not cover the training seed "
+            f"({s}) nor another draw of the data ({data}).")
+
 
 SEED_FREE = ("seed", "name", "methods", "precision_resolved", "device", "study")  # what may differ between seeds of one setup
 

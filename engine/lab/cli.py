@@ -358,6 +358,7 @@ def cmd_study(args) -> int:
             spec, study_id = load_study(args.resume, path), args.resume
         else:
             spec = StudySpec(data=args.data, vary=_parse_vary(args.vary), seeds=parse_seeds(args.seeds),
+                             data_seeds=parse_seeds(args.data_seeds) if args.data_seeds else None,
                              methods=_methods(args), model=args.model, name=args.name, device=args.device,
                              precision=args.precision, train=_train_overrides(args), options=_method_options(args),
                              metric=args.metric, ray=settings.ray_address(args.ray), splits=args.splits)
@@ -499,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(personal_fraction, train_per_persona, archetypes, archetype_noise, profile_fidelity, personas) "
                     "or a hyperparameter (r, lr, epochs, ...)")
     sd.add_argument("--seeds", default="0", help="comma-separated run seeds (default 0)")
+    sd.add_argument("--data-seeds", help="comma-separated simulator draws: every point is run on each (default: the "
+                                         "spec's own seed); intervals then cover data as well as training seeds")
     sd.add_argument("--resume", metavar="STUDY_ID", help="finish a study cut short (its stored spec; other flags ignored)")
     _add_setup_flags(sd)
     sd.set_defaults(fn=cmd_study)

@@ -40,6 +40,7 @@ class StudySpec:
     metric: str | None = None
     ray: str | None = None                        # every run's heavy work on this Ray cluster (engine.backends.ray)
     splits: str | None = None                     # a split file for every run (RunSpec.splits)
+    data_seeds: list | None = None                # simulator draws to repeat every point on (None: the spec's own)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,10 +53,17 @@ class StudySpec:
                 not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds):
             raise ConfigError(f"seeds: distinct integers >= 0, got {self.seeds!r}")
         sim = self.data.strip() == "sim" or self.data.strip().startswith("sim:")
+        if self.data_seeds is not None:
+            if not sim:
+                raise ConfigError(f"data seeds draw the simulator's data anew; {self.data} is one fixed dataset")
+            if not self.data_seeds or len(set(self.data_seeds)) != len(self.data_seeds) or \
+                    not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.data_seeds):
+                raise ConfigError(f"data seeds: distinct integers >= 0, got {self.data_seeds!r}")
         hyper = set(TrainConfig.__dataclass_fields__)
         for axis, values in self.vary.items():
-            if axis == "seed":
-                raise ConfigError("vary: seeds are given with --seeds, not as an axis")
+            if axis in ("seed", "data_seed"):
+                raise ConfigError("vary: seeds are given with --seeds (training) and --data-seeds (the simulator's "
+                                  "draw), not as an axis")
             if axis in SIM_KNOBS and not sim:
                 raise ConfigError(f"vary {axis}: a simulator knob; {self.data} is not the simulator (vary "
                                   f"hyperparameters such as r, lr, epochs on your own data)")
@@ -67,16 +75,22 @@ class StudySpec:
         base_knobs = parse_sim_spec(self.data) if sim else None
         axes = list(self.vary)
         out = []
-        for combo in itertools.product(*(self.vary[a] for a in axes)):
+        draws = [None] if self.data_seeds is None else list(self.data_seeds)
+        for combo, draw in itertools.product(itertools.product(*(self.vary[a] for a in axes)), draws):
             coords = dict(zip(axes, combo))
             label = " · ".join(f"{k}={v}" for k, v in coords.items())
             data = self.data
             if sim:
+                knobs = {**base_knobs, **{k: v for k, v in coords.items() if k in SIM_KNOBS}}
+                if draw is not None:
+                    knobs["seed"] = draw
+                    coords["data_seed"] = draw
+                    label += f"{' · ' if label else ''}data {draw}"
                 try:
-                    data = format_sim_spec({**base_knobs, **{k: v for k, v in coords.items() if k in SIM_KNOBS}})
+                    data = format_sim_spec(knobs)
                 except ValueError as e:
                     raise ConfigError(f"at {label}: {e}") from None
-            train = {**self.train, **{k: v for k, v in coords.items() if k not in SIM_KNOBS}}
+            train = {**self.train, **{k: v for k, v in coords.items() if k not in SIM_KNOBS and k != "data_seed"}}
             for seed in self.seeds:
                 spec = RunSpec(data=data, model=self.model, methods=list(self.methods), seed=seed,
                                name=f"{self.name or 'study'} · {label + ' · ' if label else ''}seed {seed}",
