@@ -16,7 +16,7 @@ from engine.training.trainer import train_adapters_batched
 
 
 def train_adapters(lm, groups: list[list], val_groups: list[list], seeds: list[int], cfg, seed: int, progress,
-                   phase: str):
+                   phase: str, between_epochs=None):
     """Inject one adapter per group into `lm`, encode, train in one batched pass (each adapter stopping on its own
     validation group); the trained adapters stay in the model's LoRA layers (removed on failure). What a local
     run and every Ray actor do with their share."""
@@ -25,7 +25,8 @@ def train_adapters(lm, groups: list[list], val_groups: list[list], seeds: list[i
     try:
         data = [[encode_example(lm.tokenizer, e, cfg) for e in g] for g in groups]
         val = [[encode_example(lm.tokenizer, e, cfg) for e in g] for g in val_groups]
-        return train_adapters_batched(lm, data, cfg, seeds=seeds, val=val, progress=progress, phase=phase)
+        return train_adapters_batched(lm, data, cfg, seeds=seeds, val=val, progress=progress, phase=phase,
+                                      between_epochs=between_epochs)
     except BaseException:
         remove_lora(lm.model)  # the caller removes them after reading the adapters; on failure, nobody would
         raise
@@ -38,7 +39,8 @@ class LocalBackend:
         self.shard_seconds: list[dict] = []
 
     def train(self, ctx, groups, val_groups, seeds, phase):
-        stats = train_adapters(ctx.lm, groups, val_groups, seeds, ctx.cfg, ctx.seed, ctx.progress, phase)
+        stats = train_adapters(ctx.lm, groups, val_groups, seeds, ctx.cfg, ctx.seed, ctx.progress, phase,
+                               ctx.between_epochs)
         try:
             states = [adapter_state(ctx.lm.model, i) for i in range(len(groups))]
         finally:

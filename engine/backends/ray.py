@@ -178,8 +178,9 @@ def _load_here(model: str, precision: str, threads: int, env: dict) -> tuple[str
     os.environ.update(env)
     import ray
     import torch
-    if threads:
-        torch.set_num_threads(threads)
+    from engine.models.threads import choose_threads
+    free = choose_threads().threads  # the actor's CPUs, unless other work on the node already holds some
+    torch.set_num_threads(min(threads, free) if threads else free)
     importlib.import_module("engine.backends.local")  # and with it the trainer and evaluation
     from engine.models.loading import load_model
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"

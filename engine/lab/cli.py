@@ -180,7 +180,7 @@ def cmd_run(args) -> int:
     spec = RunSpec(data=args.data, model=args.model, methods=_methods(args), seed=args.seed, name=args.name,
                    device=args.device, precision=args.precision, train=_train_overrides(args),
                    options=_method_options(args), metric=args.metric, ray=settings.ray_address(args.ray),
-                   splits=args.splits)
+                   splits=args.splits, threads=args.threads)
     path = settings.store_path(args.store)
     try:
         _check_run_location(path)
@@ -267,6 +267,8 @@ def _add_setup_flags(p: argparse.ArgumentParser):
     p.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
     p.add_argument("--metric", help="the primary metric (score); default: action_f1 for smart-home dialogue data, "
                                     "embedding_similarity for other dialogue data, accuracy for choice data")
+    p.add_argument("--threads", type=int, help="compute threads (default: the cores free when the run starts, "
+                                               "re-checked between epochs; or $PLL_THREADS)")
     p.add_argument("--cluster-k", help="clusters for the cluster method: an integer or auto")
     p.add_argument("--merge-k", type=int, help="neighbours merged per persona (merge methods)")
     p.add_argument("--rag-k", type=int, help="own train dialogues retrieved into the prompt (rag, unified+rag; default 4)")
@@ -361,7 +363,8 @@ def cmd_study(args) -> int:
                              data_seeds=parse_seeds(args.data_seeds) if args.data_seeds else None,
                              methods=_methods(args), model=args.model, name=args.name, device=args.device,
                              precision=args.precision, train=_train_overrides(args), options=_method_options(args),
-                             metric=args.metric, ray=settings.ray_address(args.ray), splits=args.splits)
+                             metric=args.metric, ray=settings.ray_address(args.ray), splits=args.splits,
+                             threads=args.threads)
             study_id = None
         spec.points()  # everything checked before any work
     except (ConfigError, DataError, ModelError, ValueError, store.StoreError) as e:

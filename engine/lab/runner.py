@@ -23,6 +23,7 @@ from engine.lab.spec import RunSpec
 from engine.methods import registry
 from engine.methods.cluster import ensure_clusters
 from engine.methods.context import Context
+from engine.models import threads
 from engine.models.loading import load_model, pick_device
 from engine.training.evaluate import persona_blind_scores, persona_means, persona_means_by_kind
 
@@ -65,6 +66,10 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     run_id = run_id or settings.new_id()
     device = pick_device(spec.device)
     run = _run_row(spec, checked, run_id, results_dir, device, job_id)
+    said = lambda line: print(line, file=sys.stderr, flush=True)
+    choice = threads.apply(threads.choose_threads(spec.threads))
+    said(f"threads: {choice.threads} ({choice.reason})")
+    refit = threads.Refit(spec.threads, log=said)
     if progress:
         progress("load model", 0, 1)
     if lm is None:
@@ -97,7 +102,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
             store.write_run_table(results_dir, "persona_blind", pd.concat(
                 [persona_means(blind).assign(kind="all"), persona_means_by_kind(blind)], ignore_index=True))
         ctx = Context(lm=lm, dataset=dataset, cfg=cfg, seed=spec.seed, options=spec.options, progress=progress,
-                      artifacts_dir=results_dir / "adapters", metric=metric, backend=backend)
+                      artifacts_dir=results_dir / "adapters", metric=metric, backend=backend, between_epochs=refit)
         ctx.validate = any(registry.method(m).chooses for m in spec.methods)
         for method in registry.run_order(spec.methods):
             if method in skip:
@@ -127,6 +132,8 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
                    error=f"{type(e).__name__}: {e}", finished_at=datetime.now(timezone.utc).isoformat())
         raise
     finally:
+        run["config_json"] = json.dumps({**json.loads(run["config_json"]), "threads": {
+            "initial": choice.to_dict(), "changes": refit.changes}}, sort_keys=True)
         store.write_run_file(results_dir, run)
         backend.close()
     return run_id

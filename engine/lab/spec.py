@@ -31,6 +31,7 @@ class RunSpec:
     metric: str | None = None     # the primary metric (`score`); None: chosen from the data (engine.training.evaluate)
     study: dict | None = None     # {"study_id", "coords_json"} when the run is a point of a study (engine.lab.study)
     ray: str | None = None        # a Ray cluster's address ("auto", host:port): the heavy work goes there
+    threads: int | None = None    # compute threads; None: the cores free when the run starts (re-checked per epoch)
     splits: str | None = None     # a split file (the study's edgesplits.json) deciding train/val/test; None: the
                                   # edgesplits.json beside the data when there is one (engine.data.splitfile)
 
@@ -49,6 +50,9 @@ class RunSpec:
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()):
             raise ConfigError(f"ray must be a cluster address such as auto or 10.0.0.5:6379, got {self.ray!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            raise ConfigError(f"threads must be an integer >= 1, got {self.threads!r}")
         if self.metric is not None and self.metric not in ALL_METRICS:
             raise ConfigError(f"metric must be one of {', '.join(ALL_METRICS)}, got {self.metric!r}")
         if not isinstance(self.train, dict) or not isinstance(self.options, dict):

@@ -41,6 +41,7 @@ class StudySpec:
     ray: str | None = None                        # every run's heavy work on this Ray cluster (engine.backends.ray)
     splits: str | None = None                     # a split file for every run (RunSpec.splits)
     data_seeds: list | None = None                # simulator draws to repeat every point on (None: the spec's own)
+    threads: int | None = None                    # compute threads of every run (RunSpec.threads)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,7 +96,8 @@ class StudySpec:
                 spec = RunSpec(data=data, model=self.model, methods=list(self.methods), seed=seed,
                                name=f"{self.name or 'study'} · {label + ' · ' if label else ''}seed {seed}",
                                device=self.device, precision=self.precision, train=train,
-                               options=dict(self.options), metric=self.metric, ray=self.ray, splits=self.splits)
+                               options=dict(self.options), metric=self.metric, ray=self.ray, splits=self.splits,
+                               threads=self.threads)
                 try:
                     spec.check()
                 except ConfigError as e:

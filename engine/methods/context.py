@@ -41,6 +41,7 @@ class Context:
     validation: dict = field(default_factory=dict)  # method -> (val predictions, seconds)
     backend: object = None                        # where the work runs (engine.backends); None: this process
     merged_base: tuple | None = None              # (state, scaling) merged into the base weights now (hybrid)
+    between_epochs: object = None                 # called with each epoch's seconds (the run re-fits its threads)
 
     def __post_init__(self):
         if self.backend is None:

@@ -146,13 +146,14 @@ def validation_losses(lm, val: list[list[Encoded]], adapters: list[int], budget:
 
 def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seeds: list[int] | None = None,
                            val: list[list[Encoded]] | None = None, progress=None,
-                           phase: str = "train") -> TrainStats:
+                           phase: str = "train", between_epochs=None) -> TrainStats:
     """Train adapter p of the model's LoRA layers on data[p], all adapters in one batched pass.
 
     With val (val[p]: adapter p's validation rows) and cfg.patience > 0, each adapter stops on its own
     and ends in its best-validation state; adapters without validation rows train cfg.epochs epochs.
+    between_epochs(seconds of the epoch) is called after each epoch (the run re-fits its threads there).
     """
-    model, router = lm.model, lm.model.lora_router
+    model = lm.model
     layers = list(lora_layers(model).values())
     params = [p for l in layers for p in (l.lora_A, l.lora_B)]
     P = len(data)
@@ -185,6 +186,7 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
             now = [p for p in range(P) if training[p]]
             if not now:
                 break
+            e0 = time.time()
             orders = {p: epoch_order(len(data[p]), seeds[p], epoch) for p in now}
             for t in range(max(math.ceil(len(data[p]) / bs) for p in now)):
                 n_tok = torch.zeros(P)
@@ -238,6 +240,8 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
                     with torch.no_grad():
                         for b, t_ in zip(best, params):
                             b.index_copy_(0, keep.to(t_.device), t_.index_select(0, keep.to(t_.device)))
+            if between_epochs:
+                between_epochs(time.time() - e0)
         if any(watched):  # every watched adapter ends in its best state
             keep = torch.tensor([p for p in range(P) if watched[p] and stats.best_epoch[p] > 0])
             with torch.no_grad():
