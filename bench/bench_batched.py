@@ -137,6 +137,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--baseline", default="both", choices=["plain", "tuned", "both"])
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--json", action="store_true", help="end with one JSON object of the figures, for scripts")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -155,7 +156,10 @@ def main():
     batched(lm, [d[:1] for d in data[:2]], cfg)  # warm-up (allocator, kernels)
     b_secs, b_tok = batched(lm, data, cfg)
     print(f"batched trainer:                 {b_secs:8.1f} s {b_tok / b_secs:8.0f} tokens/s", flush=True)
+    out = {"model": lm.name, "device": str(lm.device), "precision": lm.precision, "threads": torch.get_num_threads(),
+           "personas": args.personas, "batched_tokens_per_s": round(b_tok / b_secs, 1)}
     if args.skip_baseline:
+        _print_json(args, out)
         return
     for plain in {"plain": [True], "tuned": [False], "both": [True, False]}[args.baseline]:
         sequential_peft(lm, [data[0][:1]], cfg, plain)  # warm-up
@@ -164,6 +168,15 @@ def main():
         label = "plain" if plain else "tuned"
         print(f"sequential PEFT, {label}:          {s_secs:8.1f} s {s_tok / s_secs:8.0f} tokens/s   "
               f"speed-up of the batched trainer: {s_secs / b_secs:.2f}x", flush=True)
+        out[f"sequential_{label}_tokens_per_s"] = round(s_tok / s_secs, 1)
+        out[f"speedup_vs_{label}"] = round(s_secs / b_secs, 3)
+    _print_json(args, out)
+
+
+def _print_json(args, out: dict) -> None:
+    if args.json:
+        import json
+        print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

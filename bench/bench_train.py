@@ -21,9 +21,9 @@ import torch  # noqa: E402
 from engine.data.dataset import load_dataset  # noqa: E402
 from engine.training.lora import inject_lora, remove_lora  # noqa: E402
 from engine.models.loading import load_model  # noqa: E402
-from engine.training.config import TrainConfig# noqa: E402
-from engine.training.encode import encode_example, pad_batch
-from engine.training.trainer import train_adapters_batched
+from engine.training.config import TrainConfig  # noqa: E402
+from engine.training.encode import encode_example, pad_batch  # noqa: E402
+from engine.training.trainer import train_adapters_batched  # noqa: E402
 
 
 def naive_peft(lm, data, cfg, steps):
@@ -56,7 +56,12 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--dropout", type=float, default=0.05)
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: the cores free now, as a run chooses)")
+    ap.add_argument("--json", action="store_true", help="end with one JSON object of the figures, for scripts")
     args = ap.parse_args()
+    from engine.models import threads
+    choice = threads.apply(threads.choose_threads(args.threads))
+    out = {"model": args.model, "device": args.device, "threads": choice.threads, "threads_reason": choice.reason}
 
     ds = load_dataset("sim:personas=8,train_per_persona=12")
     fp32 = load_model(args.model, device=args.device, precision="fp32")
@@ -70,6 +75,7 @@ def main():
         naive_peft(fp32, data[:cfg.batch_size], cfg, 1)  # warm-up
         tps, secs = naive_peft(fp32, data, cfg, steps)
         print(f"naive fp32 PEFT loop:  {tps:7.0f} tokens/s  ({secs:.1f} s)")
+        out["naive_fp32_tokens_per_s"] = round(tps, 1)
     del fp32
 
     for precision in ("fp32", "auto"):
@@ -82,6 +88,15 @@ def main():
         print(f"lab trainer, {label:13s} {stats.tokens_per_second:7.0f} tokens/s  ({stats.seconds:.1f} s, "
               f"loss {stats.losses[0]:.3f} -> {stats.losses[-1]:.3f})" + (f"  [{lm.precision_reason}]"
                                                                          if precision == "auto" else ""))
+        out[f"lab_{precision}_tokens_per_s"] = round(stats.tokens_per_second, 1)
+        if precision == "auto":
+            out["auto_precision"] = lm.precision
+    if "naive_fp32_tokens_per_s" in out:
+        out["speedup_fp32"] = round(out["lab_fp32_tokens_per_s"] / out["naive_fp32_tokens_per_s"], 3)
+        out["speedup_auto"] = round(out["lab_auto_tokens_per_s"] / out["naive_fp32_tokens_per_s"], 3)
+    if args.json:
+        import json
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":
