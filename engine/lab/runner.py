@@ -103,7 +103,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
         blind = persona_blind_scores(dataset, metric)
         if blind is not None:
             store.write_run_table(results_dir, "persona_blind", pd.concat(
-                [persona_means(blind).assign(kind="all"), persona_means_by_kind(blind)], ignore_index=True))
+                [persona_means(blind).assign(kind="all"), persona_means_by_kind(blind, metric)], ignore_index=True))
         ctx = Context(lm=lm, dataset=dataset, cfg=cfg, seed=spec.seed, options=spec.options, progress=progress,
                       artifacts_dir=results_dir / "adapters", metric=metric, backend=backend)
         ctx.validate = any(registry.method(m).chooses for m in spec.methods)
@@ -127,7 +127,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
                 epochs_trained=(out.details.get("epochs") or {}).get("mean"),
                 details_json=json.dumps(out.details, default=str))
             store.write_method_files(results_dir, method, summary, {
-                "persona_results": per_persona, "persona_kind_results": persona_means_by_kind(out.predictions),
+                "persona_results": per_persona, "persona_kind_results": persona_means_by_kind(out.predictions, metric),
                 "predictions": out.predictions, **out.tables})
             if on_method_done:
                 on_method_done(method)
