@@ -89,12 +89,10 @@ primary = sorted({m for m in runs[runs.run_id.isin(run_ids)].get("metric", []) i
 metric_q = st.query_params.get("metric")
 metric = c3.selectbox("Metric", metrics, index=metrics.index(metric_q) if metric_q in metrics else 0,
                       format_func=lambda m: f"score (= {' / '.join(primary)})" if m == "score" and primary else m)
-kind_labels = {"all": "all targets", "personal": "personal", "general": "general"}
+kind_labels = views.KIND_LABELS
 kind_q = st.query_params.get("kind")
 kind = c4.radio("Test targets", list(kind_labels), index=list(kind_labels).index(kind_q) if kind_q in kind_labels else 0,
-                format_func=kind_labels.get, horizontal=True, key="kind",
-                help="personal: requests whose right reply depends on the persona's habits; general: the request "
-                     "names what to do")
+                format_func=kind_labels.get, horizontal=True, key="kind", help=views.KIND_HELP)
 ui.set_qp(runs=run_ids, methods=None if set(methods) == set(methods_avail) else methods,
           ref=None if reference == "unified" else reference, metric=None if metric == "score" else metric,
           kind=None if kind == "all" else kind)
@@ -126,21 +124,24 @@ ceiling["run"] = ceiling.run_id.map(dict(zip(table.run_id, table.run)))
 
 # ----------------------------------------------------------------------------- table
 st.subheader("Methods")
-st.caption(f"{metric} per persona (mean over its {kind_labels[kind]} test examples), then mean and std **over "
-           f"personas** with the 95% t-interval; Δ = paired difference vs **{reference}** with its t-interval and "
-           f"Wilcoxon p. **Significant means Holm-adjusted p < 0.05** over the {max(len(methods) - 1, 1)} "
-           f"method(s) compared with {reference} here; a method neither significantly different nor equivalent "
-           f"within ±{margin:g} (TOST) is *inconclusive* — not evidence of no difference. MDE: the smallest Δ "
-           f"this many personas detect with 80% power; personas needed: to detect Δ = {effect:g}. helped / hurt / "
-           "tied = personas better / worse / equal (within 1e-9) vs the reference. train s counts every stage a "
-           "method needs, reused ones included. — = undefined (one persona, or the reference itself).")
+st.caption(f"{metric} per persona (mean over its {kind_labels[kind]} test examples that have the figure: action "
+           "metrics only where the reference names a setting, `refrained` only where it names none), then mean and "
+           f"std **over the personas that have it** with the 95% t-interval; Δ = paired difference vs **{reference}** "
+           f"with its t-interval and Wilcoxon p. **Significant means Holm-adjusted p < 0.05** over the "
+           f"{max(len(methods) - 1, 1)} method(s) compared with {reference} here; a method neither significantly "
+           f"different nor equivalent within ±{margin:g} (TOST) is *inconclusive* — not evidence of no difference. "
+           f"MDE: the smallest Δ this many personas detect with 80% power; personas needed: to detect Δ = {effect:g}. "
+           "helped / hurt / tied = personas better / worse / equal (within 1e-9) vs the reference. targets / "
+           "settings: the test targets whose reference names a setting (of the part, for stated / supplied) and those "
+           "settings. train s counts every stage a method needs, reused ones included. — = undefined (one persona, or "
+           "the reference itself).")
 if len(ceiling):
     st.caption("Persona-blind ceiling (the data's persona-blind replies, scored like a method): "
                + ", ".join(f"{c:.3f}" + (f" ({r})" if multi else "") for c, r in zip(ceiling.ceiling, ceiling.run))
                + " — a method above it uses what it knows of the persona.")
-cols = ["run", "method", "n_personas", "mean", "std", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high",
-        "wilcoxon_p", "holm_p", "verdict", "tost_p", "mde", "personas_needed", "helped", "hurt", "tied",
-        "train_seconds", "eval_seconds", "epochs_trained", "stages", "trainable_params", "peak_mem_mb"]
+cols = ["run", "method", "n_personas", "n_targets", "n_settings", "mean", "std", "ci_low", "ci_high", "delta",
+        "delta_ci_low", "delta_ci_high", "wilcoxon_p", "holm_p", "verdict", "tost_p", "mde", "personas_needed", "helped",
+        "hurt", "tied", "train_seconds", "eval_seconds", "epochs_trained", "stages", "trainable_params", "peak_mem_mb"]
 show = table[cols].copy()
 show["verdict"] = show.verdict.fillna("—")  # the reference row compares with nothing: "—", never "None"
 for c in ("helped", "hurt", "tied"):
@@ -150,11 +151,14 @@ if not multi:
 formats = {"mean": "{:.4f}", "std": "{:.4f}", "ci_low": "{:.4f}", "ci_high": "{:.4f}", "delta": "{:+.4f}",
            "delta_ci_low": "{:+.4f}", "delta_ci_high": "{:+.4f}", "wilcoxon_p": "{:.3g}", "holm_p": "{:.3g}",
            "tost_p": "{:.3g}", "mde": "{:.4f}", "personas_needed": "{:,.0f}", "helped": "{:d}", "hurt": "{:d}",
-           "tied": "{:d}", "train_seconds": "{:.1f}",
-           "eval_seconds": "{:.1f}", "epochs_trained": "{:.1f}", "trainable_params": "{:,.0f}", "peak_mem_mb": "{:.0f}"}
+           "tied": "{:d}", "train_seconds": "{:.1f}", "eval_seconds": "{:.1f}", "epochs_trained": "{:.1f}",
+           "trainable_params": "{:,.0f}", "peak_mem_mb": "{:.0f}", "n_targets": "{:.0f}", "n_settings": "{:.0f}"}
 st.dataframe(show.style.format(formats, na_rep="—"), hide_index=True, width="stretch", key="compare_table",
              height=min(36 * (len(show) + 1) + 4, 640), column_config={
-    "n_personas": st.column_config.NumberColumn("personas"),
+    "n_personas": st.column_config.NumberColumn("personas", help="personas with a value (a persona none of whose "
+                                                 "targets has the figure is left out)"),
+    "n_targets": st.column_config.NumberColumn("targets", help="test targets whose reference names a setting"),
+    "n_settings": st.column_config.NumberColumn("settings", help="the reference settings behind the action metrics"),
     "ci_low": st.column_config.NumberColumn("CI low"), "ci_high": st.column_config.NumberColumn("CI high"),
     "delta": st.column_config.NumberColumn(f"Δ vs {reference}"),
     "delta_ci_low": st.column_config.NumberColumn("Δ CI low"), "delta_ci_high": st.column_config.NumberColumn("Δ CI high"),

@@ -19,11 +19,11 @@ ids = list(studies.study_id)
 names = {r.study_id: f"{r.name} · {r.n_done}/{r.n_runs} runs · {r.status}" for r in studies.itertuples()}
 want = st.query_params.get("study")
 study_id = st.selectbox("Study", ids, index=ids.index(want) if want in ids else 0, format_func=names.get)
-kind_labels = {"all": "all targets", "personal": "personal", "general": "general"}
+kind_labels = views.KIND_LABELS
 c1, c2 = st.columns([1, 2])
 ref_q, kind_q = st.query_params.get("ref"), st.query_params.get("kind")
 kind = c2.radio("Test targets", list(kind_labels), horizontal=True, format_func=kind_labels.get,
-                index=list(kind_labels).index(kind_q) if kind_q in kind_labels else 0)
+                index=list(kind_labels).index(kind_q) if kind_q in kind_labels else 0, help=views.KIND_HELP)
 first = ui.read("study_view", study_id, kind=kind)
 methods = sorted(first["table"].method.unique()) if len(first["table"]) else []
 if not methods:
@@ -35,7 +35,9 @@ ui.set_qp(study=study_id, ref=None if reference == "unified" else reference, kin
 view = ui.read("study_view", study_id, reference=reference, kind=kind)
 table, axes, ceiling = view["table"], view["axes"], view["ceiling"]
 st.caption("Per grid point: each persona's score averaged over seeds, then mean and 95% t-interval **over "
-           "personas**; Δ is paired per persona. Seed spread: std over seeds of the over-persona mean.")
+           "personas** (those with a score: action metrics count only targets whose reference names a setting); Δ "
+           "is paired per persona. Seed spread: std over seeds of the over-persona mean. settings: the reference "
+           "settings behind the figure per run.")
 if not axes:
     st.info("This study varies seeds only: open its runs on Compare (group by seed).")
     st.stop()
@@ -99,10 +101,12 @@ st.altair_chart(alt.Chart(table).mark_circle(size=90).encode(
     tooltip=["method", *axes, alt.Tooltip("seconds:Q", format=".1f"), alt.Tooltip("mean:Q", format=".3f")]
 ).properties(height=260), width="stretch")
 
-show = table[[*axes, "method", "n_personas", "n_seeds", "mean", "ci_low", "ci_high", "seed_std", "delta",
+show = table[[*axes, "method", "n_personas", "n_settings", "n_seeds", "mean", "ci_low", "ci_high", "seed_std", "delta",
               "delta_ci_low", "delta_ci_high", "wilcoxon_p", "holm_p", "verdict", "tost_p", "mde", "helped", "hurt",
               "tied", "seconds"]].assign(verdict=lambda t: t.verdict.fillna("—"))
-st.dataframe(show.style.format(precision=4, na_rep="—"), hide_index=True, width="stretch")
+st.dataframe(show.style.format(precision=4, na_rep="—").format({"n_settings": "{:.0f}"}, na_rep="—"),
+             hide_index=True, width="stretch", column_config={"n_settings": st.column_config.NumberColumn(
+                 "settings", help="reference settings behind the action metrics per run (mean over seeds)")})
 st.download_button("Download CSV", show.to_csv(index=False).encode(), file_name=f"{study_id}.csv", mime="text/csv")
 
 sel = ev.selection.get("point") if ev is not None and hasattr(ev, "selection") else None

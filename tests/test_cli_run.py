@@ -58,6 +58,9 @@ def test_runs_lists_mean_and_std(finished_run):
     p = engine("runs", "--store", str(store))
     assert p.returncode == 0, p.stderr
     assert run_id in p.stdout and "unified" in p.stdout and "±" in p.stdout
+    # the personalization figure beside personal / general, with the settings behind it, for methods and ceiling
+    lines = [line for line in p.stdout.splitlines() if line.strip().startswith(("base", "unified", "persona-blind"))]
+    assert len(lines) == 3 and all(" supplied " in line and " settings)" in line for line in lines), p.stdout
 
 
 def _assert_nothing_written(d):
@@ -101,3 +104,5 @@ def test_synth_writes_loadable_jsonl(tmp_path):
     ds = load_jsonl(out)
     assert len(ds.personas) == 3 and ds.task == "dialogue"
     assert {e.kind for e in ds.examples} == {"personal", "general"}
+    for kind in ("all", "personal", "general", "stated", "supplied"):
+        assert f"persona-blind ceiling, {kind} test targets: action_f1 " in p.stderr, p.stderr

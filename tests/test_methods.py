@@ -77,10 +77,12 @@ def test_results_split_by_kind_and_the_persona_blind_ceiling(run):
     con, run_id = run
     kinds = con.execute("SELECT method, kind, count(*) FROM persona_kind_results WHERE run_id = ? GROUP BY ALL",
                         [run_id]).fetchall()
-    assert {m for m, _, _ in kinds} == set(METHODS) and {k for _, k, _ in kinds} <= {"personal", "general"}
+    assert {m for m, _, _ in kinds} == set(METHODS)
+    assert {k for _, k, _ in kinds} <= {"personal", "general", "stated", "supplied"} and ("base", "supplied") in \
+        {(m, k) for m, k, _ in kinds}
     blind = con.execute("SELECT kind, count(*), avg(score) FROM persona_blind WHERE run_id = ? GROUP BY kind",
                         [run_id]).fetchall()
-    assert {k: n for k, n, _ in blind}["all"] == 4
+    assert {k: n for k, n, _ in blind}["all"] == 4 and "supplied" in {k for k, _, _ in blind}
     assert con.execute("SELECT metric FROM runs WHERE run_id = ?", [run_id]).fetchone()[0] == "action_f1"
 
 

@@ -6,6 +6,7 @@ import pytest
 import re
 
 import numpy as np
+import pandas as pd
 
 from engine.data.dataset import dataset_from_records, load_jsonl, repeated_targets
 from engine.data.simulator import (CONSISTENCY, PARAMS, SCENES, SIMULATOR_DEFAULTS, VALUE_GRID, build_benchmark, format_sim_spec,
@@ -271,3 +272,23 @@ def test_persona_blind_ceiling_is_far_below_a_personalized_reply_on_personal_tar
     assert per_kind["general"] == 1.0
     assert per_kind["personal"] < 0.7, per_kind  # >= 0.3 below a perfect personalized reply
     assert blind.embedding_similarity[blind.kind == "personal"].mean() > 0.9  # what the old headline metric saw
+
+
+def test_persona_blind_replies_copy_what_is_stated_and_miss_what_the_persona_supplies():
+    """Under the rule that gives no credit for empty references, the blind replies still tell apart: perfect on
+    the settings the dialogue stated (copying), far below 1 on the ones the assistant supplies; a personalized
+    reply (the reference itself) scores 1 on every part. Clarifying questions (no setting named) drop out of
+    action_f1 and are counted apart."""
+    from engine.training.evaluate import persona_blind_scores, persona_means, persona_means_by_kind, score_dialogue
+    ds = dataset_from_records(simulate(**SIMULATOR_DEFAULTS), "sim")
+    blind = persona_blind_scores(ds, "action_f1")
+    per = persona_means_by_kind(blind, "action_f1").groupby("kind").score.mean()
+    assert per["stated"] == 1.0 and per["general"] == 1.0
+    assert per["supplied"] < 0.75 and per["personal"] < 0.6, per  # measured 0.573 and 0.465
+    assert blind.action_f1.isna().sum() == (blind.n_settings == 0).sum() > 0  # the assistant's questions
+    assert blind.refrained.dropna().eq(1.0).all()
+    tests = ds.split("test")
+    perfect = score_dialogue([e.target for e in tests], [e.target for e in tests], [e.context for e in tests])
+    perfect = pd.concat([blind[["persona_id", "kind"]], perfect], axis=1).assign(score=perfect.action_f1)
+    assert persona_means_by_kind(perfect, "action_f1").score.eq(1.0).all()
+    assert persona_means(perfect).score.eq(1.0).all()

@@ -69,32 +69,39 @@ def test_parse_types():
 
 
 REF = "Done: lights brightness 40, colour warm; ac temperature 21."
+NAN = float("nan")
 
 
 @pytest.mark.parametrize("prediction, reference, expected", [
-    # (device_precision, numerical_precision, param_f1, action_f1)
-    (REF, REF, (1.0, 1.0, 1.0, 1.0)),                                              # exact match
-    ("Done: ac temperature 21; lights colour warm, brightness 40.", REF, (1.0, 1.0, 1.0, 1.0)),   # reordered
+    # (device_precision, numerical_precision, param_f1, action_f1, refrained)
+    (REF, REF, (1.0, 1.0, 1.0, 1.0, NAN)),                                              # exact match
+    ("Done: ac temperature 21; lights colour warm, brightness 40.", REF, (1.0, 1.0, 1.0, 1.0, NAN)),   # reordered
     ("Sure! The AC is set to 21 degrees, and the lights are at 40% in a warm tone.", REF,
-     (1.0, 1.0, 1.0, 1.0)),                                                        # paraphrased
+     (1.0, 1.0, 1.0, 1.0, NAN)),                                                        # paraphrased
     # one value wrong: pred {l.b 50, l.c warm, ac.t 21}; same settings, 2 of 3 triples shared
-    ("Done: lights brightness 50, colour warm; ac temperature 21.", REF, (1.0, 1 / 2, 1.0, 2 / 3)),
+    ("Done: lights brightness 50, colour warm; ac temperature 21.", REF, (1.0, 1 / 2, 1.0, 2 / 3, NAN)),
     # every value wrong, right devices and settings (a persona-blind answer): only param_f1 is fooled
-    ("Done: lights brightness 70, colour neutral; ac temperature 24.", REF, (1.0, 0.0, 1.0, 0.0)),
+    ("Done: lights brightness 70, colour neutral; ac temperature 24.", REF, (1.0, 0.0, 1.0, 0.0, NAN)),
     # a device missing: pred {l.b 40}: F1 = 2*1/(1+3) = 0.5 on both
-    ("Done: lights brightness 40.", REF, (1.0, 1.0, 0.5, 0.5)),
+    ("Done: lights brightness 40.", REF, (1.0, 1.0, 0.5, 0.5, NAN)),
     # an extra action: devices {lights, ac, tv} -> 2/3; numeric {40, 21, tv 30} -> 2/3; F1 = 2*3/(4+3)
-    ("Done: lights brightness 40, colour warm; ac temperature 21; tv volume 30.", REF, (2 / 3, 2 / 3, 6 / 7, 6 / 7)),
-    ("Done: tv input netflix.", REF, (0.0, 0.0, 0.0, 0.0)),                         # wrong device entirely
-    ("Sorry, I can't do that.", REF, (0.0, 0.0, 0.0, 0.0)),                         # nothing done
-    ("Nothing to change.", "Hello!", (1.0, 1.0, 1.0, 1.0)),                         # nothing to do, nothing done
-    (REF, "Nothing to change.", (0.0, 0.0, 0.0, 0.0)),                              # done what was not asked
-    ("Done: lights colour warm.", REF, (1.0, 0.0, 0.5, 0.5)),                       # no numeric triple predicted
-    ("Done: tv input netflix.", "Done: tv input youtube.", (1.0, 1.0, 1.0, 0.0)),   # no numeric on either side
+    ("Done: lights brightness 40, colour warm; ac temperature 21; tv volume 30.", REF,
+     (2 / 3, 2 / 3, 6 / 7, 6 / 7, NAN)),
+    ("Done: tv input netflix.", REF, (0.0, 0.0, 0.0, 0.0, NAN)),                         # wrong device entirely
+    ("Sorry, I can't do that.", REF, (0.0, 0.0, 0.0, 0.0, NAN)),                         # nothing done: no credit
+    ("Okay.", REF, (0.0, 0.0, 0.0, 0.0, NAN)),                                           # saying nothing: no credit
+    # the reference names no setting: no action metric at all (once 1.0 each), refrained instead
+    ("Nothing to change.", "Hello!", (NAN, NAN, NAN, NAN, 1.0)),                        # nothing to do, nothing done
+    (REF, "Nothing to change.", (NAN, NAN, NAN, NAN, 0.0)),                             # done what was not asked
+    ("What brightness would you like?", "Which colour would you like?", (NAN, NAN, NAN, NAN, 1.0)),
+    ("Done: lights colour warm.", REF, (1.0, 0.0, 0.5, 0.5, NAN)),                       # no numeric triple predicted
+    # no number on either side: no numerical precision (once 1.0: a free point for naming no number)
+    ("Done: tv input netflix.", "Done: tv input youtube.", (1.0, NAN, 1.0, 0.0, NAN)),
+    ("Okay.", "Done: tv input youtube.", (0.0, NAN, 0.0, 0.0, NAN)),
 ])
 def test_action_metrics_hand_computed(prediction, reference, expected):
     m = action_metrics(prediction, reference)
-    assert set(m) == {"device_precision", "numerical_precision", "param_f1", "action_f1"}
-    got = (m["device_precision"], m["numerical_precision"], m["param_f1"], m["action_f1"])
-    assert got == pytest.approx(expected)
-    assert all(0.0 <= v <= 1.0 for v in got)
+    assert set(m) == {"device_precision", "numerical_precision", "param_f1", "action_f1", "refrained"}
+    got = (m["device_precision"], m["numerical_precision"], m["param_f1"], m["action_f1"], m["refrained"])
+    assert got == pytest.approx(expected, nan_ok=True)
+    assert all(0.0 <= v <= 1.0 for v in got if v == v)

@@ -19,6 +19,14 @@ from engine.store.queries import blind_ceiling, persona_scores
 runs, persona_list, runs_with_clusters, KINDS = queries.runs, queries.persona_list, queries.runs_with_clusters, queries.KINDS
 
 METRICS = store.METRIC_COLUMNS
+# what the pages call each kind of test target (queries.KINDS), and what it means
+KIND_LABELS = {"all": "all targets", "personal": "personal", "general": "general", "stated": "stated",
+               "supplied": "supplied"}
+KIND_HELP = ("personal: requests whose right reply depends on the persona's habits; general: the request names what "
+             "to do. stated / supplied split every reference's settings: stated ones the dialogue named before the "
+             "target (copying), supplied ones the assistant brings itself (the persona's habit or a default: where "
+             "personalization shows); action_f1 on each part, over the targets that have settings of that part. "
+             "Action metrics count only targets whose reference names a setting.")
 
 
 def run_label(row) -> str:
@@ -45,8 +53,9 @@ def _stages_text(details_json) -> str:
 
 def compare_table(run_ids, reference: str = "unified", metric: str = "score", methods=None,
                   path=None, kind: str = "all", margin: float | None = None, effect: float | None = None) -> pd.DataFrame:
-    """engine.analysis.stats.method_table per (run, method) joined with time (every stage), epochs, parameters,
-    names. Holm's family is the methods in the view: `methods` when given, else every method of the run."""
+    """engine.analysis.stats.method_table per (run, method) joined with time (every stage), epochs, parameters, names,
+    and the targets and reference settings the action metrics of `kind` rest on (n_targets, n_settings). Holm's
+    family is the methods in the view: `methods` when given, else every method of the run."""
     scores = persona_scores(run_ids, metric, path, kind)
     if methods:
         scores = scores[scores.method.isin(list(methods) + [reference])]
@@ -55,6 +64,7 @@ def compare_table(run_ids, reference: str = "unified", metric: str = "score", me
         table = table[table.method.isin(list(methods))]
     info = queries.method_info(run_ids, path)
     out = table.merge(info, on=["run_id", "method"], how="left")
+    out = out.merge(queries.target_counts(run_ids, path, kind), on=["run_id", "method"], how="left")
     out["total_seconds"] = out.train_seconds.fillna(0) + out.eval_seconds.fillna(0)
     out["stages"] = out.pop("details_json").map(_stages_text)
     return out
@@ -120,9 +130,10 @@ def study_view(study_id, reference: str = "unified", metric: str = "score", kind
     """A study's statistics per grid point (runs that differ only in seed pooled by stats.over_seeds) and method.
 
     table: one row per (point, method) with the axis values as columns, mean and 95% CI over personas of
-    seed-averaged scores, Δ vs `reference` with its paired CI, the seed spread, train + eval seconds (mean
-    over seeds) and run ids. cells: per point the winning method, its margin over the runner-up (paired,
-    seed-averaged per persona) and whether that margin is significant. axes: the varied axes.
+    seed-averaged scores, Δ vs `reference` with its paired CI, the seed spread, train + eval seconds and the
+    reference settings the action metrics of `kind` rest on per run (n_settings; both means over seeds) and run
+    ids. cells: per point the winning method, its margin over the runner-up (paired, seed-averaged per persona)
+    and whether that margin is significant. axes: the varied axes.
     """
     members = queries.study_runs(study_id, path)
     spec = queries.study_spec(study_id, path)
@@ -143,6 +154,10 @@ def study_view(study_id, reference: str = "unified", metric: str = "score", kind
     times["point"] = times.run_id.map(point)
     table = table.merge(times.groupby(["point", "method"], as_index=False)["seconds"].mean(), on=["point", "method"],
                         how="left")
+    counts = queries.target_counts(list(coords), path, kind)
+    counts["point"] = counts.run_id.map(point)
+    table = table.merge(counts.groupby(["point", "method"], as_index=False)["n_settings"].mean(),
+                        on=["point", "method"], how="left")
     points = pd.Series(point).rename_axis("run_id").reset_index(name="point")
     table = table.merge(points.groupby("point")["run_id"].agg(list).rename("run_ids").reset_index(), on="point")
     for a in axes:

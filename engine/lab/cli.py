@@ -96,10 +96,9 @@ def cmd_synth(args) -> int:
               f"({100 * n / max(total, 1):.1f}%)", file=sys.stderr)
     blind = persona_blind_scores(ds, "action_f1")
     if blind is not None:
-        for kind, g in blind.groupby("kind"):
-            per_persona = g.groupby("persona_id").score.mean()
-            print(f"persona-blind ceiling, {kind} test targets: action_f1 {per_persona.mean():.3f} "
-                  "(mean over personas; a perfect personalized reply scores 1)", file=sys.stderr)
+        from engine.analysis.report import ceiling_lines
+        for line in ceiling_lines(blind):
+            print(line, file=sys.stderr)
     return 0
 
 

@@ -100,7 +100,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
         blind = persona_blind_scores(dataset, metric)
         if blind is not None:
             store.write_run_table(results_dir, "persona_blind", pd.concat(
-                [persona_means(blind).assign(kind="all"), persona_means_by_kind(blind)], ignore_index=True))
+                [persona_means(blind).assign(kind="all"), persona_means_by_kind(blind, metric)], ignore_index=True))
         ctx = Context(lm=lm, dataset=dataset, cfg=cfg, seed=spec.seed, options=spec.options, progress=progress,
                       artifacts_dir=results_dir / "adapters", metric=metric, backend=backend, between_epochs=refit)
         ctx.validate = any(registry.method(m).chooses for m in spec.methods)
@@ -115,7 +115,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
             if spec.ray:
                 out.details["ray_shards"] = backend.shard_seconds[mark:]
             ctx.finished[method] = out
-            _write_method(results_dir, method, out, device)
+            _write_method(results_dir, method, out, device, metric)
             if on_method_done:
                 on_method_done(method)
         clusters = None
@@ -157,7 +157,7 @@ def _run_row(spec: RunSpec, checked, run_id: str, results_dir: Path, device, job
     }
 
 
-def _write_method(results_dir: Path, method: str, out, device) -> None:
+def _write_method(results_dir: Path, method: str, out, device, metric: str) -> None:
     """A finished method's result folder: its summary row, per-persona (and per-kind) figures, predictions."""
     per_persona = persona_means(out.predictions)
     summary = store.method_summary(
@@ -167,7 +167,7 @@ def _write_method(results_dir: Path, method: str, out, device) -> None:
         final_loss=out.final_loss, epochs_trained=(out.details.get("epochs") or {}).get("mean"),
         details_json=json.dumps(out.details, default=str))
     store.write_method_files(results_dir, method, summary, {
-        "persona_results": per_persona, "persona_kind_results": persona_means_by_kind(out.predictions),
+        "persona_results": per_persona, "persona_kind_results": persona_means_by_kind(out.predictions, metric),
         "predictions": out.predictions, **out.tables})
 
 

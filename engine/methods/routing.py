@@ -56,7 +56,8 @@ def routed(ctx) -> MethodOutput:
         stages[f"{m}: val answers"] = ctx.validation[m][1]
     share = pd.Series(choice).value_counts(normalize=True)
     eval_s = float(sum(ctx.finished[m].eval_seconds * share.get(m, 0.0) for m in candidates))
-    optimistic = float(np.mean([test.loc[p, on_test[p]] for p in ctx.persona_ids]))
+    chosen = np.array([test.loc[p, on_test[p]] for p in ctx.persona_ids], dtype=float)  # NaN: no score at all
+    optimistic = float(np.nanmean(chosen)) if np.isfinite(chosen).any() else float("nan")
     details = {"stages": {k: round(v, 3) for k, v in stages.items()}, "candidates": candidates,
                "routing": choice, "routing_on_test": on_test,
                "val_scores": {p: {m: (None if pd.isna(v) else round(float(v), 4)) for m, v in val.loc[p].items()}

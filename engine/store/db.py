@@ -65,6 +65,24 @@ CREATE TABLE IF NOT EXISTS studies (
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS study_id VARCHAR;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS coords_json VARCHAR;
 ALTER TABLE persona_results ADD COLUMN IF NOT EXISTS metrics_json VARCHAR;
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS refrained DOUBLE;
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS n_settings INTEGER;
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS stated_f1 DOUBLE;
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS supplied_f1 DOUBLE;
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS n_stated INTEGER;
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS n_supplied INTEGER;
+ALTER TABLE persona_results ADD COLUMN IF NOT EXISTS refrained DOUBLE;
+ALTER TABLE persona_results ADD COLUMN IF NOT EXISTS n_with_settings INTEGER;
+ALTER TABLE persona_results ADD COLUMN IF NOT EXISTS n_without_settings INTEGER;
+ALTER TABLE persona_results ADD COLUMN IF NOT EXISTS n_settings INTEGER;
+ALTER TABLE persona_kind_results ADD COLUMN IF NOT EXISTS refrained DOUBLE;
+ALTER TABLE persona_kind_results ADD COLUMN IF NOT EXISTS n_with_settings INTEGER;
+ALTER TABLE persona_kind_results ADD COLUMN IF NOT EXISTS n_without_settings INTEGER;
+ALTER TABLE persona_kind_results ADD COLUMN IF NOT EXISTS n_settings INTEGER;
+ALTER TABLE persona_blind ADD COLUMN IF NOT EXISTS refrained DOUBLE;
+ALTER TABLE persona_blind ADD COLUMN IF NOT EXISTS n_with_settings INTEGER;
+ALTER TABLE persona_blind ADD COLUMN IF NOT EXISTS n_without_settings INTEGER;
+ALTER TABLE persona_blind ADD COLUMN IF NOT EXISTS n_settings INTEGER;
 CREATE TABLE IF NOT EXISTS jobs (
     job_id VARCHAR PRIMARY KEY, kind VARCHAR, status VARCHAR, progress DOUBLE, phase VARCHAR,
     created_at TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP, error VARCHAR, run_id VARCHAR,
@@ -73,9 +91,11 @@ ALTER TABLE predictions ADD COLUMN IF NOT EXISTS meta_json VARCHAR;
 """
 METHOD_TABLES = ("persona_results", "persona_kind_results", "predictions", "merge_weights")  # per method folder
 RUN_TABLES = ("personas", "cluster_k", "persona_blind")                                   # per run folder
-# persona_results' per-persona figures: `score` is the run's primary metric, the others every metric the lab computes
+# persona_results' per-persona figures: `score` is the run's primary metric, the others every metric the lab computes.
+# The action metrics (and a score that is one) are means over the targets whose reference names a setting
+# (n_with_settings); `refrained` over those whose reference names none (n_without_settings).
 METRIC_COLUMNS = ("score", "action_f1", "param_f1", "device_precision", "numerical_precision", "embedding_similarity",
-                  "accuracy")
+                  "accuracy", "refrained")
 
 
 DatabaseError = duckdb.Error  # what a statement can raise about the rows it was given (beside StoreError)

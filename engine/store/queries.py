@@ -11,7 +11,9 @@ import pandas as pd
 
 from engine.store.db import METRIC_COLUMNS, StoreBusy, connect, query
 
-KINDS = ("all", "personal", "general")  # which test targets a per-persona figure is over
+# which test targets a per-persona figure is over; stated / supplied: the reference settings the dialogue named
+# before the target, and those it did not (the assistant's own values: the personalization figure)
+KINDS = ("all", "personal", "general", "stated", "supplied")
 
 
 def _ids(run_ids) -> list[str]:
@@ -102,11 +104,15 @@ def metric_counts(run_ids, path=None) -> dict[str, int]:
     return {m: int(df[m].iloc[0]) if len(df) else 0 for m in METRIC_COLUMNS}
 
 
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+
+
 def _check_metric(metric: str, kind: str) -> None:
     if metric not in METRIC_COLUMNS:
         raise ValueError(f"metric must be one of {METRIC_COLUMNS}")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}")
+    _check_kind(kind)
 
 
 def persona_scores(run_ids, metric: str = "score", path=None, kind: str = "all") -> pd.DataFrame:
@@ -130,11 +136,23 @@ def persona_blind(run_ids, path=None) -> pd.DataFrame:
     return query("SELECT * FROM persona_blind WHERE run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
 
 
+def target_counts(run_ids, path=None, kind: str = "all") -> pd.DataFrame:
+    """Per (run, method): the test targets whose reference names a setting (of the part, for stated / supplied)
+    and those settings, summed over personas: what the action metrics of `kind` rest on (NULL in older stores)."""
+    _check_kind(kind)
+    table, where = ("persona_results", "") if kind == "all" else ("persona_kind_results", " AND kind = ?")
+    return query(f"SELECT run_id, method, sum(n_with_settings) AS n_targets, sum(n_settings) AS n_settings FROM "
+                 f"{table} WHERE run_id IN (SELECT unnest(?)){where} GROUP BY run_id, method",
+                 [_ids(run_ids)] + ([kind] if where else []), path)
+
+
 def blind_ceiling(run_ids, metric: str = "score", path=None, kind: str = "all") -> pd.DataFrame:
-    """Per run: mean over personas of the persona-blind replies' metric; no row for runs without them."""
+    """Per run: mean over the personas that have the figure (n_personas) of the persona-blind replies' metric;
+    no row for runs without them (or where no persona has the figure)."""
     _check_metric(metric, kind)
-    return query(f"SELECT run_id, avg({metric}) AS ceiling, count(*) AS n_personas FROM persona_blind "
-                 "WHERE run_id IN (SELECT unnest(?)) AND kind = ? GROUP BY run_id ORDER BY run_id",
+    return query(f"SELECT run_id, avg({metric}) AS ceiling, count({metric}) AS n_personas FROM persona_blind "
+                 f"WHERE run_id IN (SELECT unnest(?)) AND kind = ? GROUP BY run_id HAVING count({metric}) > 0 "
+                 "ORDER BY run_id",
                  [_ids(run_ids), kind], path)
 
 

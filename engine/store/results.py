@@ -42,9 +42,11 @@ def write_run_table(results_dir: Path, table: str, df: pd.DataFrame) -> None:
 def method_summary(method: str, per_persona: pd.DataFrame, **measured) -> dict:
     """A method's method_results row: `n_personas` and `mean_score` from its per-persona results (the rows every
     statistic reads), so a trained and an imported method are summarised alike; `measured` adds times, sizes,
-    details."""
-    return {"method": method, **measured, "n_personas": len(per_persona),
-            "mean_score": float(per_persona["score"].mean())}
+    details. Both count only personas that have a score (a persona none of whose targets names a setting has
+    no action_f1), as every statistic over personas does."""
+    scored = per_persona["score"].dropna()
+    return {"method": method, **measured, "n_personas": int(len(scored)),
+            "mean_score": float(scored.mean()) if len(scored) else float("nan")}
 
 
 def write_method_files(results_dir: Path, method: str, summary: dict, tables: dict[str, pd.DataFrame]) -> None:

@@ -6,6 +6,12 @@ The primary metric (`score`) of smart-home dialogue data is `action_f1`: a reply
 with the wrong values scores 0, so the score moves with personalization, not with reply format
 (embedding similarity gave such a reply 0.86 and a perfect persona-blind one 0.98). Data whose references
 do not mention actions is scored by `embedding_similarity`; choice data by `accuracy`.
+
+The action metrics exist only for targets whose reference names a setting (NaN elsewhere; such targets
+have `refrained` instead), and every per-persona mean skips NaN and says how many targets are behind it
+(`n_with_settings`, `n_without_settings`): a persona none of whose targets names a setting has no score.
+Beside personal / general, two more kinds split each reference's settings into `stated` (the dialogue named
+them before the target: copying) and `supplied` (the assistant's own values: where personalization shows).
 """
 from __future__ import annotations
 
@@ -23,6 +29,10 @@ DIALOGUE_METRICS = ("action_f1", "param_f1", "device_precision", "numerical_prec
 CHOICE_METRICS = ("accuracy",)
 ALL_METRICS = DIALOGUE_METRICS + CHOICE_METRICS
 ACTION_REFERENCES = 0.5  # action_f1 is primary when at least this share of test references mention an action
+SETTING_FIGURES = ("refrained",)  # per-target figures beside the metrics, averaged per persona like them
+PARTS = ("stated", "supplied")     # the kinds that split a reference's settings (smarthome.stated_supplied_metrics)
+# per persona: the targets and reference settings behind its means
+COUNTS = ("n_test", "n_with_settings", "n_without_settings", "n_settings")
 
 
 def primary_metric(dataset, override: str | None = None) -> str:
@@ -114,12 +124,17 @@ def choose(lm, examples, adapters: list[int] | None, cfg, progress=None, phase="
     return picks
 
 
-def score_dialogue(predictions: list[str], references: list[str]) -> pd.DataFrame:
-    """One row of metrics per target."""
+def score_dialogue(predictions: list[str], references: list[str], contexts) -> pd.DataFrame:
+    """One row of metrics per target (contexts: each target's earlier (role, text) turns), with the reference's
+    settings counted (n_settings) and split into stated / supplied (smarthome.stated_supplied_metrics)."""
     rows = [smarthome.action_metrics(p, r) for p, r in zip(predictions, references)]
-    df = pd.DataFrame(rows, columns=[m for m in DIALOGUE_METRICS if m != "embedding_similarity"])
+    action = [m for m in DIALOGUE_METRICS if m != "embedding_similarity"] + list(SETTING_FIGURES)
+    df = pd.DataFrame(rows, columns=action)
     df["embedding_similarity"] = embed.embedding_similarity(predictions, references).astype(float)
-    return df[list(DIALOGUE_METRICS)]
+    split = [smarthome.stated_supplied_metrics(p, r, c) for p, r, c in zip(predictions, references, contexts)]
+    parts = pd.DataFrame(split, columns=["stated_f1", "supplied_f1", "n_stated", "n_supplied"])
+    df["n_settings"] = parts.n_stated + parts.n_supplied
+    return pd.concat([df[list(DIALOGUE_METRICS) + list(SETTING_FIGURES) + ["n_settings"]], parts], axis=1)
 
 
 def _targets_frame(examples) -> pd.DataFrame:
@@ -140,7 +155,7 @@ def evaluate(lm, dataset, examples, adapters: list[int] | None, cfg, progress=No
     if dataset.task == "dialogue":
         preds = generate_replies(lm, examples, adapters, cfg, progress)
         refs = [e.target for e in examples]
-        metrics = score_dialogue(preds, refs)
+        metrics = score_dialogue(preds, refs, [e.context for e in examples])
         base["context"] = ["\n".join(f"{r}: {t}" for r, t in e.context) for e in examples]
     else:
         picks = choose(lm, examples, adapters, cfg, progress)
@@ -163,26 +178,56 @@ def persona_blind_scores(dataset, metric: str) -> pd.DataFrame | None:
     tests = dataset.split("test")
     if dataset.task != "dialogue" or not tests or any(e.blind is None for e in tests):
         return None
-    out = pd.concat([_targets_frame(tests), score_dialogue([e.blind for e in tests], [e.target for e in tests])],
-                    axis=1)
+    out = pd.concat([_targets_frame(tests), score_dialogue([e.blind for e in tests], [e.target for e in tests],
+                                                           [e.context for e in tests])], axis=1)
     out["score"] = out[metric]
     return out
 
 
 def persona_means(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Mean of every metric over each persona's test targets (the unit of every statistic)."""
-    metrics = [m for m in ALL_METRICS if m in predictions] + ["score"]
+    """Mean of every metric over each persona's test targets (the unit of every statistic), skipping targets
+    where a metric is NaN; with the counts behind the action metrics (n_with_settings) and `refrained`
+    (n_without_settings), and the reference settings in all (n_settings)."""
+    metrics = [m for m in ALL_METRICS + SETTING_FIGURES if m in predictions] + ["score"]
     g = predictions.groupby("persona_id", sort=False)
     out = g[metrics].mean().reset_index()
     out.insert(1, "n_test", g.size().values)
+    if "n_settings" in predictions:
+        named = predictions.n_settings.gt(0).groupby(predictions.persona_id, sort=False)
+        out["n_with_settings"] = named.sum().values.astype(int)
+        out["n_without_settings"] = (g.size() - named.sum()).values.astype(int)
+        out["n_settings"] = g["n_settings"].sum().values.astype(int)
     return out
 
 
-def persona_means_by_kind(predictions: pd.DataFrame) -> pd.DataFrame:
-    """persona_means per kind of target (personal / general), for the targets that have a kind."""
+def persona_means_by_part(predictions: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per persona and part (stated / supplied): the mean part F1 over the targets whose reference has settings
+    of that part (n_test = n_with_settings of them, n_settings = the settings), as `action_f1`, and as `score`
+    when the run's primary metric is action_f1 (the part has no other figure: NaN then). A persona with no
+    such target has no row."""
+    parts = []
+    for part in PARTS:
+        if f"{part}_f1" not in predictions:
+            continue
+        rows = predictions[predictions[f"n_{part}"] > 0]
+        g = rows.groupby("persona_id", sort=False)
+        out = pd.DataFrame({"n_test": g.size(), "n_with_settings": g.size(), "n_settings": g[f"n_{part}"].sum(),
+                            "action_f1": g[f"{part}_f1"].mean()}).reset_index()
+        out["score"] = out.action_f1 if metric == "action_f1" else float("nan")
+        parts.append(out.assign(kind=part))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def persona_means_by_kind(predictions: pd.DataFrame, metric: str = "action_f1") -> pd.DataFrame:
+    """persona_means per kind of target (personal / general), for the targets that have a kind, then the
+    stated / supplied parts of every target's settings (persona_means_by_part; `metric`: the run's primary)."""
     parts = [persona_means(g).assign(kind=kind) for kind, g in predictions.dropna(subset=["kind"]).groupby("kind")]
+    by_part = persona_means_by_part(predictions, metric)
+    parts += [by_part] if len(by_part) else []
     if not parts:
         return pd.DataFrame(columns=["persona_id", "kind", "n_test", "score"])
     out = pd.concat(parts, ignore_index=True)
+    for c in COUNTS:  # a part has no n_without_settings: kept missing, not made a float
+        if c in out:
+            out[c] = out[c].astype("Int64")
     return out[["persona_id", "kind"] + [c for c in out.columns if c not in ("persona_id", "kind")]]
-
