@@ -1,6 +1,7 @@
 """The field's first baselines (profile in the prompt, retrieval of the persona's own dialogues) and routing
 chosen on validation: what each puts in the prompt, what retrieval may read, what routing may read."""
 import dataclasses
+import json
 import random
 
 import numpy as np
@@ -158,3 +159,86 @@ def test_routed_needs_val_examples():
     with pytest.raises(ConfigError, match="routed chooses each persona's method on val"):
         checks.check_data(["base", "routed"], no_val)
     checks.check_data(["base", "routed"], ds)
+
+
+# ----------------------------------------------------------------------------- copy-the-nearest-reply baselines
+
+def _dialogues(records):
+    from engine.data.dataset import dataset_from_records
+    return dataset_from_records(records, "hand-made")
+
+
+def _rec(pid, split, user, reply, profile="someone"):
+    return {"persona_id": pid, "persona": profile, "split": split,
+            "messages": [{"role": "user", "text": user}, {"role": "assistant", "text": reply}]}
+
+
+HAND = [
+    _rec("p1", "train", "Dim the lights for reading, please.", "Lights at 20%, warm."),
+    _rec("p1", "train", "Turn the TV on.", "TV on HDMI 1 at volume 15."),
+    _rec("p2", "train", "Dim the lights for reading, please.", "Lights at 60%, cool."),
+    _rec("p2", "train", "Start some music.", "Speaker at volume 70 with bass boost."),
+    _rec("p1", "val", "Music?", "Speaker at volume 10."),
+    _rec("p2", "val", "TV please.", "TV on Netflix at volume 40."),
+    _rec("p1", "test", "Could you dim the lights, I want to read.", "Lights at 20%, warm."),
+    _rec("p2", "test", "Could you dim the lights, I want to read.", "Lights at 60%, cool."),
+]
+
+
+def test_nearest_replies_copy_the_most_similar_context():
+    from engine.methods.baselines import nearest_replies
+    ds = _dialogues(HAND)
+    train = ds.split("train")
+    queries = ds.split("test")
+    assert nearest_replies(queries, [e for e in train if e.persona_id == "p1"]) == ["Lights at 20%, warm."] * 2
+    with pytest.raises(ValueError, match="no train examples"):
+        nearest_replies(queries, [])
+
+
+def test_nearest_reply_copies_the_personas_own_reply_and_the_control_copies_anyones(tmp_path):
+    """Both personas ask the same thing in test: nearest_reply answers each with its own habit (right for both),
+    the persona-blind control copies one reply for everyone (right for one of them)."""
+    import json as _json
+    from engine.lab.runner import execute_run
+    from engine.lab.spec import RunSpec
+    data = tmp_path / "hand.jsonl"
+    data.write_text("\n".join(_json.dumps(r) for r in HAND) + "\n")
+    execute_run(RunSpec(data=str(data), model="tiny-random", methods=["nearest_reply", "nearest_reply_blind"],
+                        train={"max_new_tokens": 2}), tmp_path / "r")
+    own = pd.read_parquet(tmp_path / "r" / "methods" / "nearest_reply" / "predictions.parquet").set_index("persona_id")
+    blind = pd.read_parquet(tmp_path / "r" / "methods" / "nearest_reply_blind" / "predictions.parquet")
+    assert own.loc["p1", "prediction"] == "Lights at 20%, warm." and own.loc["p2", "prediction"] == "Lights at 60%, cool."
+    assert (own.action_f1 == 1.0).all()
+    assert blind.prediction.nunique() == 1 and sorted(blind.action_f1) == [0.0, 1.0]
+    summary = _json.loads((tmp_path / "r" / "methods" / "nearest_reply" / "method.json").read_text())
+    assert summary["trainable_params"] == 0 and summary["train_seconds"] == 0
+
+
+def test_nearest_reply_only_ever_copies_train_replies_of_its_persona(tmp_path):
+    from engine.lab.runner import execute_run
+    from engine.lab.spec import RunSpec
+    from engine.data.dataset import load_dataset
+    sim = "sim:personas=4,train_per_persona=6,val_per_persona=2,test_per_persona=3,personal_fraction=0.75"
+    execute_run(RunSpec(data=sim, model="tiny-random", methods=["nearest_reply", "routed"],
+                        train={"max_new_tokens": 2}), tmp_path / "r")
+    train = load_dataset(sim).by_persona("train")
+    preds = pd.read_parquet(tmp_path / "r" / "methods" / "nearest_reply" / "predictions.parquet")
+    assert all(row.prediction in {e.target for e in train[row.persona_id]} for row in preds.itertuples())
+    assert (tmp_path / "r" / "methods" / "routed").exists()  # it answered val too, for routed
+
+
+def test_the_baselines_run_on_edgewise_files_and_refuse_choice_data(tmp_path):
+    from engine.lab.runner import execute_run
+    from engine.lab.spec import RunSpec
+    from engine.training.config import ConfigError
+    from tests.edgewise_data import write_release
+    folder = write_release(tmp_path / "edgewise")
+    execute_run(RunSpec(data=str(folder), model="tiny-random", methods=["nearest_reply", "nearest_reply_blind"],
+                        train={"max_new_tokens": 2}), tmp_path / "r")
+    assert (tmp_path / "r" / "methods" / "nearest_reply_blind" / "persona_results.parquet").exists()
+    choice = tmp_path / "choice.jsonl"
+    choice.write_text("\n".join(json.dumps({"persona_id": f"p{i % 2}", "persona": "x", "prompt": f"q{i}",
+                                            "choices": ["a", "b"], "answer": i % 2,
+                                            "split": ["train", "train", "test", "test"][i]}) for i in range(4)) + "\n")
+    with pytest.raises(ConfigError, match="dialogue data only"):
+        RunSpec(data=str(choice), model="tiny-random", methods=["nearest_reply"]).validate()

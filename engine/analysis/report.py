@@ -51,7 +51,7 @@ def print_runs(path, run_ids=None) -> None:
             mine = kinds[(kinds.run_id == r.run_id) & (kinds.method == m.method)] if len(kinds) else kinds
             measured = "" if imported else (
                 f"  {_splits(mine)}  train {m.train_seconds:7.1f}s  eval {m.eval_seconds:6.1f}s{epochs}")
-            print(f"    {m.method:16s} {_fmt(s['mean'])} ± {_fmt(s['std'])}  (95% CI {_fmt(s['ci_low'])}–"
+            print(f"    {m.method:19s} {_fmt(s['mean'])} ± {_fmt(s['std'])}  (95% CI {_fmt(s['ci_low'])}–"
                   f"{_fmt(s['ci_high'])}, n={s['n']}){measured}")
         _print_versus(scores[scores.run_id == r.run_id])
         routes = routing([r.run_id], path)["summary"]
@@ -77,7 +77,7 @@ def _print_versus(scores, reference: str = REFERENCE) -> None:
     print(f"    vs {reference}, paired over personas (significant: Holm-adjusted p < 0.05 over these "
           f"{len(compared)} comparisons):")
     for _, c in compared.iterrows():
-        print(f"      Δ {c.method:16s} {c.delta:+.3f} [{c.delta_ci_low:+.3f}, {c.delta_ci_high:+.3f}]  "
+        print(f"      Δ {c.method:19s} {c.delta:+.3f} [{c.delta_ci_low:+.3f}, {c.delta_ci_high:+.3f}]  "
               f"p {p(c.wilcoxon_p)}  Holm p {p(c.holm_p)}  {c.verdict}")
 
 

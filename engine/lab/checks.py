@@ -112,6 +112,10 @@ def check_data(methods, dataset) -> None:
     meet (and why, when the split rule is the cause), so a user fixes the data once."""
     entries = [registry.method(m) for m in methods]
     problems = []
+    cannot = [e.name for e in entries if dataset.task not in e.tasks]
+    if cannot:
+        problems.append(f"{', '.join(cannot)} answer{'s' if len(cannot) == 1 else ''} dialogue data only (copying a "
+                        f"train reply); this is {dataset.task} data")
     trainers = [e.name for e in entries if e.reads_train]
     no_train = not dataset.split("train")
     if no_train and trainers:

@@ -32,11 +32,18 @@ class Method:
     options: tuple[str, ...] = ()      # method options it reads (engine.lab.checks.OPTIONS)
     adapter: str | None = None         # what export writes: "one", "per persona", "per cluster"; None: nothing
     no_adapter: str = ""               # why there is nothing to export, when adapter is None
+    tasks: tuple[str, ...] = ("dialogue", "choice")  # the data tasks it can answer
 
 
 _ENTRIES = [
     Method("base", "adapters:base", "the base model, no adapter", reads_train=False,
            no_adapter="base changes no weights: it has no adapter"),
+    Method("nearest_reply", "baselines:nearest_reply", "p's own most similar train reply (TF-IDF over the "
+           "dialogue so far), copied: no model", own_train=True, tasks=("dialogue",),
+           no_adapter="nearest_reply copies a train reply: it has no adapter"),
+    Method("nearest_reply_blind", "baselines:nearest_reply_blind", "the most similar train reply of any persona, "
+           "copied: nearest_reply's persona-blind control", tasks=("dialogue",),
+           no_adapter="nearest_reply_blind copies a train reply: it has no adapter"),
     Method("unified", "adapters:unified", "one LoRA trained on every persona's train examples",
            stages=("unified",), adapter="one"),
     Method("per_persona", "adapters:per_persona", "p's own LoRA, trained from the base on p's train examples",

@@ -151,23 +151,28 @@ def _targets_frame(examples) -> pd.DataFrame:
 def evaluate(lm, dataset, examples, adapters: list[int] | None, cfg, progress=None,
              metric: str | None = None) -> pd.DataFrame:
     """Predictions with their metrics and `score` (the primary metric, or `metric`), one row per example."""
-    base = _targets_frame(examples)
     if dataset.task == "dialogue":
-        preds = generate_replies(lm, examples, adapters, cfg, progress)
-        refs = [e.target for e in examples]
-        metrics = score_dialogue(preds, refs, [e.context for e in examples])
-        base["context"] = ["\n".join(f"{r}: {t}" for r, t in e.context) for e in examples]
-    else:
-        picks = choose(lm, examples, adapters, cfg, progress)
-        preds = [e.choices[p] for e, p in zip(examples, picks)]
-        refs = [e.choices[e.answer] for e in examples]
-        metrics = pd.DataFrame({"accuracy": [float(p == e.answer) for e, p in zip(examples, picks)]})
-        base["context"] = [e.prompt for e in examples]
-    base["reference"] = refs
-    base["prediction"] = preds
-    if dataset.task == "dialogue":
-        base["persona_blind"] = [e.blind for e in examples]
-    out = pd.concat([base, metrics], axis=1)
+        return score_replies(dataset, examples, generate_replies(lm, examples, adapters, cfg, progress), metric)
+    picks = choose(lm, examples, adapters, cfg, progress)
+    out = _targets_frame(examples)
+    out["context"] = [e.prompt for e in examples]
+    out["reference"] = [e.choices[e.answer] for e in examples]
+    out["prediction"] = [e.choices[p] for e, p in zip(examples, picks)]
+    out["accuracy"] = [float(p == e.answer) for e, p in zip(examples, picks)]
+    out["score"] = out[metric or primary_metric(dataset)]
+    return out
+
+
+def score_replies(dataset, examples, replies: list[str], metric: str | None = None) -> pd.DataFrame:
+    """Dialogue predictions, however they were made (generated, retrieved, copied), scored alike: one row per
+    example with its metrics and `score`."""
+    out = _targets_frame(examples)
+    out["context"] = ["\n".join(f"{r}: {t}" for r, t in e.context) for e in examples]
+    out["reference"] = [e.target for e in examples]
+    out["prediction"] = list(replies)
+    out["persona_blind"] = [e.blind for e in examples]
+    out = pd.concat([out, score_dialogue(list(replies), [e.target for e in examples], [e.context for e in examples])],
+                    axis=1)
     out["score"] = out[metric or primary_metric(dataset)]
     return out
 
