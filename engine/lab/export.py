@@ -1,13 +1,7 @@
 """PEFT export of a run's trained adapters (`python -m engine export`).
 
-The run's own format (engine.training.adapter_files): a method folder `<run artifacts>/adapters/<method, ':' -> '__'>/` holds
-  adapters.safetensors  per LoRA layer `<layer>.lora_A` [P, R, d_in] and `<layer>.lora_B` [P, d_out, R]
-                        (hybrid also `base.<layer>.lora_A/B`: the unified adapter merged into its base)
-  adapters.json         r, alpha, scaling (= alpha / r; every adapter uses it), targets, base model, layer
-                        order, adapter names, persona -> adapter routing, and for merge methods the recipe
-Merge methods store their source per-persona adapters and, per persona, the neighbours, weights and
-seed; export recomputes the merged adapter with engine.training.merge (deterministic, the same code that was
-evaluated), which keeps K·r-rank merges of 200 personas off the disk.
+A run keeps its adapters in its own format (engine.training.adapter_files: stacked per method; merges as
+their recipe, recomputed here with the same deterministic code that was evaluated).
 
 `export_adapter` writes a standard PEFT LoRA folder (adapter_config.json + adapter_model.safetensors)
 that `peft.PeftModel.from_pretrained(base, folder)` loads. For `hybrid` the per-persona adapter belongs
