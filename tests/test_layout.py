@@ -140,3 +140,15 @@ def test_the_local_and_the_ray_backend_offer_the_same_interface():
     assert {"train", "evaluate", "describe", "close"} <= set(local)
     assert {n: local[n] for n in ("train", "evaluate")} == {n: ray[n] for n in ("train", "evaluate")}
     assert set(local) <= set(ray)
+
+
+def test_the_public_api_is_whole_and_the_store_loads_no_model_code():
+    """engine.__all__ resolves, and importing the store (as the dashboard's sidebar does) pulls in no torch."""
+    import subprocess
+    import sys
+    code = ("import sys, engine.store; assert 'torch' not in sys.modules, 'torch'; import engine; "
+            "[getattr(engine, n) for n in engine.__all__]; print(sorted(engine.__all__))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert {"RunSpec", "execute_run", "StudySpec", "run_study", "load_dataset", "METHODS", "known_methods"} <= \
+        set(eval(out.stdout))
