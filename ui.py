@@ -121,6 +121,12 @@ def qp_list(name: str) -> list[str]:
     return [x for x in v.split(",") if x] if v else []
 
 
+def table(data, **kwargs):
+    """st.dataframe with "—" for a missing value (the reference row compares with nothing; one persona has no
+    spread), never "None"."""
+    return st.dataframe(data, placeholder="—", **kwargs)
+
+
 def qp_float(name: str, default: float) -> float:
     """A number from the URL, or the default when absent or not a finite number in (0, 1]."""
     try:

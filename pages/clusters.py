@@ -87,7 +87,7 @@ else:
 c1, c2 = st.columns(2)
 with c1:
     st.markdown("**Per cluster**")
-    st.dataframe(v["per_cluster"], hide_index=True, width="stretch", column_config={
+    ui.table(v["per_cluster"], hide_index=True, width="stretch", column_config={
         "silhouette": st.column_config.NumberColumn("mean silhouette", format="%.3f"),
         "gain": st.column_config.NumberColumn(f"mean gain ({gain_method} − unified)", format="%+.4f")})
 with c2:

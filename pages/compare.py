@@ -140,7 +140,7 @@ if len(ceiling):
                + ", ".join(f"{c:.3f}" + (f" ({r})" if multi else "") for c, r in zip(ceiling.ceiling, ceiling.run))
                + " — a method above it uses what it knows of the persona.")
 cols = ["run", "method", "n_personas", "n_targets", "n_settings", "mean", "std", "ci_low", "ci_high", "delta",
-        "delta_ci_low", "delta_ci_high", "wilcoxon_p", "holm_p", "verdict", "tost_p", "mde", "personas_needed", "helped",
+        "delta_ci_low", "delta_ci_high", "verdict", "wilcoxon_p", "holm_p", "tost_p", "mde", "personas_needed", "helped",
         "hurt", "tied", "train_seconds", "eval_seconds", "epochs_trained", "stages", "trainable_params", "peak_mem_mb"]
 show = table[cols].copy()
 show["verdict"] = show.verdict.fillna("—")  # the reference row compares with nothing: "—", never "None"
@@ -153,7 +153,7 @@ formats = {"mean": "{:.4f}", "std": "{:.4f}", "ci_low": "{:.4f}", "ci_high": "{:
            "tost_p": "{:.3g}", "mde": "{:.4f}", "personas_needed": "{:,.0f}", "helped": "{:d}", "hurt": "{:d}",
            "tied": "{:d}", "train_seconds": "{:.1f}", "eval_seconds": "{:.1f}", "epochs_trained": "{:.1f}",
            "trainable_params": "{:,.0f}", "peak_mem_mb": "{:.0f}", "n_targets": "{:.0f}", "n_settings": "{:.0f}"}
-st.dataframe(show.style.format(formats, na_rep="—"), hide_index=True, width="stretch", key="compare_table",
+ui.table(show.style.format(formats, na_rep="—"), hide_index=True, width="stretch", key="compare_table",
              height=min(36 * (len(show) + 1) + 4, 640), column_config={
     "n_personas": st.column_config.NumberColumn("personas", help="personas with a value (a persona none of whose "
                                                  "targets has the figure is left out)"),
@@ -194,7 +194,7 @@ if groups and len(set(groups.values())) < len(groups):
         cols = ["group", "method", "n_seeds", "seed_mean", "seed_std", "n_personas", "mean", "std", "ci_low", "ci_high",
                 "delta", "delta_ci_low", "delta_ci_high", "wilcoxon_p", "holm_p", "verdict", "tost_p", "mde",
                 "personas_needed", "helped", "hurt", "tied"]
-        st.dataframe(over[cols].style.format(precision=4, na_rep="—"), hide_index=True, width="stretch",
+        ui.table(over[cols].style.format(precision=4, na_rep="—"), hide_index=True, width="stretch",
                      key="seed_table", column_config={
                          "seed_mean": st.column_config.NumberColumn("mean over seeds"),
                          "seed_std": st.column_config.NumberColumn("std over seeds"),
@@ -208,7 +208,7 @@ if routes is not None and len(routes["summary"]):
     c1, c2 = st.columns([3, 2])
     with c1:
         summ = routes["summary"].assign(run=lambda t: t.run_id.map(dict(zip(table.run_id, table.run))))
-        st.dataframe(summ[["run", "routed", "routed_on_test", "gap"]] if multi else
+        ui.table(summ[["run", "routed", "routed_on_test", "gap"]] if multi else
                      summ[["routed", "routed_on_test", "gap"]], hide_index=True, width="stretch", column_config={
             "routed": st.column_config.NumberColumn("routed (validation)", format="%.4f"),
             "routed_on_test": st.column_config.NumberColumn(
@@ -315,7 +315,7 @@ one = one.merge(ref.rename(columns={"score": "reference"}), on="persona_id", how
 one["delta"] = one.score - one.reference
 one = one.sort_values("score", ascending=False)
 st.caption(f"{len(one)} personas · select a row to open the persona")
-ev_rows = st.dataframe(one, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+ev_rows = ui.table(one, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
                        key="persona_rows", column_config={
                            "score": st.column_config.NumberColumn(format="%.4f"),
                            "reference": st.column_config.NumberColumn(reference, format="%.4f"),
@@ -342,8 +342,10 @@ if method != reference:
         if s.slope == s.slope:
             layers = layers + dots.transform_regression(attribute, "delta").mark_line(color="gray")
         st.altair_chart(layers.properties(height=260), width="stretch")
-        st.caption(f"slope {s.slope:+.4f} per unit of {attribute}, 95% CI [{s.ci_low:+.4f}, {s.ci_high:+.4f}], "
-                   f"n = {int(s.n)} personas" if s.slope == s.slope else
+        interval = (f"[{s.ci_low:+.4f}, {s.ci_high:+.4f}]" if s.ci_low == s.ci_low else
+                    "— (the points lie on the line: no spread to estimate it from)")
+        st.caption(f"slope {s.slope:+.4f} per unit of {attribute}, 95% CI {interval}, n = {int(s.n)} personas"
+                   if s.slope == s.slope else
                    f"no slope: {attribute} does not vary across these {int(s.n)} personas (the simulator's "
                    "train_spread knob spreads train sizes)")
     else:

@@ -68,7 +68,7 @@ def live():
                      if {"methods_done", "methods_total"} <= set(p) else "–",
                      "ETA": _eta(p) if j["status"] == "running" else "", "device": j.get("device"),
                      "run": j.get("run_id"), "created": (j.get("created_at") or "")[:19].replace("T", " ")})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="jobs_table", column_config={
+    ui.table(pd.DataFrame(rows), hide_index=True, width="stretch", key="jobs_table", column_config={
         "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")})
 
     st.subheader("Details")

@@ -72,7 +72,7 @@ else:
         x="method:N", y="run_mean:Q", tooltip=[alt.Tooltip("run_mean:Q", title="mean over personas", format=".4f")])
     st.altair_chart((bars + ticks).properties(height=260), width="stretch")
     st.caption("Bars: this persona. Black ticks: the method's mean over all personas of the run.")
-    st.dataframe(scores.drop(columns=[c for c in scores.columns if scores[c].isna().all()]), hide_index=True,
+    ui.table(scores.drop(columns=[c for c in scores.columns if scores[c].isna().all()]), hide_index=True,
                  width="stretch")
 
 routes = ui.read("routing", [run_id])["choices"]
@@ -98,7 +98,7 @@ else:
         tooltip=["neighbour_id", alt.Tooltip("weight:Q", format=".3f"), alt.Tooltip("val_score:Q", format=".3f"),
                  alt.Tooltip("centrality:Q", format=".3f"), alt.Tooltip("similarity:Q", format=".3f")]
     ).properties(height=30 * len(mw) + 40), width="stretch")
-    st.dataframe(mw.drop(columns="method"), hide_index=True, width="stretch")
+    ui.table(mw.drop(columns="method"), hide_index=True, width="stretch")
 
 # ----------------------------------------------------------------------------- test examples
 st.subheader("Test examples")
@@ -122,5 +122,5 @@ else:
             st.markdown(f"**Reference:** {ui.plain(first.reference)}")
             if isinstance(first.get("persona_blind"), str) and first.persona_blind != first.reference:
                 st.caption(f"Persona-blind answer (what ignoring the persona gives): {ui.plain(first.persona_blind)}")
-            st.dataframe(e[["method", "prediction", "score"]], hide_index=True, width="stretch",
+            ui.table(e[["method", "prediction", "score"]], hide_index=True, width="stretch",
                          column_config={"score": st.column_config.NumberColumn(format="%.4f")})

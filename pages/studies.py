@@ -104,7 +104,7 @@ st.altair_chart(alt.Chart(table).mark_circle(size=90).encode(
 show = table[[*axes, "method", "n_personas", "n_settings", "n_seeds", "mean", "ci_low", "ci_high", "seed_std", "delta",
               "delta_ci_low", "delta_ci_high", "wilcoxon_p", "holm_p", "verdict", "tost_p", "mde", "helped", "hurt",
               "tied", "seconds"]].assign(verdict=lambda t: t.verdict.fillna("—"))
-st.dataframe(show.style.format(precision=4, na_rep="—").format({"n_settings": "{:.0f}"}, na_rep="—"),
+ui.table(show.style.format(precision=4, na_rep="—").format({"n_settings": "{:.0f}"}, na_rep="—"),
              hide_index=True, width="stretch", column_config={"n_settings": st.column_config.NumberColumn(
                  "settings", help="reference settings behind the action metrics per run (mean over seeds)")})
 st.download_button("Download CSV", show.to_csv(index=False).encode(), file_name=f"{study_id}.csv", mime="text/csv")
