@@ -12,8 +12,8 @@ dialogue_stats(source) reads any dialogue data (a JSONL file, EdgeWisePersona's 
   no_setting      share of user turns that name no setting (parse_actions with proposals=True finds nothing):
                   vague requests ("Can you turn up the heat a bit?"), switching on or off, music, anything else
   outside         share of user turns that request something outside the five devices' settings: the turn
-                  names no setting and no word of the vocabulary (no device, parameter or value word, where
-                  "music" alone does not name the speaker: asking for jazz sets none of its settings), and it
+                  names no setting and no word of the vocabulary (no device, parameter, value or unit word,
+                  where "music" alone does not name the speaker: asking for jazz sets none of its settings), and it
                   asks for something (a question, or a request word: please, can/could/would you, turn, play,
                   set, ...). "Play some jazz", "Close the blinds", "Remind me to ..." count; "Can you adjust the
                   lights?" and "Turn up the heat" do not (a device, a value word)
@@ -94,8 +94,7 @@ def outside_request(text) -> bool:
     """A user turn asking for something that is no setting of the five devices (see the module docstring)."""
     if parse_actions(text, proposals=True):
         return False
-    if any(k in ("param", "value") or (k == "device" and w != "speaker")
-           for k, w in _tokens(re.sub(r"(?i)\bmusic\b", "tunes", text))):
+    if any(k in ("device", "param", "value", "unit") for k, _ in _tokens(re.sub(r"(?i)\bmusic\b", "tunes", text))):
         return False
     return bool(_REQUEST.search(text.lower()))
 

@@ -95,7 +95,8 @@ def cmd_synth(args) -> int:
             real = dialogue_stats(args.compare_to)
         except (OSError, ValueError, KeyError, TypeError) as e:
             return _err(f"synth: --compare-to {args.compare_to}: {e}")
-        print(compare_table(dialogue_stats(records), real, (format_sim_spec(knobs), os.path.basename(args.compare_to))))
+        print(compare_table(dialogue_stats(records), real, ("simulator", os.path.basename(args.compare_to.rstrip('/')))))
+        print(f"simulator: {format_sim_spec(knobs)}")
     if not args.out:
         return 0
     write_jsonl(records, args.out)
