@@ -1,16 +1,21 @@
 """The built-in benchmark: a deterministic smart-home persona simulator.
 
-Dialogues in the style of EdgeWisePersona: multi-turn, in varied natural language, with clarifying
-questions and follow-ups, and the persona's habits showing through context (weather, time of day,
-activity). Each persona has a preferred value per device parameter, copied from an archetype (night
-owl, energy saver, ...) and changed per parameter with probability `archetype_noise`; what it asks for
-in a given situation is drawn from a distribution around that preference (the usual value most of the
-time, a neighbouring one otherwise), shifted by the situation (dimmer for a film, cooler on a hot day).
+Dialogues shaped like the real EdgeWisePersona ones (calibrated on the 100 in tests/data with
+engine.data.dialogue_stats; `engine synth --compare-to FILE` prints the comparison): five messages, user first and
+last (one in ten has three), the user's situation in their words (weather, time of day, activity), the assistant
+often asking for a value before acting, now and then a request the five devices cannot serve (answered without a
+setting), lights and AC most of the settings, and nobody saying "the usual". Each persona has a preferred value per
+device parameter, copied from an archetype (night owl, energy saver, ...) and changed per parameter with
+probability `archetype_noise`; what the assistant supplies for it in a situation is drawn around that preference
+(the usual value most of the time, a neighbouring one otherwise), shifted by the situation (dimmer for a film,
+cooler on a hot day).
 
-  - "general" requests name their values ("Set the AC to 22 degrees in cool mode"), or leave them out
-    and the assistant asks; the right reply is answerable from the dialogue alone;
-  - "personal" requests refer to habits ("It's sweltering, sort the air out the way I like it"): the
-    right reply is the persona's own values, answerable only by knowing the persona.
+  - "general" dialogues state every value a reply sets ("Set the AC to 22 degrees in cool mode"), or leave some
+    out and the assistant asks for them: every reply setting is stated (smarthome.stated_settings);
+  - "personal" dialogues describe a situation and name no value ("It's sweltering in here. Could you sort out the
+    AC for me?"): the assistant SUPPLIES the persona's own values, answerable only by knowing the persona.
+`personal_fraction` is the share of personal dialogues, so it sets the share of reply settings the assistant
+supplies (measured: 0.44 at 0.25, 0.15 at 0.05; the real dialogues: 0.06).
 
 For every target the simulator also writes the persona-blind answer (`persona_blind` on the assistant
 message): what a good assistant that ignores the persona would do, i.e. the situation's shift applied
@@ -304,7 +309,8 @@ def _last_turn(rng):
     else:
         text = _pick(rng, OUTSIDE)[0]
     also = _pick(rng, ALSO)
-    text = also + text[0].lower() + text[1:] if also and not text.startswith("I ") else text
+    if also:
+        text = also + (text[0].lower() + text[1:] if text[1:2].islower() and not text.startswith("I ") else text)
     return with_reason(rng, (_pick(rng, THANKS) + text).strip())
 
 

@@ -46,7 +46,7 @@ def opening(rng, request: str, context: str | None = None) -> str:
     context = situation(rng) if context is None else context
     text = " ".join(x for x in (context, request) if x)
     greeting = "" if request.startswith(("Hi", "Hey")) else _pick(rng, GREETINGS)
-    if greeting.endswith(", ") and not text.startswith(("I ", "I'")):
+    if greeting.endswith(", ") and not text.startswith(("I ", "I'")) and text[1:2].islower():
         text = text[0].lower() + text[1:]
     return (greeting + text).strip()
 
