@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 METHODS = ["base", "unified", "per_persona", "hybrid", "cluster", "merge:ab_mean", "merge:exact", "merge:svd",
            "merge:ties", "merge:dare_ties", "prompted", "unified+profile", "rag", "unified+rag", "routed"]
 NO_WEIGHTS = ["base", "prompted", "rag"]  # change no weights: no training, no adapter
-SIM = "sim:personas=4,train_per_persona=2,val_per_persona=1,test_per_persona=1"
+SIM = "sim:personas=4,train_per_persona=2,val_per_persona=1,test_per_persona=1,personal_fraction=0.5"  # a personal test target each: supplied settings
 
 
 @pytest.fixture(scope="module")

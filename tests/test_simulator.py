@@ -11,7 +11,8 @@ import pandas as pd
 from engine.data.dataset import dataset_from_records, load_jsonl, repeated_targets
 from engine.data.simulator import (CONSISTENCY, PARAMS, SCENES, SIMULATOR_DEFAULTS, VALUE_GRID, build_benchmark, format_sim_spec,
                               parse_sim_spec, population_preferences, profile_hint_count, simulate, write_jsonl)
-from engine.data.smarthome import parse_actions
+from engine.data.dialogue_stats import says_usual
+from engine.data.smarthome import parse_actions, stated_settings
 
 SMALL = dict(personas=6, train_per_persona=8, val_per_persona=4, test_per_persona=4)
 
@@ -25,7 +26,7 @@ def asked(user_text):
 def exchanges(record):
     """(user text, assistant text) pairs of a dialogue record."""
     m = record["messages"]
-    return [(m[i]["text"], m[i + 1]["text"]) for i in range(0, len(m), 2)]
+    return [(m[i]["text"], m[i + 1]["text"]) for i in range(0, len(m) - 1, 2)]
 
 
 def test_same_seed_same_bytes_other_seed_other_records(tmp_path):
@@ -42,12 +43,12 @@ def test_record_format():
     for r in records:
         assert set(r) == {"id", "persona_id", "persona", "split", "kind", "messages"}
         assert r["kind"] in ("personal", "general") and r["split"] in ("train", "val", "test")
-        assert len(r["messages"]) in (2, 4)
-        assert [m["role"] for m in r["messages"]] == ["user", "assistant"] * (len(r["messages"]) // 2)
+        assert len(r["messages"]) in (3, 5)  # like the real dialogues: ending on the user's request
+        assert [m["role"] for m in r["messages"]] == ["user", "assistant"] * (len(r["messages"]) // 2) + ["user"]
         for m in r["messages"]:
             assert set(m) == ({"role", "text", "persona_blind"} if m["role"] == "assistant" else {"role", "text"})
         for user, _ in exchanges(r):
-            assert len(user.split()) < 30
+            assert len(user.split()) < 60
     profiles = {}
     for r in records:
         assert profiles.setdefault(r["persona_id"], r["persona"]) == r["persona"]  # same text on every line
@@ -61,10 +62,12 @@ def test_dialogues_are_varied_multi_turn_and_ask_when_values_are_missing():
     shapes = {re.sub(r"\d+", "#", m["text"]) for r in records for m in r["messages"] if m["role"] == "assistant"}
     asks = {re.sub(r"\d+", "#", r["messages"][0]["text"]) for r in records if r["kind"] == "personal"}
     assert len(shapes) > 150 and len(asks) > 60, (len(shapes), len(asks))
-    two = [r for r in records if len(r["messages"]) == 4]
-    assert 0.25 < len(two) / len(records) < 0.55
-    questions = [r for r in two if not parse_actions(r["messages"][1]["text"])]
-    assert questions and all(r["kind"] == "general" and r["messages"][1]["text"].endswith("?") for r in questions)
+    two = [r for r in records if len(r["messages"]) == 5]
+    assert 0.8 < len(two) / len(records) < 0.97
+    questions = [r for r in two if r["messages"][1]["text"].endswith("?") and not parse_actions(r["messages"][1]["text"])]
+    assert len(questions) > 0.2 * len(records)
+    assert all(r["kind"] == "general" and parse_actions(r["messages"][3]["text"]) for r in questions)
+    assert not any(says_usual(m["text"]) for r in records for m in r["messages"])  # no "the usual": real users never
 
 
 def test_every_reply_says_exactly_its_actions(monkeypatch):
@@ -72,8 +75,8 @@ def test_every_reply_says_exactly_its_actions(monkeypatch):
     said = []
     real = simulator.render_reply
 
-    def checked(rng, actions):
-        text = real(rng, actions)
+    def checked(rng, actions, ask=""):
+        text = real(rng, actions, ask)
         said.append((text, set(actions)))
         return text
     monkeypatch.setattr(simulator, "render_reply", checked)
@@ -125,34 +128,46 @@ def test_profile_fidelity_sets_number_of_true_hints(fidelity, hints):
 
 
 def test_general_replies_are_answerable_from_the_dialogue():
+    """Every setting of a general reply was stated before it (the metric's own split: smarthome.stated_settings), so
+    the persona-blind reply is the reply; the assistant asks when the request leaves values out, and answers
+    requests outside the five devices without a setting."""
     _, records = build_benchmark(**SMALL, personal_fraction=0.0, seed=1)
     kinds = set()
     for r in records:
         m = r["messages"]
-        reply = parse_actions(m[1]["text"])
         assert all(x["persona_blind"] == x["text"] for x in m if x["role"] == "assistant")
-        if not reply:  # a clarifying question: the values come in the user's answer
-            kinds.add("clarify")
-            assert asked(m[0]["text"] + " " + m[2]["text"]) >= parse_actions(m[3]["text"]), m
-            continue
-        assert asked(m[0]["text"]) >= reply, m
-        if len(m) == 4 and not asked(m[2]["text"]):  # "a bit brighter": one grid step from before
-            kinds.add("follow_up")
-            (d, p, v), = parse_actions(m[3]["text"])
-            before = {(d2, p2): v2 for d2, p2, v2 in reply}[(d, p)]
-            grid = VALUE_GRID[(d, p)]
-            assert abs(grid.index(v) - grid.index(before)) == 1, m
-        elif len(m) == 4:
-            kinds.add("second request")
-            assert asked(m[2]["text"]) >= parse_actions(m[3]["text"]), m
-    assert kinds == {"clarify", "follow_up", "second request"}
+        for i, x in enumerate(m):
+            if x["role"] != "assistant":
+                continue
+            said = parse_actions(x["text"])
+            context = [(y["role"], y["text"]) for y in m[:i]]
+            assert said <= stated_settings(context), (said - stated_settings(context), m)
+            if not said:
+                kinds.add("question" if x["text"].endswith("?") else "outside")
+            else:
+                kinds.add("acts after a question" if i == 3 and not parse_actions(m[1]["text"]) else "acts")
+    assert kinds == {"question", "outside", "acts after a question", "acts"}
+
+
+def test_what_people_say_around_the_settings_names_no_setting():
+    """Situations, outside requests and their answers, and the assistant's questions name no setting and no word
+    of the vocabulary that could bind to one, so the stated / supplied split is decided by the requests alone."""
+    from engine.data import talk
+    from engine.data.smarthome import _tokens
+    for text in talk.WEATHER + talk.ACTIVITY + talk.TIME + tuple(t for pair in talk.OUTSIDE for t in pair):
+        assert not parse_actions(text, proposals=True), text
+        assert not any(k in ("param", "value", "unit", "number") for k, _ in _tokens(text)), text
+    rng = np.random.default_rng(0)
+    for d, p in PARAMS[:-1]:  # the alarm is armed or not: never asked about
+        assert not parse_actions(talk.value_question(rng, d, [p]))
+        assert not parse_actions(talk.more_question(rng, p))
 
 
 def _personal_exchanges(records):
     for r in records:
         if r["kind"] == "personal":
             m = r["messages"]
-            for i in range(0, len(m), 2):
+            for i in range(0, len(m) - 1, 2):
                 yield r, m[i]["text"], m[i + 1]
 
 
@@ -167,6 +182,7 @@ def test_personal_replies_follow_the_persona_and_the_blind_reply_the_population(
         user, reply, blind, scene, cue = _personal_exchange(rng, persona, population)
         scenes.add(scene)
         assert not asked(user), user  # the request names no value
+        assert not says_usual(user), user  # nor "the usual": the habit shows only in the values supplied
         expected = SCENES[scene]["settings"](persona.preferences, cue)
         assert parse_actions(blind) == {(d, p, v) for (d, p), v in SCENES[scene]["settings"](population, cue).items()}
         got = parse_actions(reply)
@@ -208,11 +224,14 @@ def test_no_val_or_test_target_repeats_a_train_target_of_its_persona(knobs):
 
 
 def test_without_the_redraw_the_test_split_would_repeat_train_targets(monkeypatch):
-    """The check above can fail: with redraws switched off the same knobs do repeat train targets."""
+    """The check above can fail: with redraws switched off the same knobs do repeat train targets. (Dialogues that open
+    with the user's situation, as real ones do, rarely repeat by chance: here the openings are the bare requests.)"""
     from engine.data import simulator
     knobs = {"personas": 2, "train_per_persona": 300, "val_per_persona": 0, "test_per_persona": 300,
              "personal_fraction": 1.0}
     monkeypatch.setattr(simulator, "target_keys", lambda messages: [])
+    monkeypatch.setattr(simulator, "opening", lambda rng, request, context=None: request)
+    monkeypatch.setattr(simulator, "with_reason", lambda rng, text, share=0.6: text)
     n, total = repeated_targets(dataset_from_records(simulate(**knobs), "sim"), "test")
     assert n > 0, (n, total)
 
@@ -283,8 +302,10 @@ def test_persona_blind_replies_copy_what_is_stated_and_miss_what_the_persona_sup
     ds = dataset_from_records(simulate(**SIMULATOR_DEFAULTS), "sim")
     blind = persona_blind_scores(ds, "action_f1")
     per = persona_means_by_kind(blind, "action_f1").groupby("kind").score.mean()
-    assert per["stated"] == 1.0 and per["general"] == 1.0
-    assert per["supplied"] < 0.75 and per["personal"] < 0.6, per  # measured 0.573 and 0.465
+    # stated: 1 on general targets; a personal dialogue's second reply may repeat a value the assistant supplied in
+    # its first (stated by then), where the blind reply repeats the population's
+    assert per["general"] == 1.0 and per["stated"] > 0.95, per
+    assert per["supplied"] < 0.5 and per["personal"] < 0.5, per  # measured 0.322 and 0.322
     assert blind.action_f1.isna().sum() == (blind.n_settings == 0).sum() > 0  # the assistant's questions
     assert blind.refrained.dropna().eq(1.0).all()
     tests = ds.split("test")
@@ -292,3 +313,44 @@ def test_persona_blind_replies_copy_what_is_stated_and_miss_what_the_persona_sup
     perfect = pd.concat([blind[["persona_id", "kind"]], perfect], axis=1).assign(score=perfect.action_f1)
     assert persona_means_by_kind(perfect, "action_f1").score.eq(1.0).all()
     assert persona_means(perfect).score.eq(1.0).all()
+
+
+REAL = "tests/data/edgewise_cold_start_000-099.jsonl"
+# what the simulator does not match at its defaults, and why: the real dialogues supply few values (0.06 of the
+# assistant's settings), the default benchmark makes a quarter of its dialogues personal so that there is
+# personalization to measure; sim:personal_fraction=0.05 matches it (below)
+UNMATCHED_AT_DEFAULTS = {"supplied"}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_default_simulator_looks_like_the_real_dialogues(seed):
+    from engine.data.dialogue_stats import RANGES, compare_rows, dialogue_stats
+    real = dialogue_stats(REAL)
+    assert real["n_dialogues"] == 100 and real["turns"] == 5.0 and real["user_ends"] == 1.0 and real["usual"] == 0.0
+    rows = {r["stat"]: r for r in compare_rows(dialogue_stats(simulate(**SIMULATOR_DEFAULTS | {"seed": seed})), real)}
+    assert set(rows) == set(RANGES)
+    outside = {s for s, r in rows.items() if not r["within"]}
+    assert outside == UNMATCHED_AT_DEFAULTS, {s: rows[s] for s in outside ^ UNMATCHED_AT_DEFAULTS}
+
+
+def test_supplied_share_tracks_personal_fraction_and_matches_the_real_data_when_low():
+    from engine.data.dialogue_stats import compare_rows, dialogue_stats
+    real = dialogue_stats(REAL)
+    shares = [dialogue_stats(simulate(**SMALL, personal_fraction=f))["supplied"] for f in (0.0, 0.25, 0.5, 1.0)]
+    # all-personal data: every setting supplied but those a second reply repeats from the first
+    assert shares[0] == 0.0 and shares[-1] > 0.9 and shares == sorted(shares), shares
+    low = {r["stat"]: r["within"] for r in compare_rows(dialogue_stats(simulate(personal_fraction=0.05)), real)}
+    assert low["supplied"], low
+
+
+def test_engine_synth_compare_to_prints_the_table():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "engine", "synth", "--compare-to", REAL], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "| statistic | simulator | edgewise_cold_start_000-099.jsonl | range | within |"
+    assert any(line.startswith("| messages per dialogue | 4.8 | 5.0 | 3.8–6.2 | yes |") for line in lines), out.stdout
+    assert "13 of 14 statistics within range (400 vs 100 dialogues)" in out.stdout
+    assert "| reply settings supplied (not stated) |" in out.stdout and "| NO |" in out.stdout

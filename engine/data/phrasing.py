@@ -109,11 +109,14 @@ def _phrase(rng, table, device, s):
 
 
 _OPENERS = ("Sure! ", "Done. ", "Okay, ", "All set: ", "Got it. ", "No problem. ", "")
-_CLOSERS = ("", "", " Enjoy!", " Anything else?", " Let me know if you want changes.")
+_CLOSERS = ("", " Enjoy!", " Anything else?", " Let me know if you want changes.",
+            " Let me know if you'd like anything else adjusted.", " Is there anything else I can do for you?",
+            " That should make it more comfortable.", " Enjoy the rest of your day!")
 
 
-def render_reply(rng, actions):
-    """A natural-language confirmation of the actions, devices in order of first mention."""
+def render_reply(rng, actions, ask=""):
+    """A natural-language confirmation of the actions, devices in order of first mention; `ask`: a question that
+    ends it instead of a closer (it names no setting done: "Would you like me to adjust the colour as well?")."""
     by_device = {}
     for device, param, value in actions:
         by_device.setdefault(device, {})[param] = value
@@ -121,7 +124,8 @@ def render_reply(rng, actions):
     body = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
     opener = _pick(rng, _OPENERS)
     body = body[0].upper() + body[1:] if opener in ("", "Sure! ", "Done. ", "Got it. ", "No problem. ") else body
-    return f"{opener}{body}.{_pick(rng, _CLOSERS)}"
+    closer = _pick(rng, _CLOSERS)
+    return f"{opener}{body}. {ask}" if ask else f"{opener}{body}.{closer}"
 
 
 _POLITE = ("", "Please ", "Could you ", "Hey, ", "Hi, can you ")

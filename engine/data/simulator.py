@@ -1,16 +1,21 @@
 """The built-in benchmark: a deterministic smart-home persona simulator.
 
-Dialogues in the style of EdgeWisePersona: multi-turn, in varied natural language, with clarifying
-questions and follow-ups, and the persona's habits showing through context (weather, time of day,
-activity). Each persona has a preferred value per device parameter, copied from an archetype (night
-owl, energy saver, ...) and changed per parameter with probability `archetype_noise`; what it asks for
-in a given situation is drawn from a distribution around that preference (the usual value most of the
-time, a neighbouring one otherwise), shifted by the situation (dimmer for a film, cooler on a hot day).
+Dialogues shaped like the real EdgeWisePersona ones (calibrated on the 100 in tests/data with
+engine.data.dialogue_stats; `engine synth --compare-to FILE` prints the comparison): five messages, user first and
+last (one in ten has three), the user's situation in their words (weather, time of day, activity), the assistant
+often asking for a value before acting, now and then a request the five devices cannot serve (answered without a
+setting), lights and AC most of the settings, and nobody saying "the usual". Each persona has a preferred value per
+device parameter, copied from an archetype (night owl, energy saver, ...) and changed per parameter with
+probability `archetype_noise`; what the assistant supplies for it in a situation is drawn around that preference
+(the usual value most of the time, a neighbouring one otherwise), shifted by the situation (dimmer for a film,
+cooler on a hot day).
 
-  - "general" requests name their values ("Set the AC to 22 degrees in cool mode"), or leave them out
-    and the assistant asks; the right reply is answerable from the dialogue alone;
-  - "personal" requests refer to habits ("It's sweltering, sort the air out the way I like it"): the
-    right reply is the persona's own values, answerable only by knowing the persona.
+  - "general" dialogues state every value a reply sets ("Set the AC to 22 degrees in cool mode"), or leave some
+    out and the assistant asks for them: every reply setting is stated (smarthome.stated_settings);
+  - "personal" dialogues describe a situation and name no value ("It's sweltering in here. Could you sort out the
+    AC for me?"): the assistant SUPPLIES the persona's own values, answerable only by knowing the persona.
+`personal_fraction` is the share of personal dialogues, so it sets the share of reply settings the assistant
+supplies (measured: 0.44 at 0.25, 0.15 at 0.05; the real dialogues: 0.06).
 
 For every target the simulator also writes the persona-blind answer (`persona_blind` on the assistant
 message): what a good assistant that ignores the persona would do, i.e. the situation's shift applied
@@ -29,9 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.data.phrasing import (_FOLLOW_UPS, _VAGUE, REQUESTS, _answer_clause, _phrase, _pick, _sentence, hint_phrase,
+from engine.data.phrasing import (_VAGUE, REQUESTS, _answer_clause, _phrase, _pick, _sentence, hint_phrase,
                                   profile_hint_count, render_reply)  # noqa: F401 - profile_hint_count: part of the API
+from engine.data.scenes import PARAMS, SCENE_WEIGHTS, SCENES, VALUE_GRID  # noqa: F401 - SCENES: part of the API
 from engine.data.smarthome import DEVICES
+from engine.data.talk import ALSO, OUTSIDE, THANKS, more_question, opening, situation, value_question, with_reason
 
 SIMULATOR_DEFAULTS = {
     "personas": 8,
@@ -63,26 +70,14 @@ _KNOB_RANGES = {
 }
 
 CONSISTENCY = 0.8          # a persona asks for its usual value this often; otherwise a neighbouring one
-SECOND_EXCHANGE = 0.4      # share of dialogues with a second exchange (clarification, follow-up, second scene)
-CLARIFY_SHARE = 0.35       # of general two-exchange dialogues: the request leaves the values out, the assistant asks
+SHORT_DIALOGUE = 0.1       # share of dialogues of one exchange and the user's last turn (3 messages); others have 5
+ASK_SHARE = 0.65           # of general dialogues: the request leaves values out and the assistant asks for them
+MORE_SHARE = 0.35          # acting replies that end asking about a setting of the device they left alone
+OUTSIDE_SHARE = 0.1        # second requests that ask for something the five devices' settings cannot do
+ONE_PARAM = 0.35           # general requests for one parameter of a device that has two on the grid
+# the devices general requests are for: lights and AC dominate, as in the real dialogues
+DEVICE_WEIGHTS = {"lights": 0.42, "ac": 0.38, "tv": 0.13, "speaker": 0.06, "security": 0.01}
 MAX_REDRAWS = 200          # attempts to draw a val/test dialogue that repeats no train target
-
-# The values preferences and requests are drawn from: a coarse grid per numeric parameter, so that
-# preferences are distinct and a small model can learn them; categorical domains as they are.
-VALUE_GRID = {
-    ("lights", "brightness"): tuple(range(10, 101, 10)),
-    ("lights", "color"): DEVICES["lights"]["color"],
-    ("ac", "temperature"): tuple(range(17, 29)),
-    ("ac", "mode"): DEVICES["ac"]["mode"],
-    ("speaker", "volume"): tuple(range(10, 91, 5)),
-    ("speaker", "equalizer"): DEVICES["speaker"]["equalizer"],
-    ("tv", "volume"): tuple(range(5, 61, 5)),
-    ("tv", "input_source"): DEVICES["tv"]["input_source"],
-    ("security", "armed"): DEVICES["security"]["armed"],
-}
-# every (device, parameter) a persona has a preference for: a subset of smarthome.DEVICES (no lights mode,
-# AC fan speed, TV brightness or alarm volume here), so requests and replies only ever name these
-PARAMS = tuple(VALUE_GRID)
 
 # name -> (preferences in PARAMS order, biography flavour). Beyond these, archetypes are drawn at random.
 NAMED_ARCHETYPES = {
@@ -250,132 +245,16 @@ def population_preferences(personas):
 # -----------------------------------------------------------------------------
 # situations: what a personal request asks for, given the persona's usual values
 
-def _snap(param, value):
-    """The grid value nearest to `value` (situations shift numbers; the grid stays the vocabulary)."""
-    grid = VALUE_GRID[param]
-    return min(grid, key=lambda v: (abs(v - value), v))
-
-
-def _shift(param, prefs, delta):
-    return _snap(param, prefs[param] + delta)
-
-
-L_B, L_C = ("lights", "brightness"), ("lights", "color")
-AC_T, AC_M = ("ac", "temperature"), ("ac", "mode")
-SP_V, SP_E = ("speaker", "volume"), ("speaker", "equalizer")
-TV_V, TV_I = ("tv", "volume"), ("tv", "input_source")
-SEC = ("security", "armed")
-
-# A scene: the settings it asks for as a function of (usual values, cue), the cues that can come with it,
-# the user's phrasings ({cue} is a phrase of the cue), and the settings that are the same for everyone
-# ("fixed": not drawn around a persona's habit). Shifts are the same for everyone: only the usual values
-# make a reply personal.
-SCENES = {
-    "evening": {
-        "cues": {"evening": ("this evening", "tonight", "now that it's getting dark")},
-        "settings": lambda u, cue: {L_B: u[L_B], L_C: u[L_C], AC_T: u[AC_T]},
-        "asks": ("Make the living room cosy {cue}, the way I like it.",
-                 "Evening mode please, like usual — it's {cue}.",
-                 "Set the house up for a relaxed evening, my usual way.",
-                 "I'm home for the night. Do my usual evening setup?",
-                 "Can you get the place ready for {cue}? You know how I like it.",
-                 "Time to wind down {cue}. Set things up as always."),
-    },
-    "movie": {
-        "cues": {"film": ("a film", "a movie", "the new series", "a documentary")},
-        "settings": lambda u, cue: {TV_I: u[TV_I], TV_V: u[TV_V], L_B: _shift(L_B, u, -20)},
-        "asks": ("I'm about to watch {cue}, set things up how I like it.",
-                 "Movie night! Get the TV ready for {cue}, the usual.",
-                 "Put on my usual settings for {cue}, please.",
-                 "Getting comfy for {cue}. You know what to do.",
-                 "Can you sort the TV and lights for {cue}? As usual."),
-    },
-    "music": {
-        "cues": {"cooking": ("while I cook", "while I'm making dinner"),
-                 "relaxing": ("while I relax", "while I unwind on the sofa"),
-                 "party": ("for the friends coming over", "for a little party tonight")},
-        "settings": lambda u, cue: {SP_V: _shift(SP_V, u, {"cooking": -10, "relaxing": 0, "party": 20}[cue]),
-                                    SP_E: u[SP_E]},
-        "asks": ("Play some music {cue}, the way I like it.",
-                 "Music please {cue} — my usual settings.",
-                 "Could you put the speaker on {cue}? The usual way.",
-                 "I'd like some tunes {cue}. Set it up like always.",
-                 "Get the speaker going {cue}, as usual."),
-    },
-    "climate": {
-        "cues": {"hot": ("it's boiling outside", "it's really hot today", "it's sweltering in here",
-                         "this heatwave is brutal"),
-                 "cold": ("it's freezing outside", "it's really chilly today", "it's icy cold in here",
-                          "I'm frozen after that walk"),
-                 "humid": ("it's so muggy today", "the air feels sticky", "it's really humid")},
-        "fixed": (AC_M,),
-        "settings": lambda u, cue: {
-            AC_M: {"hot": "cool", "cold": "heat", "humid": "auto"}[cue],
-            AC_T: _shift(AC_T, u, {"hot": -2, "cold": 2, "humid": 0}[cue])},
-        "asks": ("{Cue}. Sort the air out the way I like it.",
-                 "{Cue} — can you set the AC how I usually have it?",
-                 "Ugh, {cue}. Make the room comfortable for me, as usual.",
-                 "{Cue}, please fix the climate like always.",
-                 "Could you adjust the air conditioning? {Cue}. My usual, please."),
-    },
-    "reading": {
-        "cues": {"reading": ("read for a while", "finish my book", "go through some papers")},
-        "settings": lambda u, cue: {L_B: _shift(L_B, u, 30), L_C: u[L_C]},
-        "asks": ("I want to {cue}. Set the lights the way I like them for that.",
-                 "Going to {cue} — my usual reading light, please.",
-                 "Could you light the room so I can {cue}? As usual.",
-                 "Time to {cue}. Lights like always, please."),
-    },
-    "bedtime": {
-        "cues": {"night": ("I'm off to bed", "heading to sleep now", "time for bed"),
-                 },
-        "fixed": (L_B,),
-        "settings": lambda u, cue: {SEC: u[SEC], AC_T: _shift(AC_T, u, -1), L_B: 10},
-        "asks": ("{Cue}. Lock up and set the room like always.",
-                 "Good night! {Cue}, do the usual.",
-                 "{Cue} — night routine, please.",
-                 "Can you get the house ready? {Cue}. The usual way."),
-    },
-    "workout": {
-        "cues": {"workout": ("a workout", "my yoga session", "a quick HIIT session", "some stretching")},
-        "settings": lambda u, cue: {SP_V: _shift(SP_V, u, 20), SP_E: u[SP_E], AC_T: _shift(AC_T, u, -3)},
-        "asks": ("Starting {cue} at home. Set things up how I like.",
-                 "Get the room ready for {cue}, my usual way.",
-                 "About to do {cue} — music and air as usual, please.",
-                 "Can you prep the living room for {cue}? Like always."),
-    },
-    "morning": {
-        "cues": {"morning": ("Good morning", "Morning", "I'm up")},
-        "fixed": (SEC,),
-        "settings": lambda u, cue: {L_B: _shift(L_B, u, 20), L_C: u[L_C], SEC: "false"},
-        "asks": ("{Cue}! Start my day the usual way.",
-                 "{Cue}. Morning routine, please.",
-                 "{Cue} — can you wake the house up like always?",
-                 "{Cue}. Do my usual morning settings."),
-    },
-}
-
-
 def actions_of(settings):
     """(device, parameter, value) triples of a settings dict {(device, param): value}, in its order."""
     return [(d, p, v) for (d, p), v in settings.items()]
 
 
-# -----------------------------------------------------------------------------
-# requests
-
-def _random_settings(rng):
-    """1-2 devices, 1-2 parameters each, random values from VALUE_GRID: {(device, param): value}."""
-    devices = list(DEVICES)
-    chosen = [devices[i] for i in rng.permutation(len(devices))[:int(rng.integers(1, 3))]]
-    settings = {}
-    for device in chosen:
-        params = [p for p in DEVICES[device] if (device, p) in VALUE_GRID]
-        if len(params) > 1 and rng.random() < 0.5:
-            params = [_pick(rng, params)]
-        for p in params:
-            settings[(device, p)] = _pick(rng, VALUE_GRID[(device, p)])
-    return settings
+def _weighted(rng, weights):
+    """One key of `weights` (key -> weight), drawn with probability proportional to its weight."""
+    keys = list(weights)
+    cum = np.cumsum([weights[k] for k in keys])
+    return keys[min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(keys) - 1)]
 
 
 def _by_device(settings):
@@ -385,50 +264,89 @@ def _by_device(settings):
     return out
 
 
-# clarifying exchanges: a request that names a device but no value, the assistant's question
-def _general_dialogue(rng, two):
-    """Messages of a general dialogue: every value is in the dialogue itself."""
-    kind = "plain"
-    if two:
-        kind = "clarify" if rng.random() < CLARIFY_SHARE else "follow_up"
-    if kind == "clarify":
-        device = _pick(rng, tuple(_VAGUE))
-        asks, questions = _VAGUE[device]
-        settings = {(device, p): _pick(rng, VALUE_GRID[(device, p)])
-                    for p in DEVICES[device] if (device, p) in VALUE_GRID}
-        question = _pick(rng, questions)
-        answer = _answer_clause(rng, device, _by_device(settings)[device])
-        answer = answer[0].upper() + answer[1:] + "."
-        reply = render_reply(rng, actions_of(settings))
-        return [_user(_pick(rng, asks)), _assistant(question, question),
-                _user(answer), _assistant(reply, reply)]
-    settings = _random_settings(rng)
-    text = _sentence(rng, [_phrase(rng, REQUESTS, d, s) for d, s in _by_device(settings).items()])
-    reply = render_reply(rng, actions_of(settings))
-    messages = [_user(text), _assistant(reply, reply)]
-    if kind == "follow_up":
-        adjustable = [p for p in settings if p in _FOLLOW_UPS]
-        if not adjustable:  # nothing numeric to nudge: a second, unrelated request instead
-            settings = _random_settings(rng)
-            text = _sentence(rng, [_phrase(rng, REQUESTS, d, s) for d, s in _by_device(settings).items()])
-        else:
-            param = _pick(rng, adjustable)
-            grid = VALUE_GRID[param]
-            (phrasings, step), = [_FOLLOW_UPS[param][int(rng.integers(2))]]
-            i = grid.index(settings[param]) + step
-            if not 0 <= i < len(grid):  # already at the end of the range: go the other way
-                phrasings, step = _FOLLOW_UPS[param][0 if step < 0 else 1]
-                i = grid.index(settings[param]) + step
-            settings = {param: grid[i]}
-            text = _pick(rng, phrasings)
-        reply = render_reply(rng, actions_of(settings))
-        messages += [_user(text), _assistant(reply, reply)]
-    return messages
+def _more(rng, settings):
+    """With probability MORE_SHARE, a question about a setting of a device the reply set but left alone ("" else)."""
+    if rng.random() >= MORE_SHARE:
+        return ""
+    left = [p for d, p in PARAMS if d in {d for d, _ in settings} and (d, p) not in settings]
+    return more_question(rng, _pick(rng, left)) if left else ""
 
+
+def _reply(rng, settings):
+    return render_reply(rng, actions_of(settings), _more(rng, settings))
+
+
+# -----------------------------------------------------------------------------
+# requests: general ones state their values (or the assistant asks for them); the user's last turn
+
+def _device_settings(rng, device):
+    """Random values of one device's settings: all its parameters on the grid, or one of them."""
+    params = [p for p in DEVICES[device] if (device, p) in VALUE_GRID]
+    if len(params) > 1 and rng.random() < ONE_PARAM:
+        params = [_pick(rng, params)]
+    return {(device, p): _pick(rng, VALUE_GRID[(device, p)]) for p in params}
+
+
+def _request(rng, settings):
+    """A request that states every value of `settings`."""
+    return _sentence(rng, [_phrase(rng, REQUESTS, d, s) for d, s in _by_device(settings).items()])
+
+
+def _vague(rng, device, stated):
+    """A request for `device` stating only `stated` (param -> value): a partial or a value-less request."""
+    if stated:
+        return _sentence(rng, [_phrase(rng, REQUESTS, device, stated)])
+    return _pick(rng, _VAGUE[device][0])
+
+
+def _last_turn(rng):
+    """The user's last turn, which the dialogue leaves unanswered: a new request, often with its values."""
+    r = rng.random()
+    if r < 0.75:
+        text = _request(rng, _device_settings(rng, _weighted(rng, DEVICE_WEIGHTS)))
+    elif r < 0.92:
+        text = _pick(rng, _VAGUE[_pick(rng, tuple(_VAGUE))][0])
+    else:
+        text = _pick(rng, OUTSIDE)[0]
+    also = _pick(rng, ALSO)
+    if also:
+        text = also + (text[0].lower() + text[1:] if text[1:2].islower() and not text.startswith("I ") else text)
+    return with_reason(rng, (_pick(rng, THANKS) + text).strip())
+
+
+def _general_dialogue(rng, short):
+    """Messages of a general dialogue: every value of a reply is stated in the dialogue before it."""
+    device = _weighted(rng, DEVICE_WEIGHTS)
+    settings = _device_settings(rng, device)
+    if not short and device in _VAGUE and rng.random() < ASK_SHARE:  # values left out: the assistant asks
+        keys = list(settings)
+        n_stated = int(len(keys) > 1 and rng.random() < 0.7)  # often one value stated, the other asked for
+        stated = [keys[i] for i in sorted(rng.permutation(len(keys))[:n_stated])]
+        missing = {p: v for (_, p), v in settings.items() if (device, p) not in stated}
+        question = value_question(rng, device, list(missing))
+        answer = _answer_clause(rng, device, missing)
+        reply = _reply(rng, settings)
+        return [_user(opening(rng, _vague(rng, device, {p: settings[(device, p)] for _, p in stated}))),
+                _assistant(question, question), _user(answer[0].upper() + answer[1:] + "."),
+                _assistant(reply, reply), _user(_last_turn(rng))]
+    reply = _reply(rng, settings)
+    messages = [_user(opening(rng, _request(rng, settings))), _assistant(reply, reply)]
+    if not short:
+        if rng.random() < OUTSIDE_SHARE:
+            text, reply = _pick(rng, OUTSIDE)
+        else:
+            second = _device_settings(rng, _weighted(rng, DEVICE_WEIGHTS))
+            text, reply = _request(rng, second), _reply(rng, second)
+        messages += [_user(with_reason(rng, (_pick(rng, THANKS) + text).strip())), _assistant(reply, reply)]
+    return messages + [_user(_last_turn(rng))]
+
+
+# -----------------------------------------------------------------------------
+# personal requests: a situation, no value named; the assistant supplies the persona's
 
 def _noisy(rng, persona, settings, fixed=()):
-    """The persona's request in this situation: each value its usual one with probability CONSISTENCY,
-    else a neighbour on the grid (numbers) or its second favourite (categories)."""
+    """The persona's values in this situation: each its usual one with probability CONSISTENCY, else a neighbour
+    on the grid (numbers) or its second favourite (categories)."""
     out = {}
     for p, v in settings.items():
         if p not in fixed and rng.random() >= CONSISTENCY:
@@ -443,33 +361,39 @@ def _noisy(rng, persona, settings, fixed=()):
     return out
 
 
-def _personal_exchange(rng, persona, population, avoid=None):
-    """(user text, reply, persona-blind reply, scene, cue): a situation in the user's words, answered with
-    the persona's own values (and, blind, with the population's)."""
-    scene_name = _pick(rng, [s for s in SCENES if s != avoid])
+def _personal_exchange(rng, persona, population, avoid=None, first=True):
+    """(user text, reply, persona-blind reply, scene, cue): a situation in the user's words (no value named; the
+    first turn of a dialogue opens with more of the situation), answered with the persona's own values (and,
+    blind, with the population's)."""
+    scene_name = _weighted(rng, {s: w for s, w in SCENE_WEIGHTS.items() if s != avoid})
     scene = SCENES[scene_name]
     cue = _pick(rng, tuple(scene["cues"]))
     phrase = _pick(rng, scene["cues"][cue])
     template = _pick(rng, scene["asks"])
     text = template.replace("{Cue}", phrase[0].upper() + phrase[1:]).replace("{cue}", phrase)
-    opener = _pick(rng, ("", "", "Hey, ", "Hi! ", "Okay, "))
-    if opener:
-        text = opener + text[0].lower() + text[1:] if not text.startswith("I") else opener + text
+    text = opening(rng, text, situation(rng, int(rng.integers(1, 3)))) if first else \
+        with_reason(rng, (_pick(rng, THANKS) + text).strip(), 0.4)
     settings = _noisy(rng, persona, scene["settings"](persona.preferences, cue), scene.get("fixed", ()))
     blind = scene["settings"](population, cue)
+    ask = _more(rng, settings)
     state = rng.bit_generator.state  # the blind reply is phrased like the real one: same choices
-    reply = render_reply(rng, actions_of(settings))
+    reply = render_reply(rng, actions_of(settings), ask)
     rng.bit_generator.state = state
-    blind_reply = render_reply(rng, actions_of(blind))
+    blind_reply = render_reply(rng, actions_of(blind), ask)
     return text, reply, blind_reply, scene_name, cue
 
 
-def _personal_dialogue(rng, persona, population, two):
-    messages, scene = [], None
-    for _ in range(2 if two else 1):
-        text, reply, blind, scene, _ = _personal_exchange(rng, persona, population, avoid=scene)
-        messages += [_user(text), _assistant(reply, blind)]
-    return messages
+def _personal_dialogue(rng, persona, population, short):
+    text, reply, blind, scene, _ = _personal_exchange(rng, persona, population)
+    messages = [_user(text), _assistant(reply, blind)]
+    if not short:
+        if rng.random() < OUTSIDE_SHARE:
+            text, reply = _pick(rng, OUTSIDE)
+            messages += [_user((_pick(rng, THANKS) + text).strip()), _assistant(reply, reply)]
+        else:
+            text, reply, blind, _, _ = _personal_exchange(rng, persona, population, avoid=scene, first=False)
+            messages += [_user(text), _assistant(reply, blind)]
+    return messages + [_user(_last_turn(rng))]
 
 
 def _user(text):
@@ -481,10 +405,10 @@ def _assistant(text, blind):
 
 
 def _dialogue(rng, persona, population, kind):
-    two = rng.random() < SECOND_EXCHANGE
+    short = rng.random() < SHORT_DIALOGUE
     if kind == "general":
-        return _general_dialogue(rng, two)
-    return _personal_dialogue(rng, persona, population, two)
+        return _general_dialogue(rng, short)
+    return _personal_dialogue(rng, persona, population, short)
 
 
 def target_keys(messages):

@@ -86,7 +86,19 @@ def cmd_synth(args) -> int:
         knobs = validate_knobs({**SIMULATOR_DEFAULTS, **knobs})
     except ValueError as e:
         return _err(f"synth: {e}")
+    if not args.out and not args.compare_to:
+        return _err("synth: give --out FILE (write the data), --compare-to FILE (compare it with real data), or both")
     records = simulate(**knobs)
+    if args.compare_to:
+        from engine.data.dialogue_stats import compare_table, dialogue_stats
+        try:
+            real = dialogue_stats(args.compare_to)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return _err(f"synth: --compare-to {args.compare_to}: {e}")
+        print(compare_table(dialogue_stats(records), real, ("simulator", os.path.basename(args.compare_to.rstrip('/')))))
+        print(f"simulator: {format_sim_spec(knobs)}")
+    if not args.out:
+        return 0
     write_jsonl(records, args.out)
     print(f"wrote {len(records)} dialogues of {knobs['personas']} personas to {args.out}", file=sys.stderr)
     ds = dataset_from_records(records, format_sim_spec(knobs))
@@ -443,7 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write the smart-home persona simulator's dataset as JSONL")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", help="write the dialogues here (JSONL)")
+    s.add_argument("--compare-to", dest="compare_to", metavar="FILE",
+                   help="print the simulator's dialogue statistics beside those of real dialogues (a JSONL file or "
+                        "EdgeWisePersona folder), with each statistic's range and whether the simulator is within it")
     for k, v in SIMULATOR_DEFAULTS.items():
         s.add_argument("--" + k.replace("_", "-"), dest=k, type=type(v), help=f"default {v}")
     s.set_defaults(fn=cmd_synth)
