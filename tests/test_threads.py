@@ -79,7 +79,7 @@ def test_a_run_uses_the_threads_it_is_given_and_stores_the_choice(tmp_path):
     execute_run(spec, tmp_path / "r", progress=lambda *a, **k: seen.append(torch.get_num_threads()))
     assert seen and set(seen) == {1}
     config = json.loads(json.loads((tmp_path / "r" / "run.json").read_text())["config_json"])
-    assert config["threads"]["initial"]["threads"] == 1 and config["threads"]["changes"] == []
+    assert config["threads_used"]["initial"]["threads"] == 1 and config["threads_used"]["changes"] == []
     with pytest.raises(Exception, match="threads must be an integer >= 1"):
         RunSpec(data="sim", threads=0).check()
 

@@ -276,7 +276,8 @@ def coverage_text(coverage: dict, pooled_seeds: bool = False) -> str:
             f"({s}) nor another draw of the data ({data}).")
 
 
-SEED_FREE = ("seed", "name", "methods", "precision_resolved", "device", "study")  # what may differ between seeds of one setup
+# what may differ between seeds of one setup (threads change float summation order only)
+SEED_FREE = ("seed", "name", "methods", "precision_resolved", "device", "study", "threads", "threads_used")
 
 
 def seed_groups(run_ids, path=None) -> dict:

@@ -132,7 +132,7 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
                    error=f"{type(e).__name__}: {e}", finished_at=datetime.now(timezone.utc).isoformat())
         raise
     finally:
-        run["config_json"] = json.dumps({**json.loads(run["config_json"]), "threads": {
+        run["config_json"] = json.dumps({**json.loads(run["config_json"]), "threads_used": {
             "initial": choice.to_dict(), "changes": refit.changes}}, sort_keys=True)
         store.write_run_file(results_dir, run)
         backend.close()
