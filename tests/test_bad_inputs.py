@@ -427,7 +427,8 @@ def test_profile_and_reply_text_is_not_rendered_as_markdown(tmp_path, monkeypatc
 
 
 def test_an_empty_duckdb_database_becomes_a_store(tmp_path, capsys):
-    """An odd input that is fine: a DuckDB file without tables (made by `duckdb x.duckdb`) gets the store's."""
+    """An odd input that is fine: a DuckDB file without tables (made by `duckdb x.duckdb`) is a store without runs;
+    reading it writes nothing, its first write gives it the store's tables (tests/test_reliability.py)."""
     db = tmp_path / "made_by_hand.duckdb"
     duckdb.connect(str(db)).close()
     assert cli.main(["runs", "--store", str(db)]) == 0
