@@ -291,7 +291,7 @@ def cmd_ingest(args) -> int:
     try:
         added = store.ingest(args.dir, args.store, problems=problems)
     except store.StoreFull as e:  # nothing was changed; the folder keeps everything
-        print(f"error: {e}; then run this command again", file=sys.stderr)
+        print(f"error: {e}; free some space, then run this command again", file=sys.stderr)
         return 1
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
@@ -526,7 +526,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return STORE_NOT_WRITTEN
     except store.StoreFull as e:  # met while writing: nothing was changed, freeing space helps
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}; free some space, then run this command again", file=sys.stderr)
         return 1
     except (store.StoreError, store.ResultFileError) as e:  # a bad --store or result folder: nothing was changed
         return _err(f"error: {e}")

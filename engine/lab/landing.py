@@ -56,8 +56,8 @@ def is_disk_full(e: BaseException) -> bool:
     seen = set()
     while e is not None and id(e) not in seen:  # the full disk may be the cause of what surfaced
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            return True
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "no space left on device" in str(e).lower():
+            return True  # also what a library wraps it in (safetensors, pyarrow)
         e = e.__cause__ or e.__context__
     return False
 

@@ -163,7 +163,7 @@ def failure(path, e: Exception, doing: str = "could not write") -> StoreError:
     """The StoreError for a failed statement or connection: the disk is full, the file is damaged, or else what
     DuckDB said (one line each, naming the store)."""
     if _is_full(e):
-        return StoreFull(f"store {path}: the disk is full ({_first_line(e)}); nothing was changed — free some space")
+        return StoreFull(f"store {path}: the disk is full ({_first_line(e)}); nothing was changed")
     if _is_damage(e):
         return StoreDamaged(f"store {path}: the file is damaged ({_first_line(e)}); restore it from a backup or "
                             "choose another store path")
