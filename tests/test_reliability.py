@@ -195,7 +195,9 @@ def test_a_run_records_its_owner_and_a_heartbeat(tmp_path, monkeypatch):
                 results)
     run = json.loads((results / "run.json").read_text())
     assert run["host"] == owner.host() and run["pid"] == os.getpid()
-    assert run["pid_start"] == owner.process_start(os.getpid())
+    assert run["pid_start"].split("@")[0] == owner.process_start(os.getpid())
+    assert owner.pid_state(os.getpid(), run["pid_start"]) == "alive"
+    assert owner.pid_state(os.getpid(), run["pid_start"].split("@")[0] + "@another-namespace") == "unknown"
     assert run["heartbeat_at"] >= run["created_at"] and run["status"] == "done"
 
 

@@ -2,9 +2,9 @@
 
 A run records its owner when it starts: the host, the process id and the process's start (the kernel's boot id
 and the start time in clock ticks from /proc/<pid>/stat, which tell a process apart from a later one that reuses
-its pid). While it works it refreshes a heartbeat in its run.json. Any lab command that finds a `running` run
-asks `state()`: on this host the process either lives (same pid, same start) or is gone; on another host only a
-heartbeat older than STALE_S says it is gone. A process's start is known from the moment it is forked, before
+its pid; and its pid namespace). While it works it refreshes a heartbeat in its run.json. Any lab command that
+finds a `running` run asks `state()`: on this host (and pid namespace) the process either lives (same pid, same
+start) or is gone; elsewhere only a heartbeat older than STALE_S says it is gone. A process's start is known from the moment it is forked, before
 it execs anything, so a worker that is still starting is never taken for a dead one.
 """
 from __future__ import annotations
@@ -48,9 +48,18 @@ def process_start(pid: int | None) -> str | None:
     return f"{_boot_id()}:{fields[19]}"
 
 
+def _pid_namespace() -> str:
+    """This process's pid namespace (two containers with one host name see different processes under one pid)."""
+    try:
+        return os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:
+        return ""
+
+
 def me() -> dict:
-    """This process as an owner: host, pid, pid_start."""
-    return {"host": host(), "pid": os.getpid(), "pid_start": process_start(os.getpid())}
+    """This process as an owner: host, pid, pid_start (with its pid namespace after an '@')."""
+    start = process_start(os.getpid())
+    return {"host": host(), "pid": os.getpid(), "pid_start": f"{start}@{_pid_namespace()}" if start else None}
 
 
 def now_iso() -> str:
@@ -79,6 +88,10 @@ def pid_state(pid: int | None, pid_start: str | None = None) -> str:
     if not pid or (isinstance(pid, float) and pid != pid):
         return "unknown"
     pid = int(pid)
+    if pid_start and "@" in pid_start:
+        pid_start, namespace = pid_start.rsplit("@", 1)
+        if namespace != _pid_namespace():  # another container's process: its pid means nothing here
+            return "unknown"
     if _has_proc():
         start = process_start(pid)
         if start is None:
@@ -104,12 +117,14 @@ def state(owner_host, pid, pid_start, heartbeat_at=None) -> tuple[str, str]:
         s = pid_state(pid, pid_start if isinstance(pid_start, str) else None)
         if s == "gone":
             return "gone", f"its process (pid {int(pid)} on {owner_host}) ended without recording an outcome{beat}"
-        return s, ""
+        if s == "alive":
+            return s, ""
+        # unknown: no pid, or another pid namespace (a container with this host name): as for another host
     age = _seconds_since(heartbeat_at)
     if age is not None and age > STALE_S:
         return "gone", (f"no heartbeat from its process (pid {pid} on {owner_host}) for {age / 60:.0f} min"
                         f"{beat}")
-    return "unknown", f"it runs on another host ({owner_host})"
+    return "unknown", f"it runs elsewhere ({owner_host}); no heartbeat for {STALE_S / 60:.0f} min would say it is gone"
 
 
 INTERRUPTED = "interrupted"

@@ -13,7 +13,7 @@ import pandas as pd
 from engine import settings
 import engine.store.owner as owner
 import engine.store.results as results
-from engine.store.db import METRIC_COLUMNS, StoreBusy, connect, query, verify
+from engine.store.db import METRIC_COLUMNS, StoreBusy, StoreError, connect, query, verify
 
 KINDS = ("all", "personal", "general")  # which test targets a per-persona figure is over
 
@@ -48,7 +48,8 @@ def runs(path=None) -> pd.DataFrame:
 def settle(path=None, timeout: float = 15.0) -> dict[str, str]:
     """Runs and studies the store shows as `running` whose process is gone (engine.store.owner): stored as
     `interrupted` with why (finished methods are kept). Returns {run or study id: why} of those found; when the
-    store is locked they are returned all the same (the caller shows them so) and stored by a later call. Reads
+    store cannot be written now (locked, full, a newer lab's) they are returned all the same and stored by a
+    later call. Reads
     first and writes only when there is something to settle; an absent store is left absent."""
     if not os.path.exists(settings.store_path(path)):
         return {}
@@ -75,7 +76,7 @@ def settle(path=None, timeout: float = 15.0) -> dict[str, str]:
                 for study_id in gone_studies:
                     con.execute("UPDATE studies SET status = 'interrupted' WHERE study_id = ? AND status = 'running'",
                                 [study_id])
-        except StoreBusy:
+        except StoreError:  # locked, full, or a newer lab's store (read, never written): shown, stored later
             pass
     return {**gone_runs, **gone_studies}
 

@@ -202,12 +202,7 @@ def ingest(results_dir, path=None, problems: list | None = None, timeout: float 
     run, tables, methods, bad = _read_results(results_dir)
     run_id = run["run_id"]
     settled = settle(run)
-    if settled is not run:
-        run = settled
-        try:  # nobody else writes it now: the folder tells the truth too
-            write_json_atomic(results_dir / "run.json", run)
-        except OSError:
-            pass
+    changed, run = settled is not run, settled
     with connect(path, timeout=timeout) as con:
         stored = con.execute("SELECT status, artifacts_dir, created_at, task FROM runs WHERE run_id = ?",
                              [run_id]).fetchone()
@@ -247,6 +242,11 @@ def ingest(results_dir, path=None, problems: list | None = None, timeout: float 
             except BaseException:
                 _rollback(con)
                 raise
+    if changed:  # landed interrupted: nobody else writes the run file now, so the folder tells the truth too
+        try:
+            write_json_atomic(results_dir / "run.json", run)
+        except OSError:
+            pass
     if bad:
         if problems is None:
             raise ResultFileError("; ".join(bad))
