@@ -61,16 +61,16 @@ class _Heartbeat:
         self.started, self.last = False, time.monotonic()
 
     def __call__(self, phase, done, total, **info):
+        if self.progress:  # first: a job's progress stops the run when its folder was deleted
+            self.progress(phase, done, total, **info)
         now = time.monotonic()
         if self.started and now - self.last >= owner.HEARTBEAT_EVERY_S:
             self.last = now
             self.run["heartbeat_at"] = owner.now_iso()
-            try:
-                store.write_run_file(self.results_dir, self.run)
-            except OSError:  # a full disk: the run meets it where it writes its results
+            try:  # never recreates a deleted results folder
+                store.write_json_atomic(self.results_dir / "run.json", self.run)
+            except OSError:  # a full disk, a folder gone: the run meets it where it writes its results
                 pass
-        if self.progress:
-            self.progress(phase, done, total, **info)
 
 
 def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = None, job_id: str | None = None,

@@ -154,9 +154,10 @@ def _is_full(e: BaseException) -> bool:
 
 
 def _is_damage(e: Exception) -> bool:
+    """What DuckDB says of a file it cannot read back (not of a statement: 'Malformed JSON' is about a value)."""
     msg = str(e).lower()
-    return any(s in msg for s in ("corrupt database file", "could not read enough bytes", "checksum", "malformed",
-                                  "failed to read", "invalid block", "database file is corrupted"))
+    return any(s in msg for s in ("corrupt database file", "could not read enough bytes", "does not match stored checksum",
+                                  "database file is corrupted"))
 
 
 def failure(path, e: Exception, doing: str = "could not write") -> StoreError:

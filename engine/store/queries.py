@@ -49,8 +49,7 @@ def settle(path=None, timeout: float = 15.0) -> dict[str, str]:
     """Runs and studies the store shows as `running` whose process is gone (engine.store.owner): stored as
     `interrupted` with why (finished methods are kept). Returns {run or study id: why} of those found; when the
     store cannot be written now (locked, full, a newer lab's) they are returned all the same and stored by a
-    later call. Reads
-    first and writes only when there is something to settle; an absent store is left absent."""
+    later call. Reads first and writes only when there is something to settle; an absent store is left absent."""
     if not os.path.exists(settings.store_path(path)):
         return {}
     runs_ = query("SELECT run_id, host, pid, pid_start, heartbeat_at, artifacts_dir FROM runs WHERE status = "

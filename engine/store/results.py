@@ -18,8 +18,6 @@ from engine import settings
 import engine.store.owner as owner
 from engine.store.db import METHOD_TABLES, RUN_TABLES, ResultFileError, _insert, connect, failure
 
-FINISHED = ("done", "failed", "cancelled", "interrupted")  # a run's statuses after `running`
-
 
 def method_dirname(method: str) -> str:
     return method.replace(":", "__")
