@@ -233,6 +233,30 @@ def test_a_running_run_whose_process_is_gone_becomes_interrupted(tmp_path, capsy
     assert store.queries.run_row(run_id, db)["status"] == "running"
 
 
+def test_a_run_the_lab_cannot_judge_can_be_marked_interrupted(tmp_path, capsys):
+    """issue: a run stuck `running` could not be marked by any command. Runs made before owners were recorded (and
+    runs on another host within an hour of their last heartbeat) cannot be judged by the lab: `engine runs
+    --interrupt RUN_ID` marks one by hand; it refuses a run whose process lives here, and one that is not running."""
+    from engine.store import owner
+    db = tmp_path / "store.duckdb"
+    run_id = quick_run(tmp_path, db, capsys)
+    with store.connect(db) as con:  # as an earlier lab left it: running, no owner
+        con.execute("UPDATE runs SET status = 'running', finished_at = NULL, host = NULL, pid = NULL, pid_start = NULL")
+    assert cli.main(["runs", "--store", str(db)]) == 0 and store.queries.run_row(run_id, db)["status"] == "running"
+    with store.connect(db) as con:
+        con.execute("UPDATE runs SET host = ?, pid = ?, pid_start = ?", [owner.host(), os.getpid(),
+                                                                          owner.process_start(os.getpid())])
+    assert cli.main(["runs", "--interrupt", run_id, "--store", str(db)]) == 2
+    assert "is alive on this host" in capsys.readouterr().err
+    with store.connect(db) as con:
+        con.execute("UPDATE runs SET host = NULL, pid = NULL, pid_start = NULL")
+    assert cli.main(["runs", "--interrupt", run_id, "--store", str(db)]) == 0
+    assert f"{run_id}  interrupted" in capsys.readouterr().out
+    assert store.queries.run_row(run_id, db)["status"] == "interrupted"
+    assert cli.main(["runs", "--interrupt", run_id, "--store", str(db)]) == 2
+    assert "is interrupted, not running" in capsys.readouterr().err
+
+
 def test_a_starting_worker_is_not_taken_for_dead(tmp_path):
     """issue: under CPU load a just-submitted job was declared dead at once (failed, empty log): liveness looked for
     the job id in the worker's command line, which a worker between fork and exec does not carry yet. A worker is

@@ -276,6 +276,11 @@ def cmd_runs(args) -> int:
     `interrupted` first (engine.store.queries.settle)."""
     from engine import store
     path = existing_store(args.store)
+    if args.interrupt:
+        try:
+            print(f"run {args.interrupt}: {store.queries.mark_interrupted(args.interrupt, path)}", file=sys.stderr)
+        except ValueError as e:
+            return _err(f"error: {e}")
     store.queries.settle(path)
     print_runs(path)
     return 0
@@ -458,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("runs", help="list runs with per-method mean ± std of score over personas")
     ls.add_argument("--store", default=None)
+    ls.add_argument("--interrupt", metavar="RUN_ID", help="store a `running` run that no process runs any more as "
+                    "interrupted, when the lab cannot tell by itself (a run of an earlier lab version, or one on "
+                    "another host within an hour of its last heartbeat); refused while its process lives here")
     ls.set_defaults(fn=cmd_runs)
 
     ig = sub.add_parser("ingest", help="copy a run's result folder into the store")

@@ -80,6 +80,25 @@ def settle(path=None, timeout: float = 15.0) -> dict[str, str]:
     return {**gone_runs, **gone_studies}
 
 
+def mark_interrupted(run_id: str, path=None) -> str:
+    """A `running` run stored as `interrupted` by hand (for what settle cannot tell: no owner recorded, another
+    host); ValueError when there is no such run, it is not running, or its process is alive here. Returns why."""
+    row = run_row(run_id, path)
+    if row is None:
+        raise ValueError(f"no run '{run_id}' in the store {settings.store_path(path)}")
+    if row["status"] != "running":
+        raise ValueError(f"run {run_id} is {row['status']}, not running")
+    state, _ = owner.state(row.get("host"), row.get("pid"), row.get("pid_start"))
+    if state == "alive":
+        raise ValueError(f"run {run_id} is running: its process (pid {int(row['pid'])}) is alive on this host; stop it "
+                         "first (it then ends cancelled)")
+    why = "interrupted: marked by hand (engine runs --interrupt); finished methods are kept"
+    with connect(path) as con:
+        con.execute("UPDATE runs SET status = 'interrupted', error = coalesce(error, ?), finished_at = "
+                    "coalesce(finished_at, now()) WHERE run_id = ? AND status = 'running'", [why, run_id])
+    return why
+
+
 def run_row(run_id: str, path=None) -> dict | None:
     """One run's row, or None."""
     rows = query("SELECT * FROM runs WHERE run_id = ?", [run_id], path)
