@@ -113,7 +113,7 @@ else:
                            type=["jsonl", "json", "txt"], key="data_upload", accept_multiple_files=True)
     if ups:
         try:
-            source = str(paths.save_upload(ui.jobs_dir() / "uploads", [(u.name, u.getvalue()) for u in ups]))
+            source = str(paths.save_upload(ui.jobs_dir() / "uploads", [(u.name, u) for u in ups]))  # streamed
         except paths.PathError as e:
             st.error(str(e))
 
@@ -354,7 +354,10 @@ import_kind = st.radio("Results file", ["Upload", "File path"], horizontal=True,
 results_name, results_raw = None, None
 if import_kind == "Upload":
     up = st.file_uploader("Results file (CSV, JSON, JSONL)", type=["csv", "json", "jsonl"], key="import_upload")
-    if up is not None:
+    if up is not None and up.size > importer.MAX_FILE_BYTES:
+        st.error(f"{ui.plain(up.name)}: larger than {importer.MAX_FILE_BYTES // 2**20} MB; a per-persona results file "
+                 "is far smaller")
+    elif up is not None:
         results_name, results_raw = up.name, up.getvalue()
 else:
     typed = st.text_input("Path to a results file", key="import_path", placeholder="results/per_persona.csv",
@@ -362,11 +365,11 @@ else:
     if typed:
         try:
             results_path = paths.confine(typed, "results path")
-            results_name, results_raw = str(results_path), results_path.read_bytes()
+            results_name, results_raw = str(results_path), importer.read_file(results_path)
         except paths.PathError as e:
             st.error(str(e))
-        except OSError as e:
-            st.error(f"{ui.plain(typed)}: cannot be read ({e.strerror})")
+        except importer.ImportProblems as e:  # not a regular file (a FIFO, a device), too big, unreadable
+            st.error(ui.plain(e.problems[0]))
 persona_column = st.text_input("Persona column", importer.PERSONA_COLUMN, key="import_persona_column").strip()
 
 

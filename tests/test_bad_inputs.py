@@ -68,6 +68,12 @@ def lab(tmp_path_factory):
         "choice_in_dialogue.jsonl": jsonl(GOOD[0], {"persona_id": "p1", "persona": "Profile of p1.", "prompt": "?",
                                                     "choices": ["a", "b"], "answer": 5, "split": "test"}),
         "empty_profile.jsonl": jsonl(GOOD[0], {**GOOD[1], "persona": ""}),
+        "lone_surrogate.jsonl": jsonl(GOOD[0], line("p\ud800", "train"), *GOOD[1:]),
+        "spaced_id.jsonl": jsonl(*GOOD, line(" p1", "train")),
+        "control_reply.jsonl": jsonl(GOOD[0], {**GOOD[1], "messages": [
+            {"role": "user", "text": "Dim the lights."}, {"role": "assistant", "text": "\x00\x01\x7f\u200b"}]}),
+        "newline_id.csv": 'persona_id,score\n"p\n1",0.5\np2,0.6\n',
+        "percent.csv": "persona_id,score,accuracy\np1,0.5,82%\np2,0.6,71%\n",
     }.items():
         (files / name).write_text(text)
     (files / "bad_utf8.jsonl").write_bytes(json.dumps(GOOD[0]).encode() + b'\n{"persona_id": "p\xff"}\n'
@@ -80,6 +86,10 @@ def lab(tmp_path_factory):
     con = duckdb.connect(str(d / "foreign.duckdb"))
     con.execute("CREATE TABLE invoices (id INTEGER, total DOUBLE)")
     con.close()
+    con = duckdb.connect(str(d / "foreign_runs.duckdb"))  # another program's, with a table named like ours
+    con.execute("CREATE TABLE runs (id INTEGER, note VARCHAR)")
+    con.execute("INSERT INTO runs VALUES (1, 'mine')")
+    con.close()
     (d / "export_here").mkdir()
     (d / "export_here" / "README.md").write_text("my own notes\n")
     (d / "result_no_run").mkdir()
@@ -90,6 +100,13 @@ def lab(tmp_path_factory):
     assert cli.main(["run", "--data", str(files / "no_profiles.jsonl"), "--methods", "base,unified,per_persona",
                      "--store", str(db), *QUICK]) == 0  # methods that never read a profile run without one
     run_id = store.queries.runs(db).run_id[0]
+    damaged = d / "damaged.duckdb"  # a store cut in half (a copy interrupted, a disk that filled up)
+    damaged.write_bytes(db.read_bytes()[:db.stat().st_size // 2])
+    copy = d / "reused_id"  # another run's results folder that reuses the stored run's id
+    copy.mkdir()
+    run = json.loads((d / "runs" / run_id / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**run, "name": "someone else's", "status": "running",
+                                               "artifacts_dir": str(copy), "host": None, "pid": None}))
     return {"dir": d, "files": files, "store": db, "run": run_id}
 
 
@@ -183,6 +200,21 @@ CASES = {
     "store of another program": (lambda L: ["--store", D(L, "foreign.duckdb")], "a DuckDB database of another program"),
     "store in a missing folder": (lambda L: ["--store", D(L, "missing/store.duckdb")], "does not exist"),
     "store folder is a file": (lambda L: ["--store", D(L, "a_file/store.duckdb")], "does not exist"),
+    # issue 20: refused before the model loads, instead of failing (or running on) later
+    "another program's store with a runs table": (lambda L: ["--store", D(L, "foreign_runs.duckdb")],
+                                                  "a DuckDB database of another program"),
+    "store cut in half": (lambda L: ["--store", D(L, "damaged.duckdb")], "the file is damaged"),
+    "empty --store": (lambda L: ["--store", ""], "--store: an empty path"),
+    "seed beyond 32 bits": (lambda L: ["--seed", "18446744073709551616"], "seed must be at most 2147483647"),
+    "knob given twice": (lambda L: ["--data", "sim:personas=3,personas=5"], "knob 'personas' given twice"),
+    "target given twice": (lambda L: ["--targets", "q_proj,q_proj"], "targets: 'q_proj' given twice"),
+    "rank beyond the layers": (lambda L: ["--r", "4096"], "r must be at most 32"),
+    "persona id with a lone surrogate": (lambda L: ["--data", F(L, "lone_surrogate.jsonl")],
+                                         "lone_surrogate.jsonl:2: a text holds \\ud800"),
+    "persona id with spaces around it": (lambda L: ["--data", F(L, "spaced_id.jsonl")],
+                                         "spaced_id.jsonl:7: 'persona_id' ' p1' has spaces around it"),
+    "reply of control characters": (lambda L: ["--data", F(L, "control_reply.jsonl")],
+                                    "control_reply.jsonl:2: message 2: 'text' has no visible character"),
 }
 
 OTHER_COMMANDS = {
@@ -209,6 +241,37 @@ OTHER_COMMANDS = {
                                     "run.json: unreadable"),
     "runs of a folder": (lambda L: ["runs", "--store", D(L, "a_folder")], "is a folder, not a DuckDB file"),
     "runs of a non-DuckDB file": (lambda L: ["runs", "--store", D(L, "not_duckdb.duckdb")], "not a DuckDB database"),
+    # issue 20: read commands never create a store; another program's database and a damaged store are said so
+    "runs of a store that is not there": (lambda L: ["runs", "--store", D(L, "typo.duckdb")], "no store at"),
+    "runs with an empty --store": (lambda L: ["runs", "--store", ""], "--store: an empty path"),
+    "runs of another program's store with a runs table": (lambda L: ["runs", "--store", D(L, "foreign_runs.duckdb")],
+                                                           "a DuckDB database of another program"),
+    "runs of a store cut in half": (lambda L: ["runs", "--store", D(L, "damaged.duckdb")], "the file is damaged"),
+    "compare on a store that is not there": (lambda L: ["compare", "--runs", L["run"], "--store", D(L, "typo.duckdb")],
+                                             "no store at"),
+    "export from a store that is not there": (lambda L: ["export", "--run", L["run"], "--method", "unified", "--out",
+                                                         D(L, "new_out"), "--store", D(L, "typo.duckdb")],
+                                              "no store at"),
+    "export --base-out into a folder with files": (lambda L: ["export", "--run", L["run"], "--method", "unified",
+                                                              "--out", D(L, "new_out"), "--base-out",
+                                                              D(L, "export_here"), "--store", str(L["store"])],
+                                                   "export_here exists and is not empty"),
+    "export --base-out equal to --out": (lambda L: ["export", "--run", L["run"], "--method", "unified", "--out",
+                                                    D(L, "new_out"), "--base-out", D(L, "new_out"), "--store",
+                                                    str(L["store"])], "is the --out folder"),
+    "export into /proc": (lambda L: ["export", "--run", L["run"], "--method", "unified", "--out", "/proc/x",
+                                     "--store", str(L["store"])], "--out /proc/x: cannot write there"),
+    "export into /sys": (lambda L: ["export", "--run", L["run"], "--method", "unified", "--out", "/sys/x",
+                                    "--store", str(L["store"])], "--out /sys/x: cannot write there"),
+    "ingest a copy that reuses a stored run's id": (lambda L: ["ingest", D(L, "reused_id"), "--store", str(L["store"])],
+                                                    "is already in the store"),
+    "import a persona id with a newline": (lambda L: ["import", F(L, "newline_id.csv"), "--store", str(L["store"])],
+                                           "newline_id.csv:2: persona 'p\\n1' has a control character"),
+    "import an accuracy column of percentages": (lambda L: ["import", F(L, "percent.csv"), "--store", str(L["store"])],
+                                                 "percent.csv:2: column 'accuracy': '82%' is not a number"),
+    "study varying one axis twice": (lambda L: ["study", "--data", SIM, "--vary", "r=4", "--vary", "r=8", "--methods",
+                                                "base", "--model", "tiny-random", "--store", str(L["store"])],
+                                     "--vary r: given twice"),
 }
 
 
@@ -364,7 +427,8 @@ def test_profile_and_reply_text_is_not_rendered_as_markdown(tmp_path, monkeypatc
 
 
 def test_an_empty_duckdb_database_becomes_a_store(tmp_path, capsys):
-    """An odd input that is fine: a DuckDB file without tables (made by `duckdb x.duckdb`) gets the store's."""
+    """An odd input that is fine: a DuckDB file without tables (made by `duckdb x.duckdb`) is a store without runs;
+    reading it writes nothing, its first write gives it the store's tables (tests/test_reliability.py)."""
     db = tmp_path / "made_by_hand.duckdb"
     duckdb.connect(str(db)).close()
     assert cli.main(["runs", "--store", str(db)]) == 0

@@ -106,6 +106,10 @@ def test_resume_after_a_kill_redoes_nothing_finished(tmp_path):
     study_id = store.query("SELECT study_id FROM studies", path=db).study_id[0]
     before = _method_rows(db)
     assert len(before) < 6  # killed before the end
+    listed = subprocess.run([sys.executable, "-m", "engine", "runs", "--store", db], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0 and "running" not in listed.stdout, listed.stdout  # its process is gone (issue 20)
+    assert store.query("SELECT status FROM studies", path=db).status[0] == "interrupted"
     r = subprocess.run([sys.executable, "-m", "engine", "study", "--resume", study_id, "--store", db], cwd=ROOT,
                        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
@@ -116,6 +120,7 @@ def test_resume_after_a_kill_redoes_nothing_finished(tmp_path):
     assert len(kept) == len(before)  # every finished method is still there, untouched
     assert (kept.train_seconds == kept.train_seconds_before).all() and (kept.mean_score == kept.mean_score_before).all()
     assert store.query("SELECT status FROM studies", path=db).status[0] == "done"
+    assert set(store.queries.runs(db).status) == {"done"}
 
 
 def test_statistics_over_seeds_equal_a_hand_computation():

@@ -44,6 +44,9 @@ def print_runs(path, run_ids=None) -> None:
         imported = r.get("task") == "imported"  # per-persona scores only: no model, seed, kinds or times
         print(f"{r.run_id}  {r.status:9s} {'imported' if imported else r.model}  {r.dataset}  "
               f"{'' if imported else f'seed={r.seed}  '}personas={r.n_personas}  score={r.get('metric') or 'score'}")
+        if r.status in ("failed", "cancelled", "interrupted") and isinstance(r.get("error"), str) and r.error:
+            why = r.error.splitlines()[0]  # e.g. the process that ran it is gone
+            print(f"    {r.status}: {why.removeprefix(f'{r.status}: ')}")
         for _, m in methods[methods.run_id == r.run_id].iterrows():
             s = summarize(scores[(scores.run_id == r.run_id) & (scores.method == m.method)].score.values)
             epochs = "" if m.get("epochs_trained") is None or m.epochs_trained != m.epochs_trained \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from dataclasses import dataclass, field
 
 SPLITS = ("train", "val", "test")
@@ -88,11 +89,12 @@ def cap(lines: list[str]) -> list[str]:
     return lines[:MAX_PROBLEMS] + [f"... and {len(lines) - MAX_PROBLEMS} more problems"]
 
 
-def parse_jsonl(raw: bytes):
-    """(objects, problems, numbers) of JSONL bytes: (line, object) of every readable line, (line, message) of every
-    unreadable one, and the numbers of all non-blank lines (line-aligned files compare them)."""
+def parse_jsonl(raw):
+    """(objects, problems, numbers) of JSONL bytes, or of an iterable of byte lines (a file opened in binary mode,
+    read line by line, so a big file is never held whole): (line, object) of every readable line, (line, message)
+    of every unreadable one, and the numbers of all non-blank lines (line-aligned files compare them)."""
     lines, problems, numbers = [], [], []
-    for number, line_bytes in enumerate(raw.split(b"\n"), start=1):
+    for number, line_bytes in enumerate(raw.split(b"\n") if isinstance(raw, (bytes, bytearray)) else raw, start=1):
         if not line_bytes.strip():
             continue  # blank lines are allowed
         numbers.append(number)
@@ -112,8 +114,44 @@ def parse_jsonl(raw: bytes):
         except ValueError as e:  # e.g. an integer of more digits than Python converts
             problems.append((number, f"unreadable JSON value: {e}"))
             continue
+        if "\\u" in text and lone_surrogate(obj):  # "\\ud800": valid JSON, but no UTF-8 file or store holds it
+            problems.append((number, f"a text holds {lone_surrogate(obj)}, half of a UTF-16 surrogate pair (not a "
+                                     "character); write the character itself"))
+            continue
         lines.append((number, obj))
     return lines, problems, numbers
+
+
+def lone_surrogate(obj) -> str | None:
+    """The first lone surrogate (as an escape, e.g. '\\ud800') in any key or text of a decoded JSON value, or None."""
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return obj[e.start].encode("unicode_escape").decode()
+        return None
+    items = obj.items() if isinstance(obj, dict) else obj if isinstance(obj, list) else ()
+    for item in items:
+        for part in (item if isinstance(obj, dict) else (item,)):
+            found = lone_surrogate(part)
+            if found:
+                return found
+    return None
+
+
+def visible(text: str) -> bool:
+    """Whether a text has a character one can see: not only spaces, line breaks, control or format characters."""
+    return any(unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp") for c in text)
+
+
+def persona_id_problem(persona_id: str) -> str | None:
+    """Why a persona id (a non-empty text) cannot be one, or None: spaces around it (' p1' and 'p1' would be two
+    personas that read the same), or a control character (a newline, a tab) that no table or page shows."""
+    if persona_id != persona_id.strip():
+        return f"'persona_id' {persona_id!r} has spaces around it ({persona_id.strip()!r} would be another persona)"
+    if any(unicodedata.category(c) == "Cc" for c in persona_id):
+        return f"'persona_id' {persona_id!r} has a control character (a newline, a tab, ...)"
+    return None
 
 
 def nonempty_str(value) -> bool:
@@ -143,6 +181,10 @@ def check_messages(messages, problem):
         if not nonempty_str(text):
             problem(f"message {i}: empty or missing 'text'")
             ok = False
+        elif not visible(text):
+            problem(f"message {i}: 'text' has no visible character (only control, format or space characters: "
+                    f"{text[:20]!r})")
+            ok = False
         for key in ("kind", "persona_blind"):
             if key in m and role != "assistant":
                 problem(f"message {i}: '{key}' is only allowed on assistant messages")
@@ -150,8 +192,8 @@ def check_messages(messages, problem):
         if "kind" in m and m["kind"] not in KINDS:
             problem(f"message {i}: unknown kind {m['kind']!r} (expected one of {', '.join(KINDS)})")
             ok = False
-        if "persona_blind" in m and not nonempty_str(m["persona_blind"]):
-            problem(f"message {i}: 'persona_blind' must be a non-empty string")
+        if "persona_blind" in m and not (nonempty_str(m["persona_blind"]) and visible(m["persona_blind"])):
+            problem(f"message {i}: 'persona_blind' must be a non-empty string with a visible character")
             ok = False
         pairs.append((role, text, m.get("kind"), m.get("persona_blind")))
     if ok and not any(p[0] == "assistant" for p in pairs):

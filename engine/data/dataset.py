@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from engine.data import edgewise, splitfile
 from engine.data.contract import (AUTO_SPLIT, GIVEN_SPLIT, KINDS, MAX_PROBLEMS, ROLES, SPLITS,  # noqa: F401
                                   DataError, Dataset, Example, auto_splits, check_context_window, check_messages,
-                                  check_meta, dialogue_examples, is_int, nonempty_str, parse_jsonl, raise_problems,
-                                  routine_kind)
+                                  check_meta, dialogue_examples, is_int, nonempty_str, parse_jsonl, persona_id_problem,
+                                  raise_problems, routine_kind)
 
 
 # -----------------------------------------------------------------------------
@@ -69,16 +69,20 @@ def load_jsonl(path, context_window=4, splits=None):
         raise DataError([f"{source}: is a folder, not a JSONL file"])
     if not os.path.isfile(path):
         raise DataError([f"{source}: no such file"])
+    digest = hashlib.sha256()
+
+    def hashed(f):  # line by line: a big file is never held whole beside its parsed records
+        for line in f:
+            digest.update(line)
+            yield line
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            lines, problems, _ = parse_jsonl(hashed(f))
     except OSError as e:
         raise DataError([f"{source}: cannot be read ({e.strerror})"]) from None
-    lines, problems, _ = parse_jsonl(raw)
     if not lines and not problems:
         problems.append((1, "file is empty"))
-    return _build(lines, problems, source, hashlib.sha256(raw).hexdigest(), context_window,
-                  splitfile.locate(path, splits))
+    return _build(lines, problems, source, digest.hexdigest(), context_window, splitfile.locate(path, splits))
 
 
 def dataset_from_records(records, source, context_window=4):
@@ -215,6 +219,9 @@ class _Lines:
         if not nonempty_str(persona_id):
             problem("'persona_id' must be a non-empty string")
             persona_id = None
+        elif persona_id_problem(persona_id):
+            problem(persona_id_problem(persona_id))
+            persona_id = None
         profile = obj.get("persona", obj.get("character"))
         if profile is not None and not nonempty_str(profile):
             problem("'persona' (or 'character') must be a non-empty string when given")
@@ -295,6 +302,7 @@ def _build(lines, problems, source, digest, context_window, split_file=(None, Fa
     checker = _Lines(problems)
     parsed = [p for position, (number, obj) in enumerate(lines)
               if (p := checker.check(number, obj, position, indexed=split_path is not None)) is not None]
+    lines.clear()  # the decoded objects (what is kept lives on in `parsed`): a big file's peak memory is lower
     notes, rule = [], GIVEN_SPLIT
     if split_path is not None and checker.split_given:
         problems.append((checker.split_line, f"'split' is given on the lines and the split file {split_path} gives "

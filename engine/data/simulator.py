@@ -152,6 +152,8 @@ def parse_sim_spec(spec):
             raise ValueError(f"unknown simulator knob {name!r}; known knobs: {', '.join(SIMULATOR_DEFAULTS)}")
         if not eq:
             raise ValueError(f"simulator knob {name!r} needs a value: {name}=...")
+        if name in knobs:
+            raise ValueError(f"simulator knob {name!r} given twice; give each knob once")
         kind = _KNOB_RANGES[name][0]
         try:
             knobs[name] = kind(text.strip())

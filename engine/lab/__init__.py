@@ -8,7 +8,7 @@
     demos      the empty store's one-click runs
     importer   other tools' per-persona results as a run;  export: adapters as PEFT folders
     paths      what the dashboard may open on the server
-    cli        `python -m engine ...`
+    cli        `python -m engine ...`;  landing: where a CLI run's results land, and what is said when they cannot
 
 The top layer: imports any other package, and none imports it.
 """

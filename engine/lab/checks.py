@@ -21,6 +21,15 @@ from engine.training.config import ConfigError, TrainConfig
 CONTEXT_LENGTH = {"tiny-random": 2048, "smollm2-135m": 8192}
 LLAMA_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LINEAR_NAMES = {"tiny-random": LLAMA_LINEAR, "smollm2-135m": LLAMA_LINEAR}
+# Known models' layers as (in_features, out_features) (engine.models.loading: tiny-random is 64 wide with 2 of 4 heads
+# for keys and values, SmolLM2-135M 576 wide with 3 of 9): a rank beyond a layer's narrower side adds parameters
+# and no capacity.
+LAYER_SHAPES = {
+    "tiny-random": {"q_proj": (64, 64), "k_proj": (64, 32), "v_proj": (64, 32), "o_proj": (64, 64),
+                    "gate_proj": (64, 128), "up_proj": (64, 128), "down_proj": (128, 64)},
+    "smollm2-135m": {"q_proj": (576, 576), "k_proj": (576, 192), "v_proj": (576, 192), "o_proj": (576, 576),
+                     "gate_proj": (576, 1536), "up_proj": (576, 1536), "down_proj": (1536, 576)},
+}
 FALLBACK_CONTEXT = 131072
 
 OPTIONS = {"cluster_k": "an integer >= 1 or 'auto'", "merge_k": "an integer >= 1",
@@ -76,16 +85,35 @@ def check_config(cfg: TrainConfig, model: str) -> None:
         if unknown:
             raise ConfigError(f"targets: {model} has no layer named {', '.join(map(repr, unknown))}; "
                               f"its layers: {', '.join(LINEAR_NAMES[model])}")
+    if model in LAYER_SHAPES:
+        check_rank(cfg, model, {t: LAYER_SHAPES[model][t] for t in cfg.targets})
+
+
+def check_rank(cfg: TrainConfig, model: str, shapes: dict) -> None:
+    """The LoRA rank r is at most the narrower side of every targeted layer (shapes: name -> (in, out))."""
+    name, (d_in, d_out) = min(shapes.items(), key=lambda kv: min(kv[1]))
+    if cfg.r > min(d_in, d_out):
+        raise ConfigError(f"r must be at most {min(d_in, d_out)} for these targets of {model} ({name} maps "
+                          f"{d_in} to {d_out} features; a higher rank adds parameters, not capacity), got {cfg.r}")
 
 
 def check_loaded_model(model, cfg: TrainConfig, name: str) -> None:
-    """After loading, before any write: the targets exist in this model (models outside the registry)."""
+    """After loading, before any write: the targets exist in this model and r fits them (models outside the
+    registry)."""
     import torch
     present = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     unknown = [t for t in cfg.targets if t not in present]
     if unknown:
         raise ConfigError(f"targets: {name} has no layer named {', '.join(map(repr, unknown))}; "
                           f"its layers: {', '.join(sorted(present))}")
+    shapes = {}
+    for n, m in model.named_modules():
+        short = n.rsplit(".", 1)[-1]
+        if isinstance(m, torch.nn.Linear) and short in cfg.targets:
+            old = shapes.get(short, (m.in_features, m.out_features))
+            shapes[short] = min(old, (m.in_features, m.out_features), key=min)
+    if shapes:
+        check_rank(cfg, name, shapes)
 
 
 def check_device(device: str | None) -> None:

@@ -1,7 +1,18 @@
 """`python -m engine ...`: synth, run, study, runs, import, ingest, export, actions, calibrate (and the dashboard's
 worker).
 
-Exit codes: 0 ok, 1 the run failed while working, 2 bad input (nothing was written).
+Exit codes:
+    0    ok
+    1    the run (or its store) failed while working: stored as failed where the store could be written, finished
+         methods kept; a disk that filled up or a store found damaged only when the results were written is said
+         so, with the command that lands the kept results later (`ingest`, into another store when it is damaged)
+    2    bad input, refused before any work and nothing was written: a malformed file, an unknown method or model, a
+         hyperparameter out of range, a store path that is not a usable store (a folder, another kind of file,
+         another program's DuckDB database, a damaged store, no store at all for `runs`, `compare`, `export`), a
+         disk too full to start a run, a results folder that cannot be ingested
+    3    only when another process holds the store's lock past the wait: the results are kept in runs/<run_id>/
+         and the message prints the `python -m engine ingest` command to run when the store is free
+    130  cancelled (Ctrl-C, SIGTERM, SIGHUP): stored as cancelled, finished methods kept
 """
 from __future__ import annotations
 
@@ -14,6 +25,7 @@ from pathlib import Path
 
 from engine import settings
 from engine.analysis.report import print_runs
+from engine.lab.landing import STORE_NOT_WRITTEN, Landing, check_run_location, existing_store, is_disk_full
 from engine.lab.spec import PRECISIONS
 from engine.methods.registry import known_methods
 from engine.training.config import TrainConfig
@@ -114,23 +126,7 @@ def cmd_synth(args) -> int:
     return 0
 
 
-STORE_NOT_WRITTEN = 3  # exit code: the run finished (or stopped) but the store could not be written; files kept
-RUN_INGEST_TIMEOUT_S = 2.0   # after each method: a locked store is skipped, the run goes on training
-FINAL_INGEST_TIMEOUT_S = 60.0
-
-
-def _check_run_location(path: str) -> None:
-    """Before any work: the store is usable (or creatable) and runs/ beside it can be written."""
-    from engine import store
-    store.check_location(path)
-    if os.path.exists(path):  # a foreign or broken file fails here; one another process writes now is fine
-        store.queries.check_usable(path, timeout=0.5, busy_ok=True)
-    folder = settings.runs_dir(path)
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise store.StoreError(f"store {path}: cannot write the run folder {folder} ({probe} is not a writable folder)")
+FINAL_INGEST_TIMEOUT_S = 60.0  # at the end of a run: how long a locked store is waited for
 
 
 def _set_handlers(handlers: dict) -> dict:
@@ -142,42 +138,6 @@ def _set_handlers(handlers: dict) -> dict:
         except ValueError:  # not the main thread
             pass
     return previous
-
-
-class _Landing:
-    """A CLI run's results into the store: each method as it finishes (skipped while the store is locked), then
-    everything at the end; says once what could not land and how to land it later."""
-
-    def __init__(self, run_id: str, results, path: str):
-        self.run_id, self.results, self.path, self.said = run_id, results, path, set()
-
-    def ingest(self, timeout: float) -> str | None:
-        """Copy what is finished into the store; the reason it could not, or None."""
-        from engine import store
-        problems = []
-        try:
-            store.ingest(self.results, self.path, problems=problems, timeout=timeout)
-        except store.StoreError as e:  # busy, or the store file went bad while the run worked
-            return str(e)
-        for p in problems:
-            if p not in self.said:
-                self.said.add(p)
-                print(f"warning: {p}", file=sys.stderr)
-        return None
-
-    def after_method(self, method):
-        why = self.ingest(RUN_INGEST_TIMEOUT_S)
-        if why:
-            print(f"note: {method} kept in {self.results}, not yet in the store ({why}); trying again later",
-                  file=sys.stderr)
-
-    def finish(self, code: int, timeout: float | None = None) -> int:
-        why = self.ingest(FINAL_INGEST_TIMEOUT_S if timeout is None else timeout)
-        if why is None:
-            return code
-        print(f"run {self.run_id}: results kept in {self.results} but not in the store ({why}). When the store is "
-              f"free:\n    python -m engine ingest {self.results} --store {self.path}", file=sys.stderr)
-        return STORE_NOT_WRITTEN
 
 
 def cmd_run(args) -> int:
@@ -194,13 +154,13 @@ def cmd_run(args) -> int:
                    splits=args.splits, threads=args.threads)
     path = settings.store_path(args.store)
     try:
-        _check_run_location(path)
+        check_run_location(path)
     except store.StoreError as e:
         return _err(f"error: {e}")
     run_id = settings.new_id()
     results = settings.runs_dir(path) / run_id  # kept: the adapters for `export` live here
     progress = TqdmProgress()
-    landing = _Landing(run_id, results, path)
+    landing = Landing(run_id, results, path)
     after_method, finish = landing.after_method, landing.finish
 
     def on_signal(signum, frame):
@@ -213,7 +173,7 @@ def cmd_run(args) -> int:
         execute_run(spec, results, progress=progress, run_id=run_id, on_method_done=after_method)
         computed = True
         progress.close()
-        code = finish(0)
+        code = finish(0, FINAL_INGEST_TIMEOUT_S)
     except (KeyboardInterrupt, Exception) as e:  # the boundary where a run's outcome is recorded and reported
         progress.close()
         _set_handlers(dict.fromkeys(old, signal.SIG_IGN))  # recording the outcome is not interrupted
@@ -222,16 +182,19 @@ def cmd_run(args) -> int:
                   f"    python -m engine ingest {results} --store {path}", file=sys.stderr)
             return STORE_NOT_WRITTEN
         bad_input = isinstance(e, (DataError, ConfigError, ModelError, ValueError))
-        if not results.exists():  # stopped before any work: nothing written
+        stopped = isinstance(e, KeyboardInterrupt)
+        full = is_disk_full(e)
+        what = "the disk is full" if full else e if stopped else f"{type(e).__name__}: {e}"
+        if not (results / "run.json").exists():  # stopped before any work: nothing (but maybe an empty folder) written
+            if results.exists() and not any(results.iterdir()):
+                results.rmdir()
             if bad_input:
                 return _err(str(e) if isinstance(e, DataError) else f"error: {e}")
-            print(f"run {run_id} {'cancelled' if isinstance(e, KeyboardInterrupt) else 'failed'} before it started:"
-                  f" {type(e).__name__}: {e}", file=sys.stderr)
-            return 130 if isinstance(e, KeyboardInterrupt) else 1
-        stopped = isinstance(e, KeyboardInterrupt)
-        print(f"run {run_id} {'cancelled' if stopped else 'failed'}: {e if stopped else f'{type(e).__name__}: {e}'}"
-              f" (finished methods are kept)", file=sys.stderr)
-        return finish(130 if stopped else 1, timeout=10.0)
+            print(f"{'' if stopped else 'error: '}run {run_id} {'cancelled' if stopped else 'failed'} before it "
+                  f"started: {what}{f' ({e})' if full else ''}", file=sys.stderr)
+            return 130 if stopped else 1
+        outcome = f"run {run_id} {'cancelled' if stopped else 'failed'}: {what}"
+        return finish(130 if stopped else 1, timeout=10.0, outcome=outcome if not full else f"{outcome} ({e})")
     finally:
         _set_handlers(old)
     if code == 0:
@@ -302,14 +265,19 @@ def cmd_import(args) -> int:
     files = []
     for f in args.files:
         try:
-            files.append((f, Path(f).read_bytes()))
-        except OSError as e:
-            return _err(f"{f}: cannot be read ({e.strerror})")
+            files.append((f, importer.read_file(f)))
+        except importer.ImportProblems as e:
+            return _err("\n".join(e.problems))
     try:
-        run_id = importer.import_results(files, args.method, args.metric_column, args.persona_column, args.run,
-                                         args.name, path)
+        plan = importer.plan_import(files, args.method, args.metric_column, args.persona_column, args.run, args.name,
+                                    path)
     except importer.ImportProblems as e:
         return _err("\n".join(e.problems))
+    for method, summary, _ in plan.methods:
+        texts = importer.json.loads(summary["details_json"])["imported"]["text_columns"]
+        if texts:
+            print(f"note: {method}: column(s) {', '.join(texts)} hold no numbers; not kept", file=sys.stderr)
+    run_id = importer.write_import(plan, path)
     print(f"imported {len(files)} method(s) into run {run_id}", file=sys.stderr)
     print_runs(path, [run_id])
     print(run_id)
@@ -317,19 +285,42 @@ def cmd_import(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    print_runs(args.store)
+    """Every run, as the store holds it; a `running` run whose process is gone is stored and shown as
+    `interrupted` first (engine.store.queries.settle)."""
+    from engine import store
+    path = existing_store(args.store)
+    if args.interrupt:
+        try:
+            print(f"run {args.interrupt}: {store.queries.mark_interrupted(args.interrupt, path)}", file=sys.stderr)
+        except ValueError as e:
+            return _err(f"error: {e}")
+    store.queries.settle(path)
+    print_runs(path)
     return 0
 
 
 def cmd_ingest(args) -> int:
+    """A run's result folder into the store (made when absent). A run whose process is gone lands as interrupted,
+    with what it finished; a run id the store holds from another folder is refused."""
     from engine import store
     if not (Path(args.dir) / "run.json").is_file():
         return _err(f"ingest: {args.dir} is not a run's result folder (no run.json)")
     problems = []
-    added = store.ingest(args.dir, args.store, problems=problems)
+    try:
+        added = store.ingest(args.dir, args.store, problems=problems)
+    except store.StoreFull as e:  # nothing was changed; the folder keeps everything
+        print(f"error: {e}; free some space, then run this command again", file=sys.stderr)
+        return 1
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     print(f"ingested {len(added)} method(s): {', '.join(added) or '-'}", file=sys.stderr)
+    import json
+    run_id = json.loads((Path(args.dir) / "run.json").read_text())["run_id"]  # read by ingest a moment ago
+    row = store.queries.run_row(run_id, args.store)
+    if row and row.get("status") != "done":
+        why = row["error"].splitlines()[0].removeprefix(f"{row['status']}: ") if row.get("error") else ""
+        print(f"run {run_id}: {row['status']}" + (f" ({why})" if why else ""), file=sys.stderr)
+    store.queries.settle(args.store)
     return 0
 
 
@@ -352,6 +343,9 @@ def _parse_vary(items) -> dict:
         axis, eq, values = item.partition("=")
         if not eq or not values.strip():
             raise ConfigError(f"--vary {item!r}: write AXIS=V1,V2,...")
+        if axis.strip() in vary:
+            raise ConfigError(f"--vary {axis.strip()}: given twice; give each axis once, with all its values "
+                              f"({axis.strip()}=V1,V2,...)")
         vary[axis.strip()] = parse_values(values)
     return vary
 
@@ -366,7 +360,7 @@ def cmd_study(args) -> int:
     from engine.training.config import ConfigError
     path = settings.store_path(args.store)
     try:
-        _check_run_location(path)
+        check_run_location(path)
         if args.resume:
             spec, study_id = load_study(args.resume, path), args.resume
         else:
@@ -407,10 +401,9 @@ def cmd_compare(args) -> int:
     from engine import store
     from engine.analysis import views
     from engine.analysis.report import comparison
-    path = settings.store_path(args.store)
-    if not os.path.exists(path):
-        return _err(f"error: store {path}: no such file")
+    path = existing_store(args.store)
     store.queries.check_usable(path)
+    store.queries.settle(path)
     run_ids = [r.strip() for r in args.runs.split(",") if r.strip()]
     known = set(store.queries.runs(path).run_id)
     missing = [r for r in run_ids if r not in known]
@@ -488,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("runs", help="list runs with per-method mean ± std of score over personas")
     ls.add_argument("--store", default=None)
+    ls.add_argument("--interrupt", metavar="RUN_ID", help="store a `running` run that no process runs any more as "
+                    "interrupted, when the lab cannot tell by itself (a run of an earlier lab version, or one on "
+                    "another host within an hour of its last heartbeat); refused while its process lives here")
     ls.set_defaults(fn=cmd_runs)
 
     ig = sub.add_parser("ingest", help="copy a run's result folder into the store")
@@ -549,10 +545,16 @@ def main(argv=None) -> int:
     from engine import store
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    if getattr(args, "store", None) is not None and not args.store.strip():
+        return _err("error: --store: an empty path; give a DuckDB file (or leave --store out: $PLL_STORE or "
+                    f"{settings.DEFAULT_STORE})")
     try:
         return args.fn(args)
     except store.StoreBusy as e:  # runs, ingest, export: nothing was changed
         print(f"error: {e}", file=sys.stderr)
         return STORE_NOT_WRITTEN
+    except store.StoreFull as e:  # met while writing: nothing was changed, freeing space helps
+        print(f"error: {e}; free some space, then run this command again", file=sys.stderr)
+        return 1
     except (store.StoreError, store.ResultFileError) as e:  # a bad --store or result folder: nothing was changed
         return _err(f"error: {e}")

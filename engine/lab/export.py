@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from engine import store
+from engine import settings, store
 from engine.methods.registry import METHODS
 from engine.store import method_dirname
 from engine.training.adapter_files import ExportError, persona_adapter
@@ -39,17 +39,43 @@ def peft_state_dict(state: dict) -> dict[str, torch.Tensor]:
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md")
 
 
-def check_out(out, force: bool = False) -> Path:
-    """ExportError unless `out` is a new or empty folder (with force: a folder whose files we may replace)."""
+BASE_FILES = ("config.json", "generation_config.json", "model.safetensors", "README.md", "tokenizer.json",
+              "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
+
+
+def check_out(out, force: bool = False, files=PEFT_FILES, flag: str = "--out") -> Path:
+    """ExportError unless `out` is a new or empty folder (with force: a folder whose files we may replace) in a
+    folder this process can create folders in (tried: /proc, /sys and read-only places are refused here, before
+    any work)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} is a file, not a folder")
+        raise ExportError(f"{flag} {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError(f"{out} exists and is not empty; choose a new folder (or --force to replace "
-                          f"{', '.join(PEFT_FILES)} in it)")
+        raise ExportError(f"{flag} {out} exists and is not empty; choose a new folder (or --force to replace "
+                          f"{', '.join(files)} in it)")
     if not out.exists() and not out.parent.is_dir():
-        raise ExportError(f"folder {out.parent} does not exist")
+        raise ExportError(f"{flag}: folder {out.parent} does not exist")
+    probe = out.with_name(f".{out.name}.probe{os.getpid()}")
+    try:
+        probe.mkdir()
+        (probe / "x").write_bytes(b"")
+    except OSError as e:
+        raise ExportError(f"{flag} {out}: cannot write there ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
     return out
+
+
+def check_outs(out, base_out, force: bool = False) -> None:
+    """Both export folders, before any work: each new or empty (or --force), and never the same folder (the adapter
+    and the base weights each write a README.md and config files)."""
+    check_out(out, force)
+    if base_out is None:
+        return
+    if Path(base_out).resolve() == Path(out).resolve():
+        raise ExportError(f"--base-out {base_out} is the --out folder; the base weights and the adapter each need "
+                          "their own folder (both write README.md and a config)")
+    check_out(base_out, force, BASE_FILES, "--base-out")
 
 
 def write_peft_folder(out, state: dict, scaling: float, targets, base_model: str, note: str = "",
@@ -89,13 +115,24 @@ def export_base(model_name: str, precision: str, out) -> Path:
     from engine.models.loading import load_model, provenance
     lm = load_model(model_name, device="cpu", precision=precision)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    lm.model.config.torch_dtype = next(lm.model.parameters()).dtype
-    lm.model.config.save_pretrained(str(out))
-    lm.model.generation_config.save_pretrained(str(out))
-    lm.tokenizer.save_pretrained(str(out))
-    save_model(lm.model, str(out / "model.safetensors"))  # gguf-loaded models refuse save_pretrained
-    (out / "README.md").write_text(f"# Base model weights used by Persona LoRA Lab\n\n{provenance(model_name, precision)}\n")
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")  # written beside and moved in: a failure leaves out as it was
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        lm.model.config.torch_dtype = next(lm.model.parameters()).dtype
+        lm.model.config.save_pretrained(str(tmp))
+        lm.model.generation_config.save_pretrained(str(tmp))
+        lm.tokenizer.save_pretrained(str(tmp))
+        save_model(lm.model, str(tmp / "model.safetensors"))  # gguf-loaded models refuse save_pretrained
+        (tmp / "README.md").write_text(f"# Base model weights used by Persona LoRA Lab\n\n"
+                                       f"{provenance(model_name, precision)}\n")
+        if not out.exists():
+            os.replace(tmp, out)
+        else:  # an empty folder, or --force: only the files written here are replaced
+            for f in tmp.iterdir():
+                os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -123,8 +160,13 @@ def export_adapter(artifacts_dir, method: str, persona: str | None, out, force: 
 
 
 def cmd_export(args) -> int:
-    """`python -m engine export --run ID --method M [--persona P] --out DIR [--store S]`; exit 2 on bad input."""
-    run = store.queries.run_row(args.run, args.store)
+    """`python -m engine export --run ID --method M [--persona P] --out DIR [--base-out DIR] [--store S]`; exit 2 on
+    bad input (both folders are checked before anything is written), 1 when writing fails midway."""
+    path = settings.store_path(args.store)
+    if not os.path.exists(path):
+        print(f"export: no store at {path}", file=sys.stderr)
+        return 2
+    run = store.queries.run_row(args.run, path)
     if run is None:
         print(f"export: no run '{args.run}' in the store", file=sys.stderr)
         return 2
@@ -133,14 +175,23 @@ def cmd_export(args) -> int:
         print(f"export: run '{args.run}' has no saved adapters (looked in {artifacts}/adapters)", file=sys.stderr)
         return 2
     base_path = str(Path(args.base_out).resolve()) if args.base_out else None
+    force = getattr(args, "force", False)
     try:
-        out = export_adapter(Path(artifacts) / "adapters", args.method, args.persona, args.out,
-                             getattr(args, "force", False), base_path)
+        check_outs(args.out, args.base_out, force)
+        out = export_adapter(Path(artifacts) / "adapters", args.method, args.persona, args.out, force, base_path)
     except ExportError as e:
         print(f"export: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the disk filled up, a folder vanished: the folder is as it was
+        print(f"export: cannot write {args.out} ({e.strerror or e})", file=sys.stderr)
+        return 1
     if args.base_out:
         resolved = (json.loads(run["config_json"] or "{}").get("precision_resolved") or {}).get("precision", "fp32")
-        print(export_base(run["model"], resolved, args.base_out))
+        try:
+            print(export_base(run["model"], resolved, args.base_out))
+        except OSError as e:
+            print(f"export: the adapter is in {out}, but the base weights cannot be written to {args.base_out} "
+                  f"({e.strerror or e})", file=sys.stderr)
+            return 1
     print(out)
     return 0

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,10 +85,54 @@ def _number(value):
 
 
 def _persona_id(value) -> str | None:
+    """The persona id a record names (spaces around it dropped, as a CSV cell has them), None when it has none.
+    An id with a control character or a lone surrogate is refused by read_results (bad_id)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, str) and value.strip():
         return value.strip()
+    return None
+
+
+MAX_FILE_BYTES = 64 * 2**20  # a per-persona results file of 100,000 personas x 30 columns is ~30 MB
+
+
+def read_file(path) -> bytes:
+    """A results file's bytes: a regular file (not a FIFO, a device, a folder) of at most MAX_FILE_BYTES; otherwise
+    ImportProblems with one line saying why, at once (a FIFO is never opened, so nothing blocks)."""
+    import stat
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ImportProblems([f"{path}: cannot be read ({e.strerror})"]) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImportProblems([f"{path}: is a folder, not a results file"])
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if \
+            stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else \
+            "not a regular file"
+        raise ImportProblems([f"{path}: {kind}; import reads regular files only"])
+    too_big = f"{path}: larger than {MAX_FILE_BYTES // 2**20} MB; a per-persona results file is far smaller"
+    if st.st_size > MAX_FILE_BYTES:
+        raise ImportProblems([too_big])
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ImportProblems([f"{path}: cannot be read ({e.strerror})"]) from None
+    if len(raw) > MAX_FILE_BYTES:  # it grew while being read
+        raise ImportProblems([too_big])
+    return raw
+
+
+def bad_id(pid: str) -> str | None:
+    """Why a persona id cannot be one (a control character such as a newline or tab, a lone surrogate), or None."""
+    if any(unicodedata.category(c) == "Cc" for c in pid):
+        return "has a control character (a newline, a tab, ...)"
+    try:
+        pid.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate)"
     return None
 
 
@@ -123,6 +168,8 @@ def read_results(name: str, raw: bytes, persona_column: str = PERSONA_COLUMN,
         if pid is None:
             problems.append(f"{name}:{line}: '{persona_column}' must be a non-empty text or an integer, got "
                             f"{_show(values.get(persona_column)) if persona_column in values else 'nothing'}")
+        elif bad_id(pid):
+            problems.append(f"{name}:{line}: persona {_show(pid)} {bad_id(pid)}; a persona id is one line of text")
         elif pid in lines:
             problems.append(f"{name}:{line}: persona '{pid}' again (first at line {lines[pid]})")
         else:
@@ -136,6 +183,11 @@ def read_results(name: str, raw: bytes, persona_column: str = PERSONA_COLUMN,
             continue
         parsed = [(line, values.get(column), _number(values.get(column))) for line, values in good]
         if not any(isinstance(x, float) for _, _, x in parsed):
+            odd = next(((line, v) for line, v, x in parsed if x is None), None)
+            if odd and (column in STORE_METRICS or column == metric_column):  # named like a metric: never dropped
+                problems.append(f"{name}:{odd[0]}: column '{column}': {_show(odd[1])} is not a number (a metric "
+                                "holds a score in [0, 1] per persona, e.g. 0.82 rather than 82%)")
+                continue
             texts.append(column)
             continue
         bad = next(((line, v) for line, v, x in parsed if x is None), None)

@@ -12,7 +12,10 @@ in "queued" until it holds its device (an flock on jobs/.locks/<device>.lock, ta
 order; the kernel drops it when the holder dies, so a dead worker never blocks the queue), then runs.
 Everything a job is lives in files, so jobs survive dashboard restarts. Workers never open the store:
 `poll` (called by the dashboard) ingests finished methods with short connections, mirrors the jobs
-into the store's `jobs` table, and turns a worker that died into "failed" with the end of its log.
+into the store's `jobs` table, turns a worker that died into a failed job (its run interrupted, finished
+methods kept) with the end of its log, and stores any other run of the store whose process is gone as
+interrupted. A worker is known by its pid and its process's start (worker.pid, then status.json), never by
+its command line, so a worker that is still starting is not taken for a dead one.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from engine import store
 from engine import settings
+from engine.store import owner
 
 ACTIVE = ("queued", "running")
 FINISHED = ("done", "failed", "cancelled")
@@ -119,7 +123,10 @@ def submit(spec, kind: str = "run", jobs_dir=None, store_file=None, spawn: bool 
 
 
 def start_worker(job_id: str, root: Path) -> int:
-    d = Path(root) / job_id
+    """Start the job's worker; worker.pid says which process it is: its pid and the process's start (known from
+    the fork on, so the worker is recognised while it is still starting, whatever its command line says yet)."""
+    root = Path(root).resolve()  # the worker runs in the project folder: a relative jobs folder would be another
+    d = root / job_id
     with open(d / "log.txt", "ab") as log:
         p = subprocess.Popen([sys.executable, "-m", "engine", "worker", job_id, "--jobs-dir", str(root)],
                              start_new_session=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -127,7 +134,7 @@ def start_worker(job_id: str, root: Path) -> int:
                              env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
                                   **({} if settings.downloads_allowed() else {"HF_HUB_OFFLINE": "1"})})
     _CHILDREN[p.pid] = p
-    (d / "worker.pid").write_text(str(p.pid))
+    store.write_json_atomic(d / "worker.pid", {"pid": p.pid, "pid_start": owner.process_start(p.pid)})
     return p.pid
 
 
@@ -151,27 +158,13 @@ def _reap():
             _CHILDREN.pop(pid, None)
 
 
-def pid_alive(pid: int | None, job_id: str | None = None) -> bool:
-    """A live (not zombie) process; with job_id, also one that is that job's worker (pid reuse)."""
+def pid_alive(pid: int | None, pid_start: str | None = None) -> bool:
+    """A live (not zombie) process; with pid_start (engine.store.owner.process_start), the same process that had
+    that pid then (not a later one that reuses the pid)."""
     if not pid:
         return False
     _reap()
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        if state in ("Z", "X"):
-            return False
-        if job_id:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                return job_id.encode() in f.read()
-        return True
-    except (OSError, IndexError):
-        pass
-    try:  # no /proc (macOS): signal 0
-        os.kill(pid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
+    return owner.pid_state(pid, pid_start) == "alive"
 
 
 def log_tail(job_id: str, jobs_dir=None, lines: int = 40, store_file=None) -> str:
@@ -187,13 +180,25 @@ def log_tail(job_id: str, jobs_dir=None, lines: int = 40, store_file=None) -> st
     return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
 
 
-def _worker_pid(d: Path, status: dict) -> int | None:
-    if isinstance(status.get("pid"), int) and not isinstance(status.get("pid"), bool) and status["pid"] > 0:
-        return status["pid"]
+def _worker_pid(d: Path, status: dict) -> tuple[int | None, str | None]:
+    """(pid, process start) of the job's worker: from status.json once the worker wrote it, else worker.pid (written
+    by whoever started it; an older lab wrote the pid alone)."""
+    pid, start = status.get("pid"), status.get("pid_start")
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+        return pid, start if isinstance(start, str) else None
     try:
-        return int((d / "worker.pid").read_text())
-    except (OSError, ValueError):
-        return None
+        text = (d / "worker.pid").read_text()
+    except OSError:
+        return None, None
+    try:
+        saved = json.loads(text)
+    except ValueError:
+        return None, None
+    if isinstance(saved, int) and not isinstance(saved, bool) and saved > 0:
+        return saved, None
+    if isinstance(saved, dict) and isinstance(saved.get("pid"), int) and saved["pid"] > 0:
+        return saved["pid"], saved.get("pid_start") if isinstance(saved.get("pid_start"), str) else None
+    return None, None
 
 
 def _broken(job_id: str, d: Path, what: str) -> dict:
@@ -201,8 +206,8 @@ def _broken(job_id: str, d: Path, what: str) -> dict:
     else failed with what is wrong (poll persists that)."""
     saved = _read_json(d / "spec.json")
     saved = saved if isinstance(saved, dict) else {}
-    pid = _worker_pid(d, {})
-    alive = pid_alive(pid, job_id)
+    pid, start = _worker_pid(d, {})
+    alive = pid_alive(pid, start)
     return {"job_id": job_id, "kind": _text(saved.get("kind")), "status": "running" if alive else "failed",
             "run_id": _text(saved.get("run_id")), "device": None, "created_at": None, "started_at": None,
             "finished_at": None if alive else _now(), "pid": pid, "progress": {}, "broken": True, "dead": not alive,
@@ -253,8 +258,8 @@ def job_info(job_id: str, jobs_dir=None, store_file=None) -> dict | None:
     if not isinstance(info.get("pid"), int) or isinstance(info.get("pid"), bool):
         info["pid"] = None
     if status["status"] in ACTIVE:
-        pid = _worker_pid(d, status)
-        alive = pid_alive(pid, job_id)
+        pid, start = _worker_pid(d, status)
+        alive = pid_alive(pid, start)
         young = time.time() - (_ts(status.get("created_at")) or 0) < STARTUP_GRACE_S
         if not alive and not (pid is None and young):
             info.update(status="failed", dead=True, finished_at=_now(),
@@ -284,18 +289,18 @@ def cancel(job_id: str, jobs_dir=None, store_file=None, grace: float = 5.0) -> b
     status = _read_json(d / "status.json")
     if not isinstance(status, dict) or status.get("status") in FINISHED:
         return False
-    pid = _worker_pid(d, status)
-    if pid and pid_alive(pid, job_id):
+    pid, start = _worker_pid(d, status)
+    if pid and pid_alive(pid, start):
         try:
             pgid = os.getpgid(pid)
             os.killpg(pgid, signal.SIGTERM)
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and pid_alive(pid):
+            while time.monotonic() < deadline and pid_alive(pid, start):
                 time.sleep(0.1)
-            if pid_alive(pid):
+            if pid_alive(pid, start):
                 os.killpg(pgid, signal.SIGKILL)
                 for _ in range(50):
-                    if not pid_alive(pid):
+                    if not pid_alive(pid, start):
                         break
                     time.sleep(0.1)
         except ProcessLookupError:
@@ -360,11 +365,26 @@ def poll(store_file=None, jobs_dir=None, timeout: float = POLL_STORE_TIMEOUT_S) 
     if not (out["busy"] or out["store_error"]):
         try:
             _reconcile(root, path, {j["job_id"] for j in out["jobs"]}, timeout)
+            _settle(path, timeout)
         except store.StoreBusy:
             out["busy"] = True
         except store.StoreError as e:
             out["store_error"] = str(e)
     return out
+
+
+SETTLE_EVERY_S = 10.0
+_settled: dict[str, float] = {}  # store -> when a poll last looked for runs whose process is gone
+
+
+def _settle(path: str, timeout: float) -> None:
+    """Runs of the store (CLI runs, studies, other jobs folders' workers) that show `running` while their process
+    is gone become `interrupted` (engine.store.queries.settle): at most every SETTLE_EVERY_S per store."""
+    key = str(Path(path).resolve())
+    if key in _settled and time.monotonic() - _settled[key] < SETTLE_EVERY_S:
+        return
+    store.queries.settle(path, timeout)
+    _settled[key] = time.monotonic()
 
 
 def _persist_failed(d: Path, job: dict) -> None:
@@ -376,7 +396,7 @@ def _persist_failed(d: Path, job: dict) -> None:
         status.setdefault(k, job.get(k))
     try:
         store.write_json_atomic(d / "status.json", status)
-        _mark_run_file(d, "failed", job["error"].splitlines()[0])
+        _mark_run_file(d, owner.INTERRUPTED, f"interrupted: {job['error'].splitlines()[0]}; finished methods are kept")
     except OSError as e:  # a read-only or vanished folder: shown as failed all the same
         job["poll_error"] = f"could not record the failure in {d}: {e}"
     job.pop("dead", None)

@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 from engine.data.edgewise import FILES
@@ -51,48 +52,72 @@ def upload_path(folder, name: str, digest: str) -> Path:
     return Path(folder) / f"{digest[:16]}-{base}"
 
 
+CHUNK = 1 << 20  # uploads are copied and hashed a megabyte at a time, never held twice
+
+
+def _chunks(data):
+    """The bytes of an upload (bytes, or a binary file object such as Streamlit's UploadedFile) a chunk at a time."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        view = memoryview(data)
+        for i in range(0, len(view), CHUNK):
+            yield view[i:i + CHUNK]
+        return
+    data.seek(0)
+    while chunk := data.read(CHUNK):
+        yield chunk
+
+
+def _spool(data, tmp: Path) -> bytes:
+    """Copy an upload into the file tmp while hashing it; its sha256 digest."""
+    h = hashlib.sha256()
+    with open(tmp, "wb") as f:
+        for chunk in _chunks(data):
+            h.update(chunk)
+            f.write(chunk)
+    return h.digest()
+
+
 def save_upload(folder, files) -> Path:
     """Where uploaded data now lies, saved once (the same bytes again reuse it): one file (a JSONL) as
     upload_path names it, or EdgeWisePersona's three files (and optionally a split file) together in one folder
-    named so; PathError for any other set of files, saying what is accepted."""
-    files = [(Path(str(name).replace("\\", "/")).name, raw) for name, raw in files]
+    named so; PathError for any other set of files, saying what is accepted. files: (name, bytes or a binary file
+    object); each is streamed to disk and hashed on the way, so a big upload is not copied in memory."""
+    files = [(Path(str(name).replace("\\", "/")).name, data) for name, data in files]
     if len(files) == 1 and files[0][0] in FILES:
         raise PathError(f"{files[0][0]} alone is not a dataset: EdgeWisePersona's release is the three files "
                         f"{', '.join(FILES)}, uploaded together")
-    if len(files) == 1:
-        (name, raw), = files
-        path = upload_path(folder, name, hashlib.sha256(raw).hexdigest())
-        _write_once(path, lambda tmp: tmp.write_bytes(raw))
-        return path
     names = sorted(name for name, _ in files)
-    if sorted(set(names)) != names or not set(FILES) <= set(names) <= set(FILES) | {SPLIT_FILE}:
+    if len(files) > 1 and (sorted(set(names)) != names or not set(FILES) <= set(names) <= set(FILES) | {SPLIT_FILE}):
         raise PathError(f"upload one JSONL file, or EdgeWisePersona's three files {', '.join(FILES)} together (and "
                         f"{SPLIT_FILE}, optionally); got {', '.join(names)}")
-    digest = hashlib.sha256(b"".join(n.encode() + b"\0" + hashlib.sha256(raw).digest() for n, raw in sorted(files)))
-    path = upload_path(folder, "edgewise", digest.hexdigest())
-
-    def write_all(tmp: Path):
-        tmp.mkdir()
-        for name, raw in files:
-            (tmp / name).write_bytes(raw)
-    _write_once(path, write_all)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".upload.tmp{os.getpid()}-{threading.get_ident()}"
+    _remove(tmp)
+    try:
+        if len(files) == 1:
+            (name, data), = files
+            path = upload_path(folder, name, _spool(data, tmp).hex())
+        else:
+            tmp.mkdir()
+            digests = {name: _spool(data, tmp / name) for name, data in files}
+            digest = hashlib.sha256(b"".join(n.encode() + b"\0" + digests[n] for n in sorted(digests)))
+            path = upload_path(folder, "edgewise", digest.hexdigest())
+        if not path.exists():
+            try:
+                os.replace(tmp, path)
+            except OSError:  # another session saved the same upload first (a folder cannot replace a folder)
+                pass
+    finally:
+        _remove(tmp)
     return path
 
 
-def _write_once(path: Path, write) -> None:
-    """write(tmp) then rename to path, unless path is there already (an earlier upload of the same bytes)."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if tmp.is_dir():
-        shutil.rmtree(tmp)
-    tmp.unlink(missing_ok=True)
-    write(tmp)
-    try:
-        os.replace(tmp, path)
-    except OSError:  # another session saved the same upload first (a folder cannot replace a folder)
-        shutil.rmtree(tmp, ignore_errors=True)
+def _remove(p: Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
 
 
 def check_model(model: str) -> None:

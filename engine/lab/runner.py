@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import resource
 import sys
+import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,7 @@ from engine.methods.cluster import ensure_clusters
 from engine.methods.context import Context
 from engine.models import threads
 from engine.models.loading import load_model, pick_device
+from engine.store import owner
 from engine.training.evaluate import persona_blind_scores, persona_means, persona_means_by_kind
 
 
@@ -51,21 +53,49 @@ def peak_memory_mb(device) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, since the start
 
 
+class _Heartbeat:
+    """The run's progress callback, wrapped: every HEARTBEAT_EVERY_S of work the run file's `heartbeat_at` is
+    refreshed (once the run file exists), so another host can tell a working run from a dead one."""
+
+    def __init__(self, results_dir: Path, run: dict, progress):
+        self.results_dir, self.run, self.progress = results_dir, run, progress
+        self.started, self.last = False, time.monotonic()
+
+    def __call__(self, phase, done, total, **info):
+        if self.progress:  # first: a job's progress stops the run when its folder was deleted
+            self.progress(phase, done, total, **info)
+        now = time.monotonic()
+        if self.started and now - self.last >= owner.HEARTBEAT_EVERY_S:
+            self.last = now
+            self.run["heartbeat_at"] = owner.now_iso()
+            try:  # never recreates a deleted results folder
+                store.write_json_atomic(self.results_dir / "run.json", self.run)
+            except OSError:  # a full disk, a folder gone: the run meets it where it writes its results
+                pass
+
+
 def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = None, job_id: str | None = None,
                 on_method_done=None, lm=None, skip=()) -> str:
     """Run every method of the spec; one result folder per finished method. Returns the run id.
 
     lm: the spec's model already loaded (a study loads it once); skip: methods already finished in this
-    run's folder (a resumed study).
+    run's folder (a resumed study). The run file records who runs it (host, pid, process start) and a heartbeat,
+    and ends with the run's outcome on every path this process survives (done, failed, cancelled); a process
+    killed outright leaves `running`, which the lab's commands then find and store as `interrupted`.
     """
     checked = spec.validate()  # everything but the model, before any write
     cfg, dataset, metric = checked.cfg, checked.dataset, checked.metric
     for note in dataset.notes:  # the split file used, what of it was ignored or left out: the CLI's stderr, a job's log
         print(f"note: {note}", file=sys.stderr, flush=True)
+    repeats, n_test = repeated_targets(dataset, "test")
+    if repeats:  # allowed (a persona may ask the same thing twice), but the test then measures memory in part
+        print(f"warning: {repeats} of {n_test} test targets repeat a train target of their persona (context and "
+              "reply): on those the test measures recall of training data", file=sys.stderr, flush=True)
     results_dir = Path(results_dir)
     run_id = run_id or settings.new_id()
     device = pick_device(spec.device)
-    run = _run_row(spec, checked, run_id, results_dir, device, job_id)
+    run = _run_row(spec, checked, run_id, results_dir, device, job_id, (repeats, n_test))
+    progress = _Heartbeat(results_dir, run, progress)
     said = lambda line: print(line, file=sys.stderr, flush=True)
     choice = threads.apply(threads.choose_threads(spec.threads))
     said(f"threads: {choice.threads} ({choice.reason})")
@@ -92,11 +122,12 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     counts = {s: dataset.by_persona(s) for s in ("train", "val", "test")}
     try:
         store.write_run_file(results_dir, run)
-        store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts))
     except BaseException:  # the block below (which closes it on every path) is not reached
         backend.close()
         raise
+    progress.started = True
     try:
+        store.write_run_table(results_dir, "personas", _personas_frame(dataset, counts))
         blind = persona_blind_scores(dataset, metric)
         if blind is not None:
             store.write_run_table(results_dir, "persona_blind", pd.concat(
@@ -134,17 +165,26 @@ def execute_run(spec: RunSpec, results_dir, progress=None, run_id: str | None = 
     finally:
         run["config_json"] = json.dumps({**json.loads(run["config_json"]), "threads_used": {
             "initial": choice.to_dict(), "changes": refit.changes}}, sort_keys=True)
-        store.write_run_file(results_dir, run)
-        backend.close()
+        try:
+            store.write_run_file(results_dir, run)
+        except OSError as e:  # a full disk: the error on its way out (or this one, after a run that got done) says so
+            print(f"warning: {results_dir / 'run.json'}: could not record the run's outcome ({e})", file=sys.stderr,
+                  flush=True)
+            if run["status"] == "done":
+                raise
+        finally:
+            backend.close()
     return run_id
 
 
-def _run_row(spec: RunSpec, checked, run_id: str, results_dir: Path, device, job_id) -> dict:
+def _run_row(spec: RunSpec, checked, run_id: str, results_dir: Path, device, job_id, repeated) -> dict:
     """The run's row as it starts: what ran on what, with the full config (the spec, the resolved training
-    config and metric, and how many test targets repeat a train target)."""
-    repeats, n_test = repeated_targets(checked.dataset, "test")
+    config and metric, and how many test targets repeat a train target), and who runs it (host, pid, process
+    start, heartbeat)."""
+    repeats, n_test = repeated
     return {
         "run_id": run_id, "created_at": datetime.now(timezone.utc).isoformat(), "finished_at": None,
+        **owner.me(), "heartbeat_at": owner.now_iso(),
         "name": spec.name or f"{spec.model} · {','.join(spec.methods)}", "status": "running",
         "dataset": checked.dataset.source, "dataset_hash": checked.dataset.hash, "task": checked.dataset.task,
         "n_personas": len(checked.dataset.personas), "model": spec.model, "device": str(device), "seed": spec.seed,

@@ -94,9 +94,14 @@ class Checked:
     metric: str
 
 
+MAX_SEED = 2**31 - 1  # the store keeps a run's seed as a 32-bit INTEGER
+
+
 def check_seed(seed) -> None:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    if seed > MAX_SEED:
+        raise ConfigError(f"seed must be at most {MAX_SEED} (the store keeps seeds as 32-bit integers), got {seed}")
 
 
 def parse_seeds(text: str) -> list[int]:

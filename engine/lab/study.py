@@ -11,8 +11,10 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from engine import store
+from engine.store import owner
 from engine.lab.runner import execute_run
 from engine.lab.spec import RunSpec
 from engine.data.simulator import format_sim_spec, parse_sim_spec
@@ -131,8 +133,8 @@ def run_id_of(study_id: str, index: int) -> str:
     return f"{study_id}-{index:03d}"
 
 
-def save_study(study_id: str, spec: StudySpec, status: str, n_runs: int, path=None) -> None:
-    store.queries.save_study(study_id, spec.name or study_id, spec.to_dict(), status, n_runs, path)
+def save_study(study_id: str, spec: StudySpec, status: str, n_runs: int, path=None, runner: dict | None = None) -> None:
+    store.queries.save_study(study_id, spec.name or study_id, spec.to_dict(), status, n_runs, path, runner)
 
 
 def load_study(study_id: str, path=None) -> StudySpec:
@@ -151,8 +153,8 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
     """
     points = spec.points()
     study_id = study_id or new_study_id()
-    save_study(study_id, spec, "running", len(points), path)
-    status = "failed"
+    save_study(study_id, spec, "running", len(points), path, runner=owner.me())  # a study whose process is gone
+    status = "failed"                                                            # ends interrupted (queries.settle)
     try:
         if spec.ray:
             _run_on_ray(spec, points, study_id, path, progress)
@@ -172,8 +174,12 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
                 lm = load_model(run_spec.model, device=run_spec.device, precision=run_spec.precision)
             results = settings.runs_dir(path) / run_id
             run_spec.study = {"study_id": study_id, "coords_json": json.dumps(coords, sort_keys=True)}
-            execute_run(run_spec, results, run_id=run_id, lm=lm, skip=skip,
-                        on_method_done=lambda _m: store.ingest(results, path), progress=progress)
+            try:
+                execute_run(run_spec, results, run_id=run_id, lm=lm, skip=skip,
+                            on_method_done=lambda _m: store.ingest(results, path), progress=progress)
+            except BaseException:  # cancelled or failed: the run's own outcome (its run file) lands now, so the
+                _land_outcome(results, path)  # store never keeps it `running` until the study is resumed
+                raise
             store.ingest(results, path)
         status = "done"
     except KeyboardInterrupt:
@@ -182,6 +188,17 @@ def run_study(spec: StudySpec, path=None, study_id: str | None = None, progress=
     finally:
         store.queries.set_study_status(study_id, status, path)
     return study_id
+
+
+def _land_outcome(results, path) -> None:
+    """A stopped run's results folder into the store, best effort (a locked or full store: its process is gone
+    soon, and the next command that looks stores the run as interrupted)."""
+    if not (Path(results) / "run.json").exists():
+        return
+    try:
+        store.ingest(results, path, problems=[], timeout=5.0)
+    except (store.StoreError, store.ResultFileError):
+        pass
 
 
 def _run_on_ray(spec: StudySpec, points, study_id: str, path, progress) -> None:

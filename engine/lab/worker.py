@@ -20,6 +20,7 @@ from engine import settings, store
 from engine.lab.jobs import FINISHED, _now, _read_json, job_device, list_jobs
 from engine.lab.runner import execute_run
 from engine.lab.spec import RunSpec
+from engine.store import owner
 
 PROGRESS_EVERY_S = 0.5
 LOCK_POLL_S = 0.5
@@ -150,7 +151,8 @@ def worker_main(job_id: str, jobs_dir=None) -> int:
                      created_at=first.get("created_at"))
     print(f"[{_now()}] worker pid {os.getpid()} for job {job_id} (run {saved['run_id']}) on {device}", flush=True)
     try:
-        _update_status(d, pid=os.getpid(), pgid=os.getpgid(0), device=device)
+        _update_status(d, pid=os.getpid(), pid_start=owner.process_start(os.getpid()), pgid=os.getpgid(0),
+                       device=device)
         lock = acquire_device(root, job_id, device)
         _update_status(d, status="running", started_at=_now())
         progress = _Progress(d, list(spec.methods))

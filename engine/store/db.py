@@ -1,11 +1,18 @@
-"""Connections to the DuckDB store and its schema.
+"""Connections to the DuckDB store, its schema and the lab's marker.
 
 DuckDB allows one read-write process or many read-only ones and fails at once on a conflicting lock.
 So nothing keeps a connection open: every read or write opens one, does its work and closes it,
 retrying for a bounded time when the file is locked (then StoreBusy).
+
+The store is the lab's or it is left untouched: a store carries the lab's marker (`lab_meta`: store_format,
+schema_version). Every write first asks whose file it is (classify): a new or table-less file becomes a store,
+an earlier version's store (no marker, the lab's first tables) gets the marker, and any other DuckDB database is
+refused before anything is written. Reads never create a store. What goes wrong is one StoreError each: busy
+(locked by another process), full (the disk), damaged (truncated or overwritten), or not a usable store.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import threading
@@ -97,17 +104,51 @@ RUN_TABLES = ("personas", "cluster_k", "persona_blind")                         
 METRIC_COLUMNS = ("score", "action_f1", "param_f1", "device_precision", "numerical_precision", "embedding_similarity",
                   "accuracy", "refrained")
 
+# The lab's own marker, beside SCHEMA (whose ALTER list grows on its own): a store file says it is the lab's and
+# which version of the lab's schema it holds. Version 1: stores made before the marker existed, recognised by the
+# tables they were made with (EARLIER_STORE); version 2: the marker, and the owner of each run and study.
+STORE_FORMAT = "persona-lora-lab"
+SCHEMA_VERSION = 2
+LAB_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lab_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS host VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid BIGINT;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid_start VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS heartbeat_at TIMESTAMP;
+ALTER TABLE studies ADD COLUMN IF NOT EXISTS host VARCHAR;
+ALTER TABLE studies ADD COLUMN IF NOT EXISTS pid BIGINT;
+ALTER TABLE studies ADD COLUMN IF NOT EXISTS pid_start VARCHAR;
+"""
+# What every store the lab ever made holds (the first version's tables and columns): a DuckDB file with these but
+# without the marker is an earlier version's store, migrated (given the marker) on its first write.
+EARLIER_STORE = {
+    "runs": {"run_id", "created_at", "finished_at", "name", "status", "dataset", "dataset_hash", "task", "n_personas",
+             "model", "device", "seed", "methods", "config_json", "error", "job_id", "artifacts_dir"},
+    "method_results": {"run_id", "method", "train_seconds", "eval_seconds", "peak_mem_mb", "trainable_params",
+                       "n_adapters", "device", "n_personas", "mean_score", "train_tokens", "tokens_per_second",
+                       "final_loss", "details_json"},
+    "persona_results": {"run_id", "method", "persona_id", "n_test", "score"},
+}
+
 
 DatabaseError = duckdb.Error  # what a statement can raise about the rows it was given (beside StoreError)
 
 
 class StoreError(RuntimeError):
-    """The store path cannot be used: not a DuckDB file, a folder, no such folder, another program's database.
-    The message names the path and what is wrong; retrying does not help."""
+    """The store path cannot be used: not a DuckDB file, a folder, no such folder, another program's database,
+    a damaged file. The message names the path and what is wrong; retrying does not help."""
 
 
 class StoreBusy(StoreError):
     """The store stayed locked by another process for longer than the retry budget; retrying later helps."""
+
+
+class StoreFull(StoreError):
+    """The disk holding the store (or a run's folder) is full; nothing was changed. Freeing space helps."""
+
+
+class StoreDamaged(StoreError):
+    """The store file is damaged (truncated, overwritten): DuckDB cannot read all of it."""
 
 
 class ResultFileError(ValueError):
@@ -117,11 +158,37 @@ class ResultFileError(ValueError):
 # DuckDB refuses a second connection with another configuration (read-only vs read-write) to the same file
 # inside one process, so this process's connections take turns (the dashboard's sessions are threads).
 PROCESS_LOCK = threading.RLock()
-OUR_TABLE = "runs"  # a DuckDB file with tables but without this one belongs to someone else
 
 
 def _is_lock_conflict(e: Exception) -> bool:
     return "conflicting lock" in str(e).lower() or "could not set lock" in str(e).lower()
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _is_full(e: BaseException) -> bool:
+    return getattr(e, "errno", None) == errno.ENOSPC or "no space left on device" in str(e).lower() \
+        or "disk is full" in str(e).lower() or "disk full" in str(e).lower()
+
+
+def _is_damage(e: Exception) -> bool:
+    """What DuckDB says of a file it cannot read back (not of a statement: 'Malformed JSON' is about a value)."""
+    msg = str(e).lower()
+    return any(s in msg for s in ("corrupt database file", "could not read enough bytes", "does not match stored checksum",
+                                  "database file is corrupted"))
+
+
+def failure(path, e: Exception, doing: str = "could not write") -> StoreError:
+    """The StoreError for a failed statement or connection: the disk is full, the file is damaged, or else what
+    DuckDB said (one line each, naming the store)."""
+    if _is_full(e):
+        return StoreFull(f"store {path}: the disk is full ({_first_line(e)}); nothing was changed")
+    if _is_damage(e):
+        return StoreDamaged(f"store {path}: the file is damaged ({_first_line(e)}); restore it from a backup or "
+                            "choose another store path")
+    return StoreError(f"store {path}: {doing} ({_first_line(e)}); nothing was changed")
 
 
 def check_location(path) -> None:
@@ -133,39 +200,117 @@ def check_location(path) -> None:
         raise StoreError(f"store {p}: folder {p.parent} does not exist")
 
 
-def _explain(path: str, e: Exception) -> str:
-    """One line on what is wrong with a store path, from DuckDB's IO error."""
+def _explain(path: str, e: Exception) -> StoreError:
+    """What is wrong with a store path, in one line, from DuckDB's error on opening it."""
     msg = str(e)
     if "not a valid DuckDB database" in msg:
-        return f"store {path}: not a DuckDB database (another kind of file); choose another store path"
+        return StoreError(f"store {path}: not a DuckDB database (another kind of file, or a store whose first bytes "
+                          "were overwritten); choose another store path")
     if "Is a directory" in msg:
-        return f"store {path}: is a folder, not a DuckDB file"
+        return StoreError(f"store {path}: is a folder, not a DuckDB file")
     if "No such file or directory" in msg:
-        return f"store {path}: folder {Path(path).parent} does not exist"
-    return f"store {path}: {msg.splitlines()[0]}"
+        return StoreError(f"store {path}: folder {Path(path).parent} does not exist")
+    return failure(path, e, "cannot be opened")
 
 
-def _refuse_foreign(con, path: str) -> None:
-    """StoreError for a DuckDB file that holds another program's tables (ours are never added to it)."""
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
-                                        "WHERE table_catalog = current_database()").fetchall()}
-    if tables and OUR_TABLE not in tables:
-        raise StoreError(f"store {path}: a DuckDB database of another program (tables {', '.join(sorted(tables)[:5])}"
-                         f"{', ...' if len(tables) > 5 else ''}; no '{OUR_TABLE}' table); choose another store path")
+# ----------------------------------------------------------------------------- whose file it is
+
+def _tables(con) -> tuple[dict[str, set[str]], list[str]]:
+    """({table or view of the main schema: its columns}, every table name of the database, as schema.name outside
+    main)."""
+    rows = con.execute("SELECT table_schema, table_name, column_name FROM information_schema.columns "
+                       "WHERE table_catalog = current_database()").fetchall()
+    main, names = {}, []
+    for schema, table, column in rows:
+        if schema == "main":
+            main.setdefault(table, set()).add(column)
+        name = table if schema == "main" else f"{schema}.{table}"
+        if name not in names:
+            names.append(name)
+    return main, names
+
+
+def classify(con) -> tuple[str, str]:
+    """(kind, detail) of the database a connection opened:
+    'empty'   no tables at all (a new file, or one made by `duckdb x.duckdb`): becomes a store on the first write
+    'lab'     the lab's marker, schema version <= SCHEMA_VERSION
+    'newer'   the lab's marker from a newer version of the lab (read, never written)
+    'earlier' no marker but every table and column of the lab's first store (EARLIER_STORE): migrated on write
+    'foreign' anything else: refused before any write"""
+    main, names = _tables(con)
+    if not names:
+        return "empty", ""
+    if "lab_meta" in main:
+        try:
+            meta = dict(con.execute("SELECT key, value FROM lab_meta").fetchall())
+        except duckdb.Error:
+            meta = {}
+        if meta.get("store_format") == STORE_FORMAT:
+            try:
+                version = int(meta.get("schema_version") or 0)
+            except ValueError:
+                version = 0
+            if version > SCHEMA_VERSION:
+                return "newer", (f"made by a newer version of Persona LoRA Lab (schema version {version}; this one "
+                                 f"writes {SCHEMA_VERSION}): upgrade the lab to write to it")
+            return "lab", ""
+    elif all(cols <= main.get(table, set()) for table, cols in EARLIER_STORE.items()):
+        return "earlier", ""
+    shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+    why = "its 'lab_meta' is not the lab's" if "lab_meta" in main else (
+        f"'{next(t for t in EARLIER_STORE if t in main)}' without the lab's columns"
+        if any(t in main for t in EARLIER_STORE) else "no 'runs' table")
+    return "foreign", (f"a DuckDB database of another program (tables {shown}; {why}); it is left as it is: "
+                       "choose another store path")
+
+
+_KINDS: dict[tuple, tuple[str, str]] = {}  # (path, version) -> classify(): a read needs it once per store version
+
+
+def _kind(con, path: str) -> tuple[str, str]:
+    key = (str(Path(path).resolve()), version(path))
+    if key not in _KINDS:
+        if len(_KINDS) > 64:
+            _KINDS.clear()
+        _KINDS[key] = classify(con)
+    return _KINDS[key]
 
 
 def _ensure_schema(con, path: str) -> None:
-    """Our tables (CREATE IF NOT EXISTS); refuses a DuckDB file that holds another program's tables."""
-    _refuse_foreign(con, path)
-    con.execute(SCHEMA)
+    """Our tables and the marker, in one transaction; refuses (StoreError, before any write) a DuckDB file that
+    is another program's or a newer lab's. An earlier version's store gains the marker and what it lacks."""
+    kind, detail = classify(con)
+    if kind in ("foreign", "newer"):
+        raise StoreError(f"store {path}: {detail}")
+    con.execute("BEGIN")
+    try:
+        con.execute(SCHEMA)
+        con.execute(LAB_SCHEMA)
+        if kind != "lab" or con.execute("SELECT value FROM lab_meta WHERE key = 'schema_version'").fetchone() != \
+                (str(SCHEMA_VERSION),):
+            marker = {"store_format": STORE_FORMAT, "schema_version": str(SCHEMA_VERSION)}
+            if kind == "earlier":
+                marker["migrated_from"] = "a store made before the marker (schema version 1)"
+            for key, value in marker.items():
+                con.execute("INSERT INTO lab_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            [key, value])
+            con.execute("INSERT INTO lab_meta VALUES ('marked_at', CAST(now() AS VARCHAR)) ON CONFLICT DO NOTHING")
+        con.execute("COMMIT")
+    except duckdb.Error as e:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        raise failure(path, e, "could not be prepared") from None
 
 
 @contextmanager
 def connect(path=None, read_only: bool = False, timeout: float = 15.0):
     """A short-lived connection, retried with jitter while another process holds the lock (then StoreBusy).
 
-    Any other reason the file cannot be opened (not a DuckDB file, a folder, no such folder, another
-    program's database) raises StoreError at once. Holds PROCESS_LOCK while open, not while waiting.
+    Any other reason the file cannot be opened (not a DuckDB file, a folder, no such folder, another program's
+    database, a damaged file, a full disk) raises StoreError at once, before anything is written. Holds
+    PROCESS_LOCK while open, not while waiting.
     """
     path = settings.store_path(path)
     deadline = time.monotonic() + timeout
@@ -174,10 +319,10 @@ def connect(path=None, read_only: bool = False, timeout: float = 15.0):
         try:
             con = duckdb.connect(path, read_only=read_only)
             break
-        except duckdb.IOException as e:
+        except duckdb.Error as e:
             PROCESS_LOCK.release()
             if not _is_lock_conflict(e):
-                raise StoreError(_explain(path, e)) from None
+                raise _explain(path, e) from None
             if time.monotonic() > deadline:
                 raise StoreBusy(f"store {path}: busy (locked by another process; waited {timeout:g} s); "
                                 "nothing was lost, try again") from None
@@ -194,15 +339,27 @@ def connect(path=None, read_only: bool = False, timeout: float = 15.0):
         PROCESS_LOCK.release()
 
 
+def _in_memory(sql: str, params) -> pd.DataFrame:
+    """The query's answer on an empty store (its tables, no rows), without creating a file."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(SCHEMA)
+        con.execute(LAB_SCHEMA)
+        return con.execute(sql, params or []).df()
+    finally:
+        con.close()
+
+
 def query(sql: str, params=None, path=None, timeout: float = 15.0) -> pd.DataFrame:
-    """Read-only query; an absent store reads as empty tables (a new user has none yet)."""
+    """Read-only query. Reading never creates a store: an absent store, or a DuckDB file without tables, reads as
+    empty tables (a new user has none yet). A store of an earlier version that lacks a table or column gets it
+    (migrated) and is read again; another program's database raises StoreError."""
     path = settings.store_path(path)
     check_location(path)
     if not os.path.exists(path):
-        with connect(path, timeout=timeout):  # creates the schema, so the query below has its tables
-            pass
+        return _in_memory(sql, params)
     df = _read(path, sql, params, timeout, missing_ok=True)
-    if df is None:  # an empty DuckDB file or a store of an older version lacks some of our tables or columns: add them
+    if df is None:  # a store of an older version lacks some of our tables or columns: add them
         with connect(path, timeout=timeout):
             pass
         df = _read(path, sql, params, timeout)
@@ -211,16 +368,39 @@ def query(sql: str, params=None, path=None, timeout: float = 15.0) -> pd.DataFra
 
 def _read(path: str, sql: str, params, timeout: float, missing_ok: bool = False):
     """The query's frame, or None for a missing table or column when missing_ok (another program's database:
-    StoreError)."""
+    StoreError; a damaged file: StoreDamaged)."""
     with connect(path, read_only=True, timeout=timeout) as con:
         try:
+            kind, detail = _kind(con, path)
+            if kind == "foreign":
+                raise StoreError(f"store {path}: {detail}")
+            if kind == "empty":
+                return _in_memory(sql, params)
             return con.execute(sql, params or []).df()
         except (duckdb.CatalogException, duckdb.BinderException) as e:
             missing_column = isinstance(e, duckdb.BinderException) and "not found" in str(e)
             if not missing_ok or not (missing_column or isinstance(e, duckdb.CatalogException)):
                 raise
-            _refuse_foreign(con, path)
             return None
+        except duckdb.Error as e:
+            if _is_damage(e) or isinstance(e, duckdb.IOException):
+                raise failure(path, e, "cannot be read") from None
+            raise
+
+
+def verify(path=None, timeout: float = 15.0) -> None:
+    """StoreDamaged when any block of the store cannot be read back (truncated, overwritten): every column of every
+    table is read once (milliseconds for a store of thousands of runs). Before a run trains, not after."""
+    path = settings.store_path(path)
+    if not os.path.exists(path):
+        return
+    with connect(path, read_only=True, timeout=timeout) as con:
+        try:
+            main, _ = _tables(con)
+            for table in sorted(main):
+                con.execute(f'SELECT bit_xor(hash(COLUMNS(*))) FROM "{table}"').fetchall()
+        except duckdb.Error as e:
+            raise failure(path, e, "cannot be read") from None
 
 
 def _insert(con, table: str, df: pd.DataFrame):

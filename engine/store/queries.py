@@ -6,10 +6,14 @@ read-write ones. Callers never write SQL: they ask for a frame here and compute 
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 
-from engine.store.db import METRIC_COLUMNS, StoreBusy, connect, query
+from engine import settings
+import engine.store.owner as owner
+import engine.store.results as results
+from engine.store.db import METRIC_COLUMNS, StoreBusy, StoreError, connect, query, verify
 
 # which test targets a per-persona figure is over; stated / supplied: the reference settings the dialogue named
 # before the target, and those it did not (the assistant's own values: the personalization figure)
@@ -20,11 +24,14 @@ def _ids(run_ids) -> list[str]:
     return [str(r) for r in (run_ids or [])]
 
 
-def check_usable(path=None, timeout: float = 15.0, busy_ok: bool = False) -> None:
+def check_usable(path=None, timeout: float = 15.0, busy_ok: bool = False, thorough: bool = False) -> None:
     """StoreError now for a foreign or broken store file (creates nothing that is not there); a store another
-    process writes right now passes when busy_ok."""
+    process writes right now passes when busy_ok. thorough: also read every block back (a truncated or overwritten
+    store is StoreDamaged now, not when a run's results land)."""
     try:
         query("SELECT 1 FROM runs LIMIT 0", path=path, timeout=timeout)
+        if thorough:
+            verify(path, timeout)
     except StoreBusy:
         if not busy_ok:
             raise
@@ -38,6 +45,60 @@ def runs(path=None) -> pd.DataFrame:
         "SELECT r.*, coalesce(m.n_methods, 0) AS n_methods_done FROM runs r "
         "LEFT JOIN (SELECT run_id, count(*) AS n_methods FROM method_results GROUP BY run_id) m USING (run_id) "
         "ORDER BY r.created_at DESC", path=path)
+
+
+def settle(path=None, timeout: float = 15.0) -> dict[str, str]:
+    """Runs and studies the store shows as `running` whose process is gone (engine.store.owner): stored as
+    `interrupted` with why (finished methods are kept). Returns {run or study id: why} of those found; when the
+    store cannot be written now (locked, full, a newer lab's) they are returned all the same and stored by a
+    later call. Reads first and writes only when there is something to settle; an absent store is left absent."""
+    if not os.path.exists(settings.store_path(path)):
+        return {}
+    runs_ = query("SELECT run_id, host, pid, pid_start, heartbeat_at, artifacts_dir FROM runs WHERE status = "
+                  "'running'", path=path, timeout=timeout)
+    studies_ = query("SELECT study_id, host, pid, pid_start FROM studies WHERE status = 'running'", path=path,
+                     timeout=timeout)
+    gone_runs, gone_studies = {}, {}
+    for r in runs_.itertuples():
+        beat = results.heartbeat(r.artifacts_dir) or r.heartbeat_at  # the run file's is newer than the last ingest's
+        state, why = owner.state(r.host, r.pid, r.pid_start, beat)
+        if state == "gone":
+            gone_runs[r.run_id] = f"interrupted: {why}; finished methods are kept"
+    for r in studies_.itertuples():
+        state, why = owner.state(r.host, r.pid, r.pid_start)
+        if state == "gone":
+            gone_studies[r.study_id] = f"interrupted: {why}"
+    if gone_runs or gone_studies:
+        try:
+            with connect(path, timeout=timeout) as con:
+                for run_id, why in gone_runs.items():
+                    con.execute("UPDATE runs SET status = 'interrupted', error = coalesce(error, ?), finished_at = "
+                                "coalesce(finished_at, now()) WHERE run_id = ? AND status = 'running'", [why, run_id])
+                for study_id in gone_studies:
+                    con.execute("UPDATE studies SET status = 'interrupted' WHERE study_id = ? AND status = 'running'",
+                                [study_id])
+        except StoreError:  # locked, full, or a newer lab's store (read, never written): shown, stored later
+            pass
+    return {**gone_runs, **gone_studies}
+
+
+def mark_interrupted(run_id: str, path=None) -> str:
+    """A `running` run stored as `interrupted` by hand (for what settle cannot tell: no owner recorded, another
+    host); ValueError when there is no such run, it is not running, or its process is alive here. Returns why."""
+    row = run_row(run_id, path)
+    if row is None:
+        raise ValueError(f"no run '{run_id}' in the store {settings.store_path(path)}")
+    if row["status"] != "running":
+        raise ValueError(f"run {run_id} is {row['status']}, not running")
+    state, _ = owner.state(row.get("host"), row.get("pid"), row.get("pid_start"))
+    if state == "alive":
+        raise ValueError(f"run {run_id} is running: its process (pid {int(row['pid'])}) is alive on this host; stop it "
+                         "first (it then ends cancelled)")
+    why = "interrupted: marked by hand (engine runs --interrupt); finished methods are kept"
+    with connect(path) as con:
+        con.execute("UPDATE runs SET status = 'interrupted', error = coalesce(error, ?), finished_at = "
+                    "coalesce(finished_at, now()) WHERE run_id = ? AND status = 'running'", [why, run_id])
+    return why
 
 
 def run_row(run_id: str, path=None) -> dict | None:
@@ -250,11 +311,18 @@ def run_seconds(run_ids, path=None) -> pd.DataFrame:
                  "WHERE run_id IN (SELECT unnest(?))", [_ids(run_ids)], path)
 
 
-def save_study(study_id: str, name: str, spec: dict, status: str, n_runs: int, path=None) -> None:
+def save_study(study_id: str, name: str, spec: dict, status: str, n_runs: int, path=None,
+               runner: dict | None = None) -> None:
+    """The study's row; `runner` (engine.store.owner.me()) is the process that runs it now (a CLI study; a
+    dashboard study's runs are jobs, each with its own worker)."""
+    runner = runner or {}
     with connect(path) as con:
-        con.execute("INSERT INTO studies VALUES (?, ?, now(), ?, ?, ?) ON CONFLICT (study_id) DO UPDATE SET "
-                    "status = excluded.status, n_runs = excluded.n_runs",
-                    [study_id, name, json.dumps(spec), status, n_runs])
+        con.execute("INSERT INTO studies (study_id, name, created_at, spec_json, status, n_runs, host, pid, pid_start) "
+                    "VALUES (?, ?, now(), ?, ?, ?, ?, ?, ?) ON CONFLICT (study_id) DO UPDATE SET "
+                    "status = excluded.status, n_runs = excluded.n_runs, host = excluded.host, pid = excluded.pid, "
+                    "pid_start = excluded.pid_start",
+                    [study_id, name, json.dumps(spec), status, n_runs, runner.get("host"), runner.get("pid"),
+                     runner.get("pid_start")])
 
 
 def set_study_status(study_id: str, status: str, path=None) -> None:
@@ -291,7 +359,10 @@ def upsert_job(row: dict, path=None, timeout: float = 15.0) -> None:
         con.execute(f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})",
                     [row.get(k) for k in JOB_COLUMNS])
         if row["status"] in ("failed", "cancelled") and row.get("run_id"):
+            # a job that failed while its run still shows running: its worker ended without recording the run's
+            # outcome (the run is interrupted, finished methods kept); a cancelled job's run is cancelled
             error = row.get("error")
             con.execute("UPDATE runs SET status = ?, error = coalesce(error, ?), "
                         "finished_at = coalesce(finished_at, now()) WHERE run_id = ? AND status = 'running'",
-                        [row["status"], error.splitlines()[0] if error else None, row["run_id"]])
+                        ["cancelled" if row["status"] == "cancelled" else owner.INTERRUPTED,
+                         error.splitlines()[0] if error else None, row["run_id"]])

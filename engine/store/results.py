@@ -15,17 +15,31 @@ import duckdb
 import pandas as pd
 
 from engine import settings
-from engine.store.db import (METHOD_TABLES, RUN_TABLES, ResultFileError, StoreError, _insert, connect)
+import engine.store.owner as owner
+from engine.store.db import METHOD_TABLES, RUN_TABLES, ResultFileError, _insert, connect, failure
 
 
 def method_dirname(method: str) -> str:
     return method.replace(":", "__")
 
 
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def write_json_atomic(path: Path, obj) -> None:
+    """The file written under a temp name and renamed: readers see the old or the new one; a failed write (a full
+    disk) leaves the old file and no temp file behind."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)
+        raise
 
 
 def write_run_file(results_dir: Path, run: dict) -> None:
@@ -35,8 +49,12 @@ def write_run_file(results_dir: Path, run: dict) -> None:
 
 def write_run_table(results_dir: Path, table: str, df: pd.DataFrame) -> None:
     tmp = results_dir / f".{table}.parquet.tmp{os.getpid()}"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, results_dir / f"{table}.parquet")
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, results_dir / f"{table}.parquet")
+    except BaseException:
+        _discard(tmp)
+        raise
 
 
 def method_summary(method: str, per_persona: pd.DataFrame, **measured) -> dict:
@@ -115,6 +133,60 @@ def _rollback(con) -> None:
         pass
 
 
+def settle(run: dict) -> dict:
+    """A run file that says `running` while its process is gone (killed, crashed, the machine restarted): the same
+    run, `interrupted`, with what is known of why (engine.store.owner); any other run file as it is."""
+    if run.get("status") != "running":
+        return run
+    state, why = owner.state(run.get("host"), run.get("pid"), run.get("pid_start"), run.get("heartbeat_at"))
+    if state != "gone":
+        return run
+    return {**run, "status": owner.INTERRUPTED, "error": run.get("error") or f"interrupted: {why}; finished methods "
+            "are kept", "finished_at": run.get("finished_at") or run.get("heartbeat_at") or owner.now_iso()}
+
+
+def heartbeat(results_dir) -> str | None:
+    """The last heartbeat a run's file holds (refreshed while the run works), None when it cannot be read."""
+    if not isinstance(results_dir, str) or not results_dir:
+        return None
+    try:
+        run = json.loads((Path(results_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return run.get("heartbeat_at") if isinstance(run, dict) and isinstance(run.get("heartbeat_at"), str) else None
+
+
+def _utc(value):
+    """A stored or written time as a naive UTC datetime (None when absent or unreadable)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    try:
+        t = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return None
+    return (t.tz_convert("UTC").tz_localize(None) if t.tzinfo else t).to_pydatetime()
+
+
+def _check_same_run(stored, run: dict, results_dir: Path, path) -> None:
+    """ResultFileError unless the store's row of this run id came from this folder: a run id belongs to one
+    folder, and a copy elsewhere (another run reusing the id) never replaces it. An imported run gains methods
+    from the importer's temporary folders; a store moved with its runs/ keeps its runs (same id, same start)."""
+    if stored is None:
+        return
+    status, artifacts, created_at, task = stored
+    here = str(results_dir.resolve())
+    if artifacts == here:
+        return
+    if artifacts is None and run.get("artifacts_dir") is None and task == run.get("task") == "imported":
+        return
+    if artifacts and not os.path.exists(artifacts) and _utc(created_at) == _utc(run.get("created_at")) is not None:
+        return
+    raise ResultFileError(
+        f"{results_dir / 'run.json'}: run {run['run_id']} is already in the store {settings.store_path(path)} "
+        f"({status}, from {artifacts or 'another folder'}); a copy from another folder never replaces it (give "
+        "the copy its own run_id to ingest it as another run)")
+
+
 def ingest(results_dir, path=None, problems: list | None = None, timeout: float = 15.0) -> list[str]:
     """Copy a run's result files into the store in one transaction; returns the methods newly added.
 
@@ -122,20 +194,29 @@ def ingest(results_dir, path=None, problems: list | None = None, timeout: float 
     opened. A method folder that cannot be read or does not fit the store is left out (its rows land all
     together or not at all) and the good ones still land; what was left out is appended to `problems`
     (when not given, ResultFileError is raised after the good methods are committed). A broken run file
-    raises ResultFileError and changes nothing.
+    raises ResultFileError and changes nothing; so does a run id the store holds from another folder. A run
+    file that says `running` while its process is gone lands as `interrupted` (and the file says so too); a
+    `done` run is never set back to another status.
     """
     results_dir = Path(results_dir)
     run, tables, methods, bad = _read_results(results_dir)
     run_id = run["run_id"]
+    settled = settle(run)
+    changed, run = settled is not run, settled
     with connect(path, timeout=timeout) as con:
+        stored = con.execute("SELECT status, artifacts_dir, created_at, task FROM runs WHERE run_id = ?",
+                             [run_id]).fetchone()
+        _check_same_run(stored, run, results_dir, path)
+        keep_row = stored is not None and stored[0] == "done" and run.get("status") != "done"
         have = {r[0] for r in con.execute("SELECT method FROM method_results WHERE run_id = ?", [run_id]).fetchall()}
         todo = [m for m in methods if m[1] not in have]
         while True:
             where, added = results_dir / "run.json", []
             con.execute("BEGIN")
             try:
-                con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
-                _insert(con, "runs", pd.DataFrame([run]))
+                if not keep_row:
+                    con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+                    _insert(con, "runs", pd.DataFrame([run]))
                 for table, df in tables.items():
                     where = results_dir / f"{table}.parquet"
                     con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
@@ -155,13 +236,17 @@ def ingest(results_dir, path=None, problems: list | None = None, timeout: float 
                     raise ResultFileError(f"{where}: does not fit the store ({_first_line(e)})") from None
                 todo.remove(where)
                 bad.append(f"{where[0]}: not ingested, does not fit the store ({_first_line(e)})")
-            except duckdb.Error as e:  # the store itself failed (disk full, IO): nothing landed
+            except duckdb.Error as e:  # the store itself failed (disk full, damaged, IO): nothing landed
                 _rollback(con)
-                raise StoreError(f"store {settings.store_path(path)}: could not write ({_first_line(e)}); nothing was "
-                                 "changed") from None
+                raise failure(settings.store_path(path), e) from None
             except BaseException:
                 _rollback(con)
                 raise
+    if changed:  # landed interrupted: nobody else writes the run file now, so the folder tells the truth too
+        try:
+            write_json_atomic(results_dir / "run.json", run)
+        except OSError:
+            pass
     if bad:
         if problems is None:
             raise ResultFileError("; ".join(bad))

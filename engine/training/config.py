@@ -61,6 +61,9 @@ class TrainConfig:
             ("eval_batch_size", isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 1, "an integer >= 1"),
         ]
         bad = [f"{name} must be {what}, got {getattr(self, name)!r}" for name, ok, what in checks if not ok]
+        twice = sorted({t for t in self.targets if list(self.targets).count(t) > 1}) if not bad else []
+        if twice:
+            bad.append(f"targets: {', '.join(map(repr, twice))} given twice; name each module once")
         if bad:
             raise ConfigError("; ".join(bad))
         self.targets = tuple(self.targets)
