@@ -1,12 +1,13 @@
-"""Persona data: the JSONL contract and its loaders, the built-in smart-home simulator, the smart-home action
-vocabulary and parser.
+"""Persona data: the contract and its loaders, the built-in simulator, the smart-home action vocabulary.
 
-    dataset     load and validate a dataset (JSONL file, EdgeWisePersona folder or simulator spec): load_dataset
-    contract    what every loader produces (Example, Dataset, DataError) and the checks the loaders share
-    edgewise    EdgeWisePersona's own release (characters / routines / sessions .jsonl) as it is; meta in words
-    splitfile   the seed study's edgesplits.json: per-persona train/val/test dialogue indices
-    simulator   the deterministic smart-home persona benchmark (knobs: the study's open questions)
-    smarthome   devices, parameters, values; parse_actions and the action metrics
+    contract        Example, Dataset, DataError and the checks every loader shares
+    dataset         load_dataset: a JSONL file, EdgeWisePersona's folder, or a simulator spec
+    edgewise        EdgeWisePersona's own release (three line-aligned files) as it is
+    splitfile       the seed study's edgesplits.json (train / val / test per persona)
+    simulator       the deterministic smart-home persona benchmark (knobs: the study's open questions);
+                    scenes (values and situations), talk and phrasing (how its people and assistant speak)
+    dialogue_stats  statistics of any dialogue data, beside a real file (`engine synth --compare-to`)
+    smarthome       devices, parameters, values; parse_actions, stated vs supplied settings, action metrics
 
 Imports only engine.settings and itself: everything else may read data.
 """

@@ -3,6 +3,7 @@
     registry    every method once: what it needs, what it trains and reuses, what it exports
     context     Context (what a method sees), MethodOutput, and the steps methods share
     adapters    base, unified, per_persona, hybrid, cluster
+    baselines   nearest_reply and its persona-blind control: copy the most similar train reply
     prompts     prompted, unified+profile, rag, unified+rag
     merging     merge:<combination>
     routing     routed

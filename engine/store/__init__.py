@@ -5,6 +5,8 @@
     owner     who runs a run or a study (host, pid, process start) and whether that process still lives
     results   a run's result files (written by runs, never the store) and `ingest`, which copies them in
     queries   every other read and update, by what it answers
+    owner     who runs a run (host, pid, process start) and its heartbeat: a run whose process is gone is
+              interrupted, never "running" forever
 
 Nothing outside this package opens a connection or writes SQL. Imports only engine.settings.
 """
