@@ -6,7 +6,7 @@
     study      a grid of runs over knobs or hyperparameters x seeds;  ray_runs: whole runs on Ray actors
     jobs       the dashboard's job folders: submit, list, cancel, poll (ingest);  worker: a job's process
     demos      the empty store's one-click runs
-    importer   other tools' per-persona results as a run;  export: adapters as PEFT folders
+    importer   other tools' per-persona results as a run (import_formats reads the files);  export: PEFT folders
     paths      what the dashboard may open on the server
     cli        `python -m engine ...`;  landing: where a CLI run's results land, and what is said when they cannot
 
