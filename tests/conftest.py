@@ -8,7 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Whole files left out of the quick subset (`pytest -m "not slow"`); single slow tests carry @pytest.mark.slow.
 FILE_MARKS = {"test_browser.py": ("slow", "browser"), "test_ray.py": ("slow", "ray"), "test_smollm2.py": ("slow",),
-              "test_faults.py": ("slow",)}
+              "test_faults.py": ("slow",), "test_bench.py": ("slow",)}
 
 
 def pytest_collection_modifyitems(items):

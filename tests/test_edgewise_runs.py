@@ -85,6 +85,7 @@ def study_run(tmp_path_factory):
     return {"dir": d, "store": db, "run": run_id, "jobs": d / "jobs"}
 
 
+@pytest.mark.slow
 def test_the_five_study_methods_score_every_persona(study_run):
     db, run_id = study_run["store"], study_run["run"]
     res = store.query("SELECT method, count(*) AS personas, min(n_test) AS lo, max(n_test) AS hi FROM persona_results "
@@ -100,6 +101,7 @@ def test_the_five_study_methods_score_every_persona(study_run):
     assert config["split_rule"] == "60/20/20 per persona, in order" and config["data_notes"] == []
 
 
+@pytest.mark.slow
 def test_each_prediction_keeps_its_sessions_meta(study_run):
     preds = store.query("SELECT example_id, meta_json FROM predictions WHERE run_id = ? AND method = 'unified'",
                         [study_run["run"]], path=study_run["store"])
@@ -109,6 +111,7 @@ def test_each_prediction_keeps_its_sessions_meta(study_run):
         assert session in (8, 9) and json.loads(meta_json) == meta_of(session)
 
 
+@pytest.mark.slow
 def test_the_persona_page_shows_each_examples_situation(study_run, monkeypatch):
     at = open_page(monkeypatch, study_run["store"], study_run["jobs"], "persona", run=study_run["run"],
                    persona="persona_002")
@@ -120,6 +123,7 @@ def test_the_persona_page_shows_each_examples_situation(study_run, monkeypatch):
     assert len(at.expander) == 4
 
 
+@pytest.mark.slow
 def test_an_older_store_without_meta_gains_the_column_when_read(study_run, tmp_path):
     import shutil
 

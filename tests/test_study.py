@@ -21,6 +21,7 @@ SMALL = "sim:personas=3,train_per_persona=2,val_per_persona=1,test_per_persona=1
 TRAIN = {"epochs": 1, "max_new_tokens": 2, "r": 4}
 
 
+@pytest.mark.slow
 def test_a_2x2x2_study_lands_every_run_with_its_coordinates(tmp_path):
     db = str(tmp_path / "store.duckdb")
     spec = StudySpec(data=SMALL, vary={"personal_fraction": [0.0, 0.5], "train_per_persona": [2, 3]}, seeds=[0, 1],
