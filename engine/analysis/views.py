@@ -12,6 +12,7 @@ import pandas as pd
 
 from engine import store
 from engine.analysis import stats
+from engine.data.simulator import parse_sim_spec
 from engine.store import queries
 from engine.store.queries import blind_ceiling, persona_scores
 
@@ -252,10 +253,8 @@ def seed_coverage(run_ids, path=None) -> dict:
     rows = queries.runs(path)
     rows = rows[rows.run_id.isin([str(r) for r in run_ids])]
     seeds = sorted({int(s) for s in rows.seed.dropna()})
-    draws = set()
-    for data in rows.dataset.astype(str):
-        knobs = dict(kv.split("=", 1) for kv in data.partition(":")[2].split(",") if "=" in kv)
-        draws.add(int(knobs.get("seed", 0)) if data == "sim" or data.startswith("sim:") else None)
+    draws = {parse_sim_spec(data)["seed"] if data == "sim" or data.startswith("sim:") else None
+             for data in rows.dataset.astype(str)}
     return {"train_seeds": seeds, "data_draws": sorted(draws, key=lambda d: (d is None, d or 0))}
 
 

@@ -13,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-from engine.data.contract import AUTO_SPLIT
+from engine.data.contract import AUTO_SPLIT, is_int
 from engine.methods import registry
 from engine.training.config import ConfigError, TrainConfig
 
@@ -36,26 +36,22 @@ OPTIONS = {"cluster_k": "an integer >= 1 or 'auto'", "merge_k": "an integer >= 1
            "merge_density": "a number in (0, 1]", "rag_k": "an integer >= 1"}
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def check_options(options: dict) -> None:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise ConfigError(f"unknown method option(s) {unknown}; known: {', '.join(OPTIONS)}")
     k = options.get("cluster_k")
-    if "cluster_k" in options and not (k == "auto" or (_is_int(k) and k >= 1)):
+    if "cluster_k" in options and not (k == "auto" or (is_int(k) and k >= 1)):
         raise ConfigError(f"cluster_k must be {OPTIONS['cluster_k']}, got {k!r}")
     k = options.get("merge_k")
-    if "merge_k" in options and not (_is_int(k) and k >= 1):
+    if "merge_k" in options and not (is_int(k) and k >= 1):
         raise ConfigError(f"merge_k must be {OPTIONS['merge_k']}, got {k!r}")
     d = options.get("merge_density")
     if "merge_density" in options and not (isinstance(d, (int, float)) and not isinstance(d, bool)
                                            and math.isfinite(d) and 0 < d <= 1):
         raise ConfigError(f"merge_density must be {OPTIONS['merge_density']}, got {d!r}")
     k = options.get("rag_k")
-    if "rag_k" in options and not (_is_int(k) and k >= 1):
+    if "rag_k" in options and not (is_int(k) and k >= 1):
         raise ConfigError(f"rag_k must be {OPTIONS['rag_k']}, got {k!r}")
 
 
@@ -67,7 +63,7 @@ def context_length(model: str) -> int:
     if os.path.isdir(model) and config.is_file():
         try:
             n = json.loads(config.read_text()).get("max_position_embeddings")
-            if _is_int(n) and n > 0:
+            if is_int(n) and n > 0:
                 return n
         except (OSError, ValueError, AttributeError):
             pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.data.contract import is_int
 from engine.lab import checks
 from engine.methods import registry
 from engine.training.config import ConfigError, TrainConfig
@@ -50,8 +51,7 @@ class RunSpec:
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()):
             raise ConfigError(f"ray must be a cluster address such as auto or 10.0.0.5:6379, got {self.ray!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
-                                         or self.threads < 1):
+        if self.threads is not None and not (is_int(self.threads) and self.threads >= 1):
             raise ConfigError(f"threads must be an integer >= 1, got {self.threads!r}")
         if self.metric is not None and self.metric not in ALL_METRICS:
             raise ConfigError(f"metric must be one of {', '.join(ALL_METRICS)}, got {self.metric!r}")
@@ -98,10 +98,16 @@ MAX_SEED = 2**31 - 1  # the store keeps a run's seed as a 32-bit INTEGER
 
 
 def check_seed(seed) -> None:
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     if seed > MAX_SEED:
         raise ConfigError(f"seed must be at most {MAX_SEED} (the store keeps seeds as 32-bit integers), got {seed}")
+
+
+def check_seed_list(seeds, what: str = "seeds") -> None:
+    """ConfigError unless `seeds` is a non-empty list of distinct integers >= 0."""
+    if not seeds or len(set(seeds)) != len(seeds) or not all(is_int(s) and s >= 0 for s in seeds):
+        raise ConfigError(f"{what}: distinct integers >= 0, got {seeds!r}")
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from engine import store
 from engine.store import owner
 from engine.lab.runner import execute_run
-from engine.lab.spec import RunSpec
+from engine.lab.spec import RunSpec, check_seed_list
 from engine.data.simulator import format_sim_spec, parse_sim_spec
 from engine.training.config import ConfigError, TrainConfig
 from engine import settings
@@ -52,16 +52,12 @@ class StudySpec:
         """Every grid point as (coordinates, run spec), checked before any work: ConfigError names what is wrong."""
         if not isinstance(self.vary, dict) or len(self.vary) > MAX_AXES:
             raise ConfigError(f"vary: at most {MAX_AXES} axes, got {list(self.vary)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or \
-                not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds):
-            raise ConfigError(f"seeds: distinct integers >= 0, got {self.seeds!r}")
+        check_seed_list(self.seeds)
         sim = self.data.strip() == "sim" or self.data.strip().startswith("sim:")
         if self.data_seeds is not None:
             if not sim:
                 raise ConfigError(f"data seeds draw the simulator's data anew; {self.data} is one fixed dataset")
-            if not self.data_seeds or len(set(self.data_seeds)) != len(self.data_seeds) or \
-                    not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.data_seeds):
-                raise ConfigError(f"data seeds: distinct integers >= 0, got {self.data_seeds!r}")
+            check_seed_list(self.data_seeds, "data seeds")
         hyper = set(TrainConfig.__dataclass_fields__)
         for axis, values in self.vary.items():
             if axis in ("seed", "data_seed"):

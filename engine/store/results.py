@@ -16,7 +16,7 @@ import pandas as pd
 
 from engine import settings
 import engine.store.owner as owner
-from engine.store.db import METHOD_TABLES, RUN_TABLES, ResultFileError, _insert, connect, failure
+from engine.store.db import METHOD_TABLES, RUN_TABLES, ResultFileError, _first_line, _insert, connect, failure
 
 
 def method_dirname(method: str) -> str:
@@ -85,10 +85,6 @@ def write_method_files(results_dir: Path, method: str, summary: dict, tables: di
         raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _read_results(results_dir: Path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from engine.data.contract import is_int
 from engine.training.lora import DEFAULT_TARGETS, INITS
 
 DEFAULT_SYSTEM_PROMPT = "You are a smart-home assistant. Reply with the actions you take."
@@ -91,10 +92,6 @@ class TrainConfig:
 FLOAT_FIELDS = ("alpha", "dropout", "lr", "weight_decay", "max_grad_norm")
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _check_types(train: dict) -> None:
     """Types and finiteness the range checks cannot see (inf passes `> 0`; a string fails with a TypeError)."""
     defaults = TrainConfig()
@@ -103,7 +100,7 @@ def _check_types(train: dict) -> None:
         if name in FLOAT_FIELDS:
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
                 raise ConfigError(f"{name} must be a finite number, got {v!r}")
-        elif _is_int(want) and not _is_int(v):
+        elif is_int(want) and not is_int(v):
             raise ConfigError(f"{name} must be an integer, got {v!r}")
         elif name == "targets" and (isinstance(v, str) or not isinstance(v, (list, tuple))):
             raise ConfigError(f"targets must be a list of module names, got {v!r}")

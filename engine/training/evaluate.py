@@ -183,10 +183,7 @@ def persona_blind_scores(dataset, metric: str) -> pd.DataFrame | None:
     tests = dataset.split("test")
     if dataset.task != "dialogue" or not tests or any(e.blind is None for e in tests):
         return None
-    out = pd.concat([_targets_frame(tests), score_dialogue([e.blind for e in tests], [e.target for e in tests],
-                                                           [e.context for e in tests])], axis=1)
-    out["score"] = out[metric]
-    return out
+    return score_replies(dataset, tests, [e.blind for e in tests], metric)
 
 
 def persona_means(predictions: pd.DataFrame) -> pd.DataFrame:
