@@ -178,18 +178,11 @@ def test_study_takes_the_split_file_to_every_run(tmp_path):
 # ----------------------------------------------------------------------------- Launch
 
 def test_launch_takes_a_folder_and_a_split_file(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
-    from tests.conftest import ROOT
     home = tmp_path / "home"
     folder = write_release(home / "edgewise", users=2, sessions=10)
     (home / "splits.json").write_text(json.dumps(study_splits(2, 10)))
     monkeypatch.setenv("PLL_HOME", str(home))
-    monkeypatch.setenv("PLL_STORE", str(home / "store.duckdb"))
-    monkeypatch.setenv("PLL_JOBS", str(home / "jobs"))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page("pages/launch.py")
-    at.run()
+    at = open_page(monkeypatch, home / "store.duckdb", home / "jobs", "launch")
     at.radio(key="data_kind").set_value("JSONL file path").run()
     at.text_input(key="data_path").input(str(folder)).run()
     at.multiselect(key="methods").set_value(["base"]).run()
