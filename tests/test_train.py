@@ -192,3 +192,62 @@ def test_rows_with_their_own_system_prompts_pack_exactly(lm):
         one_by_one = torch.cat([target_logprobs(lm.model, *pad_batch([r], lm.tokenizer.pad_token_id, "cpu"))[0]
                                 for r in rows])
     assert torch.allclose(packed, one_by_one, atol=1e-5), (packed - one_by_one).abs().max()
+
+
+def _rows(spec, seed=0):
+    """Encoded rows from (shared prefix, prompt length, length) triples: ids past the prefix are random."""
+    g = torch.Generator().manual_seed(seed)
+    return [Encoded(list(range(5, 5 + pre)) + torch.randint(100, 1000, (n - pre,), generator=g).tolist(), prompt)
+            for pre, prompt, n in spec]
+
+
+@pytest.mark.parametrize("packs", [
+    [[(10, 14, 30), (10, 13, 22), (10, 16, 40)]],                 # one pack, rows of unequal length
+    [[(10, 14, 30), (10, 13, 22)], [(7, 9, 12)], [(3, 5, 25), (3, 6, 9)]],  # packs of unequal length: padding
+    [[(0, 1, 18)], [(12, 20, 21)]],                               # a single row; a one-token target
+])
+def test_block_attention_equals_the_full_mask(lm, packs):
+    """Block attention (the trainer's on CPU) gives every target the log-probability, and every LoRA weight the
+    gradient, that eager attention under the full packed mask gives (tiny-random: 4 query heads over 2 key heads)."""
+    from engine.training import attention
+    from engine.training.lora import inject_lora, lora_layers, remove_lora
+    assert lm.model.config.num_key_value_heads < lm.model.config.num_attention_heads  # grouped heads covered
+    packed = [pack_rows(_rows(spec, seed=i), 4096)[0] for i, spec in enumerate(packs)]
+    pad = lm.tokenizer.pad_token_id
+    inject_lora(lm.model, 1, r=4, alpha=8)
+    layers = list(lora_layers(lm.model).values())
+    with torch.no_grad():
+        for layer in layers:  # a non-zero B, so A gets a gradient too
+            layer.lora_B.normal_(0, 0.1, generator=torch.Generator().manual_seed(layer.layer_id))
+    before = lm.model.config._attn_implementation
+    results = []
+    try:
+        for impl, segments in (("eager", False), (attention.NAME, True)):
+            lm.model.set_attn_implementation(impl)
+            for layer in layers:
+                layer.lora_A.requires_grad_(True).grad = None
+                layer.lora_B.requires_grad_(True).grad = None
+            logp, row = logprobs_at(lm.model, *packed_batch(packed, pad, "cpu", segments=segments))
+            logp.sum().backward()
+            results.append((logp.detach(), row, [p.grad.clone() for l in layers for p in (l.lora_A, l.lora_B)]))
+    finally:
+        lm.model.set_attn_implementation(before)
+        remove_lora(lm.model)
+    (full, row_full, grads_full), (blocks, row_blocks, grads_blocks) = results
+    assert len(full) == sum(n - prompt for spec in packs for _, prompt, n in spec)
+    assert torch.equal(row_full, row_blocks)
+    assert torch.allclose(full, blocks, atol=1e-5), (full - blocks).abs().max()
+    for a, b in zip(grads_full, grads_blocks):
+        assert a.abs().max() > 0 and torch.allclose(a, b, atol=1e-5, rtol=1e-4), (a - b).abs().max()
+
+
+def test_block_attention_refuses_a_full_mask(lm):
+    from engine.training import attention
+    pack = pack_rows(_rows([(5, 8, 12)]), 4096)[0]
+    before = lm.model.config._attn_implementation
+    lm.model.set_attn_implementation(attention.NAME)
+    try:
+        with pytest.raises(ValueError, match="segment ids"):
+            logprobs_at(lm.model, *packed_batch([pack], lm.tokenizer.pad_token_id, "cpu"))
+    finally:
+        lm.model.set_attn_implementation(before)

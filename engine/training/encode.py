@@ -158,9 +158,10 @@ def pack_rows(rows: list[Encoded], budget_tokens: int) -> list[Packed]:
     return out
 
 
-def packed_batch(packs: list[Packed], pad_id: int, device):
+def packed_batch(packs: list[Packed], pad_id: int, device, segments: bool = False):
     """ids, an additive attention mask [B, 1, T, T], labels and position ids of packed sequences
-    (logprobs_at's arguments)."""
+    (logprobs_at's arguments). segments=True: the segment ids [B, 1, 1, T] in place of the mask, for a model
+    that attends by blocks (engine.training.attention)."""
     T = max(len(p.ids) for p in packs)
     ids = torch.full((len(packs), T), pad_id, dtype=torch.long)
     position = torch.zeros((len(packs), T), dtype=torch.long)
@@ -170,6 +171,8 @@ def packed_batch(packs: list[Packed], pad_id: int, device):
         n = len(p.ids)
         ids[b, :n], position[b, :n] = torch.tensor(p.ids), torch.tensor(p.position)
         segment[b, :n], labels[b, :n] = torch.tensor(p.segment), torch.tensor(p.labels)
+    if segments:
+        return ids.to(device), segment[:, None, None, :].to(device), labels.to(device), position.to(device)
     q, k = segment[:, :, None], segment[:, None, :]
     allowed = torch.ones(T, T, dtype=torch.bool).tril() & ((k == q) | (k == 0)) & (q >= 0)
     allowed |= torch.eye(T, dtype=torch.bool)  # padding attends to itself only: no empty softmax row

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from engine.training import attention as block_attention
 from engine.training.config import TrainConfig
 from engine.training.encode import Encoded, logprobs_at, micro_batches, pack_rows, packed_batch
 from engine.training.lora import lora_layers, stream_seed
@@ -133,7 +134,8 @@ def validation_losses(lm, val: list[list[Encoded]], adapters: list[int], budget:
     try:
         for group in micro_batches([pk for _, pk in packs], budget):
             idx, routing = _route_packs(lm, packs, group, P)
-            batch = packed_batch([packs[i][1] for i in group], lm.tokenizer.pad_token_id, lm.device)
+            batch = packed_batch([packs[i][1] for i in group], lm.tokenizer.pad_token_id, lm.device,
+                                 segments=block_attention.uses_block_attention(lm.model))
             with routing, lm.autocast():
                 logp, row = logprobs_at(lm.model, *batch)
             owner = idx[row].cpu()
@@ -176,10 +178,13 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
     total = max(math.ceil(len(d) / bs) for d in data) * cfg.epochs  # an upper bound: adapters may stop early
     model.train()
     attention = model.config._attn_implementation
-    if lm.device.type == "cpu" and attention == "sdpa":
-        # on CPU eager attention trains packed rows ~12% faster than sdpa in bf16 (AMX; 32 personas,
-        # smollm2-135m) and as fast in fp32 (AVX2), for ~25% more activation memory; generation keeps sdpa
-        model.set_attn_implementation("eager")
+    if lm.device.type == "cpu":
+        # packed rows attend by blocks on CPU (engine.training.attention): one adapter, packs of 8 rows, 2-core
+        # EPYC: bf16 1.17-1.21x and fp32 (AVX2) 1.16x the eager attention under the full mask that it replaces
+        # (eager beat sdpa there); small packs (32 adapters x 3 rows) tie. Generation keeps the model's own
+        # attention; CUDA keeps sdpa under the full mask (block attention not measured there).
+        model.set_attn_implementation(block_attention.NAME)
+    blocks = block_attention.uses_block_attention(model)
     t0 = time.time()
     try:
         for epoch in range(cfg.epochs):
@@ -203,7 +208,8 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
                     p.grad = None
                 for group in micro_batches([pk for _, pk in packs], budget):
                     idx, routing = _route_packs(lm, packs, group, P, [pack_seeds[i] for i in group])
-                    batch = packed_batch([packs[i][1] for i in group], lm.tokenizer.pad_token_id, lm.device)
+                    batch = packed_batch([packs[i][1] for i in group], lm.tokenizer.pad_token_id, lm.device,
+                                         segments=blocks)
                     with routing, lm.autocast():
                         logp, row = logprobs_at(model, *batch)
                     tok_adapter = idx[row]
