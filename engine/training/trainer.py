@@ -180,7 +180,7 @@ def train_adapters_batched(lm, data: list[list[Encoded]], cfg: TrainConfig, seed
     attention = model.config._attn_implementation
     if lm.device.type == "cpu":
         # packed rows attend by blocks on CPU (engine.training.attention): one adapter, packs of 8 rows, 2-core
-        # EPYC: bf16 1.17-1.21x and fp32 (AVX2) 1.16x the eager attention under the full mask that it replaces
+        # EPYC: bf16 1.27x and fp32 (AVX2) 1.16x the eager attention under the full mask that it replaces
         # (eager beat sdpa there); small packs (32 adapters x 3 rows) tie. Generation keeps the model's own
         # attention; CUDA keeps sdpa under the full mask (block attention not measured there).
         model.set_attn_implementation(block_attention.NAME)
