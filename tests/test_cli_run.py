@@ -63,6 +63,16 @@ def test_runs_lists_mean_and_std(finished_run):
     assert len(lines) == 3 and all(" supplied " in line and " settings)" in line for line in lines), p.stdout
 
 
+def test_runs_into_a_closed_pipe_ends_quietly(finished_run):
+    """`engine runs | head`: the reader leaves early; no traceback, the exit status a SIGPIPE'd tool gives."""
+    store, _ = finished_run
+    p = subprocess.Popen([sys.executable, "-m", "engine", "runs", "--store", str(store)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the first line is written: every write meets a closed pipe
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 141 and b"Traceback" not in err, err.decode()
+
+
 def _assert_nothing_written(d):
     assert not (d / "store.duckdb").exists()
     assert not (d / "runs").exists()

@@ -550,6 +550,9 @@ def main(argv=None) -> int:
                     f"{settings.DEFAULT_STORE})")
     try:
         return args.fn(args)
+    except BrokenPipeError:  # `engine runs | head`: the reader left; say nothing more, as a SIGPIPE'd tool would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     except store.StoreBusy as e:  # runs, ingest, export: nothing was changed
         print(f"error: {e}", file=sys.stderr)
         return STORE_NOT_WRITTEN
