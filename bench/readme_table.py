@@ -1,11 +1,14 @@
 """The README's method table from a store: one row per method of a run, the statistics Compare shows.
 
     python bench/readme_table.py --store store.duckdb [--run RUN_ID] [--reference unified]
+    python bench/readme_table.py --store store.duckdb --study STUDY_ID     # the Studies page's numbers
 
 Columns: score over all test targets (mean ± std over personas, 95% t-interval), the personal and general
 split, Δ vs the reference with its paired t-interval, Wilcoxon p, personas helped / hurt / tied, train
 seconds with every stage, eval seconds, epochs trained (mean over adapters). The persona-blind ceiling
-follows as a last row.
+follows as a last row. With --study: per grid point and method, over the personas of every data draw (each
+persona's score averaged over training seeds), the score on all / personal / general / stated / supplied
+targets, Δ vs the reference with its paired 95% t-interval, Holm-adjusted Wilcoxon p and personas helped / hurt.
 """
 from __future__ import annotations
 
@@ -28,7 +31,10 @@ def main():
     ap.add_argument("--store", required=True)
     ap.add_argument("--run")
     ap.add_argument("--reference", default="unified")
+    ap.add_argument("--study")
     args = ap.parse_args()
+    if args.study:
+        return study_table(args.store, args.study, args.reference)
     runs = store.queries.runs(args.store)
     run_id = args.run or runs.run_id.iloc[0]
     tables = {k: views.compare_table([run_id], reference=args.reference, path=args.store, kind=k).set_index("method")
@@ -61,6 +67,35 @@ def main():
               f"{fmt(r.gap, '+.3f')} over `routed` | | | | | |")
     stages = tables["all"].stages
     print("\nstages: " + "; ".join(f"{m}: {s}" for m, s in stages.items() if s and m != "routed"))
+
+
+def study_table(path, study_id, reference):
+    views_by_kind = {k: views.study_view(study_id, reference=reference, kind=k, path=path) for k in views.KINDS}
+    axes = views_by_kind["all"]["axes"]
+    print(f"study {study_id}: {views.coverage_text(views_by_kind['all']['coverage'], pooled_seeds=True)}\n")
+    kinds = [k for k in views.KINDS if k != "all"]
+    print(f"| {' | '.join(axes)} | method | n | all targets (95% CI) | Δ vs {reference} [95% CI] | Holm p | helped / hurt | "
+          + " | ".join(f"{k} (Δ)" for k in kinds) + " |")
+    print("|" + "---|" * (len(axes) + 6 + len(kinds)))
+    tables = {k: v["table"].set_index(["point", "method"]) for k, v in views_by_kind.items()}
+    for (point, method), r in tables["all"].sort_values("mean", ascending=False).sort_index(level=0, sort_remaining=False).iterrows():
+        ref = method == reference
+        cells = []
+        for k in kinds:
+            t = tables[k]
+            if (point, method) not in t.index:
+                cells.append("—")
+                continue
+            row = t.loc[(point, method)]
+            cells.append(fmt(row["mean"]) + ("" if ref else f" ({fmt(row.delta, '+.3f')})"))
+        delta = "reference" if ref else f"{fmt(r.delta, '+.3f')} [{fmt(r.delta_ci_low, '+.3f')}, {fmt(r.delta_ci_high, '+.3f')}]"
+        print(f"| {' | '.join(str(r[a]) for a in axes)} | `{method}` | {r.n_personas} | {fmt(r['mean'])} "
+              f"({fmt(r.ci_low)}–{fmt(r.ci_high)}) | {delta} | {'' if ref else fmt(r.holm_p, '.3g')} | "
+              f"{'' if ref else f'{r.helped} / {r.hurt}'} | " + " | ".join(cells) + " |")
+    ceiling = {k: v["ceiling"] for k, v in views_by_kind.items()}
+    for point in tables["all"].index.get_level_values(0).unique():
+        values = {k: (c.set_index("point").ceiling.get(point) if len(c) else None) for k, c in ceiling.items()}
+        print(f"persona-blind ceiling at {point}: " + ", ".join(f"{k} {fmt(v)}" for k, v in values.items()))
 
 
 if __name__ == "__main__":

@@ -316,3 +316,19 @@ def test_data_seeds_draw_the_simulator_anew_and_their_personas_count_apart(tmp_p
         StudySpec(data=str(ROOT / "tests" / "data" / "edgewise_cold_start_000-099.jsonl"), data_seeds=[1]).points()
     with pytest.raises(ConfigError, match="--data-seeds"):
         StudySpec(data=SMALL, vary={"data_seed": [1, 2]}).points()
+
+
+@pytest.mark.parametrize("seeds, draws, pooled, says, never", [
+    ([0, 1], [7, 8], True, ["averaged over training seeds 0, 1", "data draws 7, 8", "personas of their own"], ["one run"]),
+    ([0], [7, 8, 9], True, ["over personas", "one training seed (0)", "data draws 7, 8, 9", "personas of their own"],
+     ["one run", "averaged"]),
+    ([0, 1], [7], True, ["averaged over training seeds 0, 1", "data draw 7", "do not cover"], ["one run"]),
+    ([0], [7], True, ["personas of one run", "training seed (0)"], ["averaged"]),
+    ([0], [7, 8, 9], False, ["personas of one run"], ["averaged"]),
+    ([], [None], True, ["imported results", "one fixed dataset"], ["one run"]),
+])
+def test_coverage_text_says_what_an_interval_covers(seeds, draws, pooled, says, never):
+    """A study pooled over data draws with one training seed covers the draws (it once said 'one run')."""
+    from engine.analysis import views
+    text = views.coverage_text({"train_seeds": seeds, "data_draws": draws}, pooled_seeds=pooled)
+    assert all(s in text for s in says) and not any(n in text for n in never), text

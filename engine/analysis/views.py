@@ -267,8 +267,10 @@ def coverage_text(coverage: dict, pooled_seeds: bool = False) -> str:
     if not seeds:
         return f"Intervals are over personas (imported results); {data}."
     s = ", ".join(map(str, seeds))
-    if pooled_seeds and len(seeds) > 1:
-        return (f"Intervals are over personas, each persona's score averaged over training seeds {s}; {data}"
+    if pooled_seeds and (len(seeds) > 1 or len(named) > 1):
+        over = (f"each persona's score averaged over training seeds {s}" if len(seeds) > 1
+                else f"one training seed ({s}), whose spread they do not cover")
+        return (f"Intervals are over personas, {over}; {data}"
                 + (" (another draw holds other personas: they count as personas of their own)." if len(named) > 1
                    else ", which they do not cover."))
     return (f"Each interval is over the personas of one run: it does not cover the training seed "
