@@ -77,13 +77,13 @@ def study_table(path, study_id, reference):
     print(f"| {' | '.join(axes)} | method | n | all targets (95% CI) | Δ vs {reference} [95% CI] | Holm p | helped / hurt | "
           + " | ".join(f"{k} (Δ)" for k in kinds) + " |")
     print("|" + "---|" * (len(axes) + 6 + len(kinds)))
-    tables = {k: v["table"].set_index(["point", "method"]) for k, v in views_by_kind.items()}
+    tables = {k: v["table"].set_index(["point", "method"]) for k, v in views_by_kind.items() if len(v["table"])}
     for (point, method), r in tables["all"].sort_values("mean", ascending=False).sort_index(level=0, sort_remaining=False).iterrows():
         ref = method == reference
         cells = []
         for k in kinds:
-            t = tables[k]
-            if (point, method) not in t.index:
+            t = tables.get(k)
+            if t is None or (point, method) not in t.index:  # no targets of that kind
                 cells.append("—")
                 continue
             row = t.loc[(point, method)]

@@ -312,6 +312,14 @@ def test_data_seeds_draw_the_simulator_anew_and_their_personas_count_apart(tmp_p
     assert len(unit) == 6 and t.loc["unified", "mean"] == pytest.approx(unit.mean())
     assert view["coverage"] == {"train_seeds": [0, 1], "data_draws": [7, 8]}
     assert "data draws 7, 8" in views.coverage_text(view["coverage"], pooled_seeds=True)
+    # the README's study table shows the same numbers
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "readme_table.py"), "--store", db, "--study", study_id],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if "| `base` |" in line)
+    assert f"| 6 | {t.loc['base', 'mean']:.3f} (" in row and "data draws 7, 8" in out.stdout
     with pytest.raises(ConfigError, match="one fixed dataset"):
         StudySpec(data=str(ROOT / "tests" / "data" / "edgewise_cold_start_000-099.jsonl"), data_seeds=[1]).points()
     with pytest.raises(ConfigError, match="--data-seeds"):
