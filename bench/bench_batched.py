@@ -9,10 +9,11 @@ with the same batch size, number of steps, LoRA config, precision and dropout ra
 one PEFT adapter per persona trained alone (base loaded once; per persona a reset adapter and a fresh AdamW):
   plain  what a first PEFT script does: HF's `labels=` loss (full-vocabulary logits at every position),
          the model's default attention (sdpa)
-  tuned  PEFT given the trainer's own loss (logits only at target positions) and attention kernel (eager on
-         CPU, also the faster one for its rows): what remains is the trainer's batching of all personas into
-         one pass, its packing of a persona's rows behind their shared prompt prefix, and its cheaper dropout
-         mask (engine.training.lora.dropout_mask vs nn.Dropout; `--dropout 0` takes that out)
+  tuned  PEFT given the trainer's own loss (logits only at target positions) and eager attention on CPU (the
+         faster kernel for its padded rows; the trainer's block attention needs packed rows): what remains is
+         the trainer's batching of all personas into one pass, its packing of a persona's rows behind their
+         shared prompt prefix with block attention over them, and its cheaper dropout mask
+         (engine.training.lora.dropout_mask vs nn.Dropout; `--dropout 0` takes that out)
 Time is wall time of the training loops only (model load and warm-up excluded). Tokens/s counts non-pad
 tokens through the model.
 `qwen0.5b-random` is a randomly initialised model of Qwen2.5-0.5B's shape, built locally (no download).
@@ -86,7 +87,8 @@ def sequential_peft(lm, data, cfg, plain: bool):
     inner = model.base_model.model
     attention = inner.config._attn_implementation
     if not plain and lm.device.type == "cpu":
-        inner.set_attn_implementation("eager")  # what train_adapters_batched uses on CPU (faster there)
+        # eager trains padded rows faster than sdpa on CPU; the trainer's own block attention needs packed rows
+        inner.set_attn_implementation("eager")
     params = [p for p in model.parameters() if p.requires_grad]
     tokens = 0
     sync(lm)

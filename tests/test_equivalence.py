@@ -65,7 +65,8 @@ def peft_reference(lm, base, data, val, init, seed):
         for name, (A, B) in init.items():
             layers[name].lora_A["default"].weight.copy_(A)
             layers[name].lora_B["default"].weight.copy_(B)
-    model.base_model.model.set_attn_implementation("eager")  # the kernel our trainer uses on CPU
+    # eager: the exact attention that the trainer's block attention reproduces for packed rows (test_train.py)
+    model.base_model.model.set_attn_implementation("eager")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=CFG.lr, weight_decay=CFG.weight_decay, eps=1e-8)
 

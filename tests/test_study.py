@@ -313,8 +313,6 @@ def test_data_seeds_draw_the_simulator_anew_and_their_personas_count_apart(tmp_p
     assert view["coverage"] == {"train_seeds": [0, 1], "data_draws": [7, 8]}
     assert "data draws 7, 8" in views.coverage_text(view["coverage"], pooled_seeds=True)
     # the README's study table shows the same numbers
-    import subprocess
-    import sys
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "readme_table.py"), "--store", db, "--study", study_id],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

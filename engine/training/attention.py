@@ -33,10 +33,11 @@ class Layout:
         B, T = segment.shape
         blocks = []  # (context positions, own positions), flattened indices
         for b, seg in enumerate(segment.tolist()):
-            prefix = [b * T + t for t, s in enumerate(seg) if s == 0]
-            rows: dict[int, list[int]] = {}
+            prefix, rows = [], {}  # rows: segment id -> its positions; -1 is padding, in no block
             for t, s in enumerate(seg):
-                if s > 0:
+                if s == 0:
+                    prefix.append(b * T + t)
+                elif s > 0:
                     rows.setdefault(s, []).append(b * T + t)
             if prefix:
                 blocks.append(([], prefix))
