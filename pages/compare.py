@@ -135,6 +135,8 @@ st.caption(f"{metric} per persona (mean over its {kind_labels[kind]} test exampl
            "settings: the test targets whose reference names a setting (of the part, for stated / supplied) and those "
            "settings. train s counts every stage a method needs, reused ones included. — = undefined (one persona, or "
            "the reference itself).")
+if limit := views.significance_limit_text(table):
+    st.warning(limit)
 if len(ceiling):
     st.caption("Persona-blind ceiling (the data's persona-blind replies, scored like a method): "
                + ", ".join(f"{c:.3f}" + (f" ({r})" if multi else "") for c, r in zip(ceiling.ceiling, ceiling.run))

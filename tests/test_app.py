@@ -103,11 +103,16 @@ def test_compare(full, monkeypatch):
     assert at.get("download_button")
     ref = [s for s in at.selectbox if s.label.startswith("Reference")][0]
     assert ref.value == "unified"
+    # 3 personas, 16 comparisons: Holm cannot reach 0.05 whatever the scores, and the page says so
+    (limit,) = [w.value for w in at.warning if "No method can be significant" in w.value]
+    assert "of 3 personas differing" in limit or "with 3 personas" in limit
+    assert "at least" in limit
 
 
 def test_compare_several_runs_reference_and_method(full, monkeypatch):
     at = app(full, "compare", monkeypatch, runs=",".join(full["synth"]), ref="base", method="merge:exact")
     table = at.dataframe[0].value
+    assert not [w for w in at.warning if "No method can be significant" in w.value]  # 12 personas, 7 comparisons
     assert len(table) == 16 and "run" in table.columns
     assert table[table.method == "base"].delta.isna().all()
     assert table[table.method == "unified"].delta.notna().all()

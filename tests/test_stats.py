@@ -270,3 +270,83 @@ def test_method_table_adjusts_over_the_methods_compared_in_the_run():
     assert t.loc["a", "verdict"] == "better"
     assert pd.isna(t.loc["unified", "verdict"]) and np.isnan(t.loc["unified", "holm_p"])
     assert t.loc["a", "mde"] > 0 and t.loc["a", "personas_needed"] >= 2
+
+
+# ----------------------------------------------------------------------------- when nothing can be significant
+
+@pytest.mark.parametrize("n", range(1, 21))
+def test_smallest_wilcoxon_p_is_two_over_two_to_the_n(n):
+    from engine.analysis.stats import smallest_wilcoxon_p
+    assert smallest_wilcoxon_p(n) == pytest.approx(2 / 2 ** n, rel=1e-12)
+
+
+def test_no_data_goes_below_the_smallest_wilcoxon_p():
+    """Ties and zeros included: the bound holds for what paired_difference really computes."""
+    from engine.analysis.stats import smallest_wilcoxon_p
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        n = int(rng.integers(2, 13))
+        d = np.round(rng.normal(rng.choice([0.0, 0.1, 1.0]), 0.1, n), int(rng.integers(1, 3)))  # ties, zeros, one sign
+        r = paired_difference(d, np.zeros(n))
+        if r["wilcoxon_p"] == r["wilcoxon_p"]:
+            assert r["wilcoxon_p"] >= smallest_wilcoxon_p(r["helped"] + r["hurt"]) * (1 - 1e-12), d
+
+
+def _one_run(n_personas, n_methods, shift=0.1, seed=0):
+    """A run where every method beats the reference on every persona (distinct gains): the smallest p there is."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.2, 0.6, n_personas)
+    rows = [("r1", "unified", f"p{i}", b) for i, b in enumerate(base)]
+    for m in range(n_methods):
+        gains = shift + rng.permutation(n_personas) * 0.01
+        rows += [("r1", f"m{m}", f"p{i}", b + g) for i, (b, g) in enumerate(zip(base, gains))]
+    return pd.DataFrame(rows, columns=["run_id", "method", "persona_id", "score"])
+
+
+@pytest.mark.parametrize("n_personas, n_methods, floor", [
+    (8, 16, 0.125),       # the README's all-methods run: nothing can be significant
+    (8, 5, 5 * 2 / 256),  # five comparisons at n = 8 can
+    (10, 16, 16 * 2 / 1024),
+    (3, 2, 0.5),
+])
+def test_holm_floor_is_what_holm_gives_the_most_extreme_data(n_personas, n_methods, floor):
+    """Every method better on every persona: Holm's smallest adjusted p equals the floor, and no table goes below."""
+    from engine.analysis.stats import holm_floor
+    table = method_table(_one_run(n_personas, n_methods))
+    compared = table[table.wilcoxon_p.notna()]
+    untied = list(compared.helped.astype(int) + compared.hurt.astype(int))
+    assert holm_floor(untied) == pytest.approx(floor)
+    assert compared.holm_p.min() == pytest.approx(min(1.0, floor))
+    noisy = _one_run(n_personas, n_methods, shift=0.0, seed=1)
+    noisy["score"] += np.random.default_rng(2).normal(0, 0.05, len(noisy))
+    t = method_table(noisy)
+    t = t[t.wilcoxon_p.notna()]
+    assert t.holm_p.min() >= holm_floor(list(t.helped.astype(int) + t.hurt.astype(int))) - 1e-12
+
+
+def test_holm_floor_counts_comparisons_and_takes_the_largest_n():
+    from engine.analysis.stats import holm_floor
+    assert holm_floor([8, 6, 3]) == pytest.approx(3 * 2 / 256)  # not the smallest n, not one comparison
+    assert holm_floor([0, 8]) == pytest.approx(2 / 256)          # a fully tied comparison has no p: not in the family
+    assert math.isnan(holm_floor([]))
+
+
+@pytest.mark.parametrize("n, m", [(8, 16), (3, 16), (5, 1), (12, 40), (20, 3)])
+def test_significance_limits_are_the_boundary(n, m):
+    from engine.analysis.stats import ALPHA, significance_limits, smallest_wilcoxon_p
+    lim = significance_limits(n, m)
+    k, need = lim["max_comparisons"], lim["personas_needed"]
+    assert k * smallest_wilcoxon_p(n) < ALPHA <= (k + 1) * smallest_wilcoxon_p(n)
+    assert m * smallest_wilcoxon_p(need) < ALPHA <= m * smallest_wilcoxon_p(need - 1) if need > 1 else True
+    assert significance_limits(8, 16) == {"max_comparisons": 6, "personas_needed": 10}
+
+
+def test_significance_limit_text_says_when_and_what_would_help():
+    from engine.analysis.views import significance_limit_text
+    text = significance_limit_text(method_table(_one_run(8, 16)))
+    assert "No method can be significant" in text
+    assert "0.125" in text and "at most 6 methods" in text and "at least 10 personas" in text
+    assert significance_limit_text(method_table(_one_run(8, 5))) is None
+    two = pd.concat([_one_run(8, 16), _one_run(12, 16).assign(run_id="run-000002")])
+    text = significance_limit_text(method_table(two))
+    assert text.startswith("run …r1: ") and "000002" not in text  # only the run that cannot

@@ -1,8 +1,10 @@
 """Runs as text for the terminal (`python -m engine runs`, and after `run` and `import`)."""
 from __future__ import annotations
 
+import textwrap
+
 from engine.analysis.stats import DEFAULT_EFFECT, method_table, summarize
-from engine.analysis.views import routing
+from engine.analysis.views import routing, significance_limit_text
 from engine.store import queries
 
 SPLITS = ("personal", "general", "stated", "supplied")  # the kinds printed beside the score over all targets
@@ -82,6 +84,8 @@ def _print_versus(scores, reference: str = REFERENCE) -> None:
     for _, c in compared.iterrows():
         print(f"      Δ {c.method:19s} {c.delta:+.3f} [{c.delta_ci_low:+.3f}, {c.delta_ci_high:+.3f}]  "
               f"p {p(c.wilcoxon_p)}  Holm p {p(c.holm_p)}  {c.verdict}")
+    if limit := significance_limit_text(table):
+        print(textwrap.fill(limit, 110, initial_indent="    ", subsequent_indent="    "))
 
 
 COMPARISON_COLUMNS = {  # column -> its header in the printed table

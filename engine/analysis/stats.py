@@ -172,6 +172,34 @@ def holm(pvalues) -> np.ndarray:
     return out
 
 
+def smallest_wilcoxon_p(n: int) -> float:
+    """The smallest two-sided Wilcoxon signed-rank p that n personas with nonzero differences can give: all of one
+    sign, untied (2 / 2**n in the exact distribution scipy uses up to n = 50; ties only raise it). NaN for n < 1."""
+    if n < 1:
+        return float("nan")
+    return float(sps.wilcoxon(np.arange(1.0, n + 1), zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def holm_floor(untied) -> float:
+    """The smallest Holm-adjusted p any of these comparisons can reach, whatever the scores (untied[i]: the
+    personas with a nonzero difference in comparison i): Holm multiplies the smallest p by the number of
+    comparisons, and no p is below smallest_wilcoxon_p of the largest n. At or above alpha nothing can be
+    significant: the design (too few personas for so many comparisons) decides, not the methods."""
+    ns = [int(n) for n in untied if n >= 1]
+    if not ns:
+        return float("nan")
+    return min(1.0, len(ns) * smallest_wilcoxon_p(max(ns)))
+
+
+def significance_limits(n: int, comparisons: int, alpha: float = ALPHA, max_personas: int = 200) -> dict:
+    """What would let a Holm-adjusted Wilcoxon test reach alpha: the most comparisons n personas allow, and the
+    fewest personas (≤ max_personas) these comparisons need (None where none within the cap)."""
+    floor = smallest_wilcoxon_p(n)
+    most = max(0, int(np.ceil(alpha / floor)) - 1) if floor == floor else 0
+    fewest = next((k for k in range(1, max_personas + 1) if comparisons * smallest_wilcoxon_p(k) < alpha), None)
+    return {"max_comparisons": most, "personas_needed": fewest}
+
+
 def tost_p(d, margin: float) -> float:
     """Two one-sided paired t-tests of |mean difference| < margin: the larger of the two one-sided p-values
     (small: the methods are equivalent within ±margin). NaN for fewer than 2 personas; with no spread at all,

@@ -71,6 +71,31 @@ def compare_table(run_ids, reference: str = "unified", metric: str = "score", me
     return out
 
 
+def significance_limit_text(table: pd.DataFrame, alpha: float = stats.ALPHA) -> str | None:
+    """Words, when no method of a compare_table run can be significant after Holm whatever the scores (too few
+    personas for so many comparisons), with what would allow it; None when every run can."""
+    out = []
+    defined = table[table.wilcoxon_p.notna()]
+    for run_id, g in defined.groupby("run_id", sort=False):
+        untied = (g.helped.astype(int) + g.hurt.astype(int)).tolist()
+        floor = stats.holm_floor(untied)
+        if not floor >= alpha:
+            continue
+        n, m = max(untied), len(untied)
+        limits = stats.significance_limits(n, m, alpha)
+        where = f"run …{str(run_id)[-6:]}: " if defined.run_id.nunique() > 1 else ""
+        allow = f"compare at most {limits['max_comparisons']} methods with the reference, or " \
+            if limits["max_comparisons"] else ""
+        need = f"use at least {limits['personas_needed']} personas" if limits["personas_needed"] else "add personas"
+        total = int(g.n_personas.max())
+        who = f"{n} personas" if n >= total else f"{n} of {total} personas differing from the reference"
+        out.append(f"{where}No method can be significant here, whatever the scores: with {who} the smallest "
+                   f"Wilcoxon p is {stats.smallest_wilcoxon_p(n):.3g}, and Holm over {m} comparisons raises it to "
+                   f"{floor:.3g} ≥ {alpha:g}. To test, {allow}{need}; the intervals still say how large a Δ "
+                   "the data allow.")
+    return "\n\n".join(out) or None
+
+
 def routing(run_ids, path=None) -> dict:
     """`routed`'s choices: per (run, persona) the method chosen on validation and the one test would have
     chosen; per run, routed's mean score and the optimistic test-routed mean (the gap is what choosing on
