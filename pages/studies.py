@@ -75,6 +75,8 @@ zero = alt.Chart(deltas).mark_rule(color="black").encode(y=alt.datum(0))
 st.caption(views.coverage_text(view["coverage"], pooled_seeds=True))
 st.markdown(f"**Δ vs {reference}** — paired 95% CI; diamonds: significant, i.e. Holm-adjusted Wilcoxon p < 0.05 "
             f"over the methods compared with {reference} at that point")
+if limit := views.significance_limit_text(table, by="point"):
+    st.warning(limit)
 st.altair_chart((dband + dline + zero).properties(height=260) if not facet else
                 (dband + dline + zero).properties(height=200).facet(**facet),
                 width="stretch" if not facet else "content")

@@ -350,3 +350,9 @@ def test_significance_limit_text_says_when_and_what_would_help():
     two = pd.concat([_one_run(8, 16), _one_run(12, 16).assign(run_id="run-000002")])
     text = significance_limit_text(method_table(two))
     assert text.startswith("run …r1: ") and "000002" not in text  # only the run that cannot
+
+    import json
+    grid = pd.concat([_one_run(8, 16).assign(run_id=json.dumps({"personal_fraction": 0.25})),
+                      _one_run(30, 16).assign(run_id=json.dumps({"personal_fraction": 0.75}))])
+    text = significance_limit_text(method_table(grid).rename(columns={"run_id": "point"}), by="point")
+    assert text.startswith("personal_fraction=0.25: ") and "0.75" not in text  # a study's grid point, named

@@ -181,6 +181,20 @@ def test_studies_page_one_axis(studied, monkeypatch):
     assert all(len(r) == 2 for r in t.run_ids)  # each point pools its two seeds
 
 
+@pytest.mark.parametrize("personas, warned", [(6, True), (12, False)])
+def test_studies_page_says_when_no_point_can_be_significant(tmp_path, monkeypatch, personas, warned):
+    """8 methods (7 comparisons per point): 6 personas cannot reach Holm p < 0.05 (7 x 2/2^6 = 0.22), 12 can."""
+    from bench_pages import build_studies
+    db = str(tmp_path / "store.duckdb")
+    (study,) = build_studies(db, n_studies=1, n_runs=4, n_methods=8, n_personas=personas, work_dir=tmp_path / "w")
+    at = open_page(monkeypatch, db, tmp_path / "jobs", "studies", study=study)
+    limits = [w.value for w in at.warning if "No method can be significant" in w.value]
+    assert len(limits) == warned
+    if warned:
+        assert "personal_fraction=0.0: " in limits[0] and "personal_fraction=1.0: " in limits[0]
+        assert "Holm over 7 comparisons" in limits[0]
+
+
 def test_studies_page_two_axes_has_a_winner_map(studied, monkeypatch):
     at = _page(studied, monkeypatch, study=studied["two"])
     assert len(at.get("vega_lite_chart")) == 4  # + the winner heat map

@@ -71,19 +71,21 @@ def compare_table(run_ids, reference: str = "unified", metric: str = "score", me
     return out
 
 
-def significance_limit_text(table: pd.DataFrame, alpha: float = stats.ALPHA) -> str | None:
-    """Words, when no method of a compare_table run can be significant after Holm whatever the scores (too few
-    personas for so many comparisons), with what would allow it; None when every run can."""
+def significance_limit_text(table: pd.DataFrame, by: str = "run_id", alpha: float = stats.ALPHA) -> str | None:
+    """Words, when no method of a Holm family (a compare_table run; by="point": a study_view grid point) can be
+    significant whatever the scores (too few personas for so many comparisons), with what would allow it; None
+    when every family can."""
     out = []
     defined = table[table.wilcoxon_p.notna()]
-    for run_id, g in defined.groupby("run_id", sort=False):
+    for key, g in defined.groupby(by, sort=False):
         untied = (g.helped.astype(int) + g.hurt.astype(int)).tolist()
         floor = stats.holm_floor(untied)
         if not floor >= alpha:
             continue
         n, m = max(untied), len(untied)
         limits = stats.significance_limits(n, m, alpha)
-        where = f"run …{str(run_id)[-6:]}: " if defined.run_id.nunique() > 1 else ""
+        where = "" if defined[by].nunique() == 1 else (f"run …{str(key)[-6:]}: " if by == "run_id" else
+                                                       f"{', '.join(f'{a}={v}' for a, v in json.loads(key).items())}: ")
         allow = f"compare at most {limits['max_comparisons']} methods with the reference, or " \
             if limits["max_comparisons"] else ""
         need = f"use at least {limits['personas_needed']} personas" if limits["personas_needed"] else "add personas"
