@@ -356,3 +356,7 @@ def test_significance_limit_text_says_when_and_what_would_help():
                       _one_run(30, 16).assign(run_id=json.dumps({"personal_fraction": 0.75}))])
     text = significance_limit_text(method_table(grid).rename(columns={"run_id": "point"}), by="point")
     assert text.startswith("personal_fraction=0.25: ") and "0.75" not in text  # a study's grid point, named
+    same = pd.concat([_one_run(8, 16).assign(run_id=json.dumps({"r": r})) for r in (4, 8, 16)])
+    text = significance_limit_text(method_table(same).rename(columns={"run_id": "point"}), by="point")
+    where, _, rest = text.partition(": ")
+    assert set(where.split("; ")) == {"r=4", "r=8", "r=16"} and text.count("No method can be significant") == 1

@@ -74,8 +74,8 @@ def compare_table(run_ids, reference: str = "unified", metric: str = "score", me
 def significance_limit_text(table: pd.DataFrame, by: str = "run_id", alpha: float = stats.ALPHA) -> str | None:
     """Words, when no method of a Holm family (a compare_table run; by="point": a study_view grid point) can be
     significant whatever the scores (too few personas for so many comparisons), with what would allow it; None
-    when every family can."""
-    out = []
+    when every family can. Families with the same limit share one sentence."""
+    said: dict[str, list[str]] = {}  # sentence -> the runs / points it is about
     defined = table[table.wilcoxon_p.notna()]
     for key, g in defined.groupby(by, sort=False):
         untied = (g.helped.astype(int) + g.hurt.astype(int)).tolist()
@@ -84,18 +84,21 @@ def significance_limit_text(table: pd.DataFrame, by: str = "run_id", alpha: floa
             continue
         n, m = max(untied), len(untied)
         limits = stats.significance_limits(n, m, alpha)
-        where = "" if defined[by].nunique() == 1 else (f"run …{str(key)[-6:]}: " if by == "run_id" else
-                                                       f"{', '.join(f'{a}={v}' for a, v in json.loads(key).items())}: ")
-        allow = f"compare at most {limits['max_comparisons']} methods with the reference, or " \
-            if limits["max_comparisons"] else ""
+        k = limits["max_comparisons"]
+        allow = f"compare at most {k} method{'s' if k > 1 else ''} with the reference, or " if k else ""
         need = f"use at least {limits['personas_needed']} personas" if limits["personas_needed"] else "add personas"
         total = int(g.n_personas.max())
         who = f"{n} personas" if n >= total else f"{n} of {total} personas differing from the reference"
-        out.append(f"{where}No method can be significant here, whatever the scores: with {who} the smallest "
-                   f"Wilcoxon p is {stats.smallest_wilcoxon_p(n):.3g}, and Holm over {m} comparisons raises it to "
-                   f"{floor:.3g} ≥ {alpha:g}. To test, {allow}{need}; the intervals still say how large a Δ "
-                   "the data allow.")
-    return "\n\n".join(out) or None
+        sentence = (f"No method can be significant here, whatever the scores: with {who} the smallest Wilcoxon p is "
+                    f"{stats.smallest_wilcoxon_p(n):.3g}, and Holm over {m} comparisons raises it to {floor:.3g} ≥ "
+                    f"{alpha:g}. To test, {allow}{need}; the intervals still say how large a Δ the data allow.")
+        said.setdefault(sentence, []).append(f"run …{str(key)[-6:]}" if by == "run_id" else
+                                             ", ".join(f"{a}={v}" for a, v in json.loads(key).items()))
+    if not said:
+        return None
+    if defined[by].nunique() == 1:
+        return next(iter(said))
+    return "\n\n".join(f"{'; '.join(where)}: {sentence}" for sentence, where in said.items())
 
 
 def routing(run_ids, path=None) -> dict:
