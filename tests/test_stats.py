@@ -335,10 +335,10 @@ def test_holm_floor_counts_comparisons_and_takes_the_largest_n():
 def test_significance_limits_are_the_boundary(n, m):
     from engine.analysis.stats import ALPHA, significance_limits, smallest_wilcoxon_p
     lim = significance_limits(n, m)
-    k, need = lim["max_comparisons"], lim["personas_needed"]
+    k, need = lim["max_comparisons"], lim["fewest_personas"]
     assert k * smallest_wilcoxon_p(n) < ALPHA <= (k + 1) * smallest_wilcoxon_p(n)
     assert m * smallest_wilcoxon_p(need) < ALPHA <= m * smallest_wilcoxon_p(need - 1) if need > 1 else True
-    assert significance_limits(8, 16) == {"max_comparisons": 6, "personas_needed": 10}
+    assert significance_limits(8, 16) == {"smallest_p": 2 / 256, "max_comparisons": 6, "fewest_personas": 10}
 
 
 def test_significance_limit_text_says_when_and_what_would_help():

@@ -192,12 +192,13 @@ def holm_floor(untied) -> float:
 
 
 def significance_limits(n: int, comparisons: int, alpha: float = ALPHA, max_personas: int = 200) -> dict:
-    """What would let a Holm-adjusted Wilcoxon test reach alpha: the most comparisons n personas allow, and the
-    fewest personas (≤ max_personas) these comparisons need (None where none within the cap)."""
+    """What would let a Holm-adjusted Wilcoxon test reach alpha: the smallest p of n personas, the most
+    comparisons n personas allow, and the fewest personas (≤ max_personas) these comparisons need (None where
+    none within the cap) — the fewest with which significance is possible at all, not personas_needed's power."""
     floor = smallest_wilcoxon_p(n)
     most = max(0, int(np.ceil(alpha / floor)) - 1) if floor == floor else 0
     fewest = next((k for k in range(1, max_personas + 1) if comparisons * smallest_wilcoxon_p(k) < alpha), None)
-    return {"max_comparisons": most, "personas_needed": fewest}
+    return {"smallest_p": floor, "max_comparisons": most, "fewest_personas": fewest}
 
 
 def tost_p(d, margin: float) -> float:

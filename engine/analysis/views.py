@@ -86,11 +86,11 @@ def significance_limit_text(table: pd.DataFrame, by: str = "run_id", alpha: floa
         limits = stats.significance_limits(n, m, alpha)
         k = limits["max_comparisons"]
         allow = f"compare at most {k} method{'s' if k > 1 else ''} with the reference, or " if k else ""
-        need = f"use at least {limits['personas_needed']} personas" if limits["personas_needed"] else "add personas"
+        need = f"use at least {limits['fewest_personas']} personas" if limits["fewest_personas"] else "add personas"
         total = int(g.n_personas.max())
         who = f"{n} personas" if n >= total else f"{n} of {total} personas differing from the reference"
         sentence = (f"No method can be significant here, whatever the scores: with {who} the smallest Wilcoxon p is "
-                    f"{stats.smallest_wilcoxon_p(n):.3g}, and Holm over {m} comparisons raises it to {floor:.3g} ≥ "
+                    f"{limits['smallest_p']:.3g}, and Holm over {m} comparisons raises it to {floor:.3g} ≥ "
                     f"{alpha:g}. To test, {allow}{need}; the intervals still say how large a Δ the data allow.")
         said.setdefault(sentence, []).append(f"run …{str(key)[-6:]}" if by == "run_id" else
                                              ", ".join(f"{a}={v}" for a, v in json.loads(key).items()))
